@@ -1,0 +1,3 @@
+from smarttrade.cli import main
+
+main()
