@@ -1,0 +1,54 @@
+"""Exceptions that the CLI turns into one-line messages instead of tracebacks."""
+
+from __future__ import annotations
+
+
+class SmartTradeError(Exception):
+    """An expected failure: shown to the user as one line, exit code ``exit_code``."""
+
+    exit_code = 1
+
+
+class SettingsError(SmartTradeError):
+    """A bad environment value; names the variable and the reason."""
+
+    exit_code = 2
+
+    def __init__(self, variable: str, reason: str) -> None:
+        super().__init__(f"{variable}: {reason}")
+        self.variable = variable
+        self.reason = reason
+
+
+class RedisUnavailable(SmartTradeError):
+    """Redis cannot be reached (refused, timed out, auth failed, binary missing)."""
+
+    exit_code = 2
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"cannot reach Redis at {url}: {reason}")
+        self.url = url
+        self.reason = reason
+
+
+class DecodeError(SmartTradeError):
+    """A stored or submitted value does not match its contract shape."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"{where}: {reason}")
+        self.where = where
+        self.reason = reason
+
+
+class ValidationError(DecodeError):
+    """A value offered for writing breaks a rule (bad setting, bad symbol, too large)."""
+
+
+class UnknownSymbol(ValidationError):
+    def __init__(self, symbol: str) -> None:
+        super().__init__("symbol", f"unknown symbol {symbol!r}")
+        self.symbol = symbol
+
+
+class OutOfMemory(SmartTradeError):
+    """Redis refused a write because maxmemory is reached and nothing can be evicted."""

@@ -1,0 +1,127 @@
+"""The wire contract's six stores: database, key pattern and TTL, and every extra key we add.
+
+This module is the only place that spells a key prefix or a default TTL. Extra keys are listed in
+docs/keyspace.md with their type and bound.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from smarttrade.symbols import check_symbol
+
+
+class Store(StrEnum):
+    QUOTES = "quotes"
+    ORDERFLOW = "orderflow"
+    FOOTPRINT = "footprint"
+    CALC = "calc"
+    SESSIONS = "sessions"
+    CONFIG = "config"
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSpec:
+    store: Store
+    title: str
+    prefix: str  # first key segment, without the colon
+    pattern: str  # the contract's key pattern, for humans
+    default_db: int
+    default_ttl: int | None  # None: permanent
+    env: str  # suffix of REDIS_DB_* / REDIS_TTL_*
+
+    @property
+    def market_data(self) -> bool:
+        """Stores whose keys must expire (evictable under volatile-lru)."""
+        return self.default_ttl is not None
+
+
+SPECS: dict[Store, StoreSpec] = {
+    s.store: s
+    for s in (
+        StoreSpec(Store.QUOTES, "quotes", "quote", "quote:SYMBOL:EPOCH_S", 0, 60, "QUOTES"),
+        StoreSpec(
+            Store.ORDERFLOW,
+            "order flow",
+            "orderflow",
+            "orderflow:SYMBOL:EPOCH_S",
+            1,
+            300,
+            "ORDERFLOW",
+        ),
+        StoreSpec(Store.FOOTPRINT, "footprint", "footprint", "footprint:SYMBOL:LEVEL", 2, 600, "FOOTPRINT"),
+        StoreSpec(Store.CALC, "calculations", "calc", "calc:SYMBOL:INDICATOR", 3, 1800, "CALC"),
+        StoreSpec(Store.SESSIONS, "sessions", "session", "session:USER_ID", 4, 3600, "SESSIONS"),
+        StoreSpec(Store.CONFIG, "user settings", "config", "config:USER_ID:SETTING", 5, None, "CONFIG"),
+    )
+}
+BY_PREFIX: dict[str, StoreSpec] = {s.prefix: s for s in SPECS.values()}
+
+# Extra keys (docs/keyspace.md). The latest-quote index lives beside the quotes, in the quotes db,
+# under a prefix that `quote:*` does not match, so contract readers never trip over it.
+LAST_QUOTE_PREFIX = "lastquote"
+LAST_QUOTE_TTL = 86_400  # a quiet market still shows its last price for a trading day
+
+_GLOB_SPECIALS = "\\*?[]"
+
+
+def glob_escape(text: str) -> str:
+    """Escape a literal for a SCAN MATCH pattern."""
+    return "".join("\\" + c if c in _GLOB_SPECIALS else c for c in text)
+
+
+def quote_key(symbol: str, epoch_s: int) -> str:
+    return f"quote:{symbol}:{int(epoch_s)}"
+
+
+def last_quote_key(symbol: str) -> str:
+    return f"{LAST_QUOTE_PREFIX}:{symbol}"
+
+
+def orderflow_key(symbol: str, epoch_s: int) -> str:
+    return f"orderflow:{symbol}:{int(epoch_s)}"
+
+
+def footprint_key(symbol: str, level: int) -> str:
+    return f"footprint:{symbol}:{int(level)}"
+
+
+def calc_key(symbol: str, indicator: str) -> str:
+    return f"calc:{symbol}:{indicator}"
+
+
+def session_key(user_id: str) -> str:
+    return f"session:{user_id}"
+
+
+def config_key(user_id: str, setting: str) -> str:
+    return f"config:{user_id}:{setting}"
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedKey:
+    spec: StoreSpec
+    parts: tuple[str, ...]  # the segments after the prefix
+
+
+def parse_key(key: str) -> ParsedKey:
+    """Split a contract key into its store and segments; ValueError names what is wrong."""
+    prefix, _, rest = key.partition(":")
+    spec = BY_PREFIX.get(prefix)
+    if spec is None:
+        known = ", ".join(f"{p}:" for p in BY_PREFIX)
+        raise ValueError(f"{key!r} has no store prefix (expected one of {known})")
+    want = spec.pattern.count(":")
+    parts = tuple(rest.split(":", want - 1)) if rest else ()
+    if len(parts) != want or not all(parts):
+        raise ValueError(f"{key!r} does not match {spec.pattern}")
+    if spec.store in (Store.QUOTES, Store.ORDERFLOW, Store.FOOTPRINT, Store.CALC):
+        check_symbol(parts[0])
+    if spec.store in (Store.QUOTES, Store.ORDERFLOW, Store.FOOTPRINT):
+        try:
+            int(parts[1])
+        except ValueError:
+            what = "LEVEL" if spec.store is Store.FOOTPRINT else "EPOCH_S"
+            raise ValueError(f"{key!r}: {what} must be an integer") from None
+    return ParsedKey(spec, parts)

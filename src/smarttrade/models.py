@@ -1,0 +1,102 @@
+"""The contract's JSON shapes (DESIGN.md §1) as msgspec structs, and the codecs around them.
+
+Decoding validates and names the offending field (``$.price``). Reads use msgspec's lax mode so a
+hand-typed ``"5.234"`` still reads as a number, while ``"abc"`` is an error. Fields that seed-style
+hand-written values leave out are optional here and filled from the key by the stores.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, TypeVar
+
+import msgspec
+from msgspec import Meta, Struct
+
+from smarttrade.errors import DecodeError
+
+_MAX = 1e15  # also rejects inf, which JSON cannot carry anyway
+Price = Annotated[float, Meta(gt=0, lt=_MAX)]
+Volume = Annotated[int, Meta(ge=0)] | Annotated[float, Meta(ge=0, lt=_MAX)]
+TradeVolume = Annotated[int, Meta(gt=0)] | Annotated[float, Meta(gt=0, lt=_MAX)]
+Epoch = Annotated[int, Meta(ge=0)] | Annotated[float, Meta(ge=0, lt=_MAX)]
+Side = Literal["buy", "sell"]
+Symbol = Annotated[str, Meta(pattern=r"^[A-Z0-9][A-Z0-9._-]{0,31}$")]
+UserId = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.@-]{1,128}$")]
+Ratio = Annotated[float, Meta(ge=0, le=1)]
+
+
+class Quote(Struct, kw_only=True):
+    symbol: Symbol | None = None  # from the key when missing
+    price: Price
+    volume: Volume = 0
+    timestamp: Epoch | None = None  # from the key when missing
+    bid: Price | None = None
+    ask: Price | None = None
+
+
+class Trade(Struct, kw_only=True):
+    price: Price
+    volume: TradeVolume
+    side: Side
+    time: Epoch
+
+
+class OrderFlowBucket(Struct, kw_only=True):
+    symbol: Symbol | None = None
+    trades: list[Trade] = msgspec.field(default_factory=list)
+
+
+class FootprintLevel(Struct, kw_only=True):
+    price: Price | None = None  # from the key's LEVEL and the symbol's scale when missing
+    buy_volume: Volume = 0
+    sell_volume: Volume = 0
+    total_volume: Volume | None = None  # buy + sell when missing
+    imbalance: Ratio | None = None  # buy / total (0..1) when missing; 0 when total is 0
+
+
+class Calc(Struct, kw_only=True):
+    indicator: str | None = None
+    value: Annotated[float, Meta(gt=-_MAX, lt=_MAX)]
+    timestamp: Epoch | None = None
+    period: Annotated[int, Meta(gt=0)] | None = None
+
+
+class Session(Struct, kw_only=True):
+    user_id: UserId | None = None
+    socket_id: Annotated[str, Meta(min_length=1, max_length=128)]
+    connected_at: Epoch | None = None
+    subscriptions: Annotated[list[Symbol], Meta(max_length=500)] = msgspec.field(default_factory=list)
+
+
+class AlertRule(Struct, forbid_unknown_fields=True):
+    price: Price
+    type: Literal["above", "below"]
+
+
+Theme = Literal["dark", "light"]
+Watchlist = Annotated[list[Symbol], Meta(max_length=500)]
+Alerts = dict[Symbol, AlertRule]
+
+T = TypeVar("T")
+_encoder = msgspec.json.Encoder()
+_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+
+def encode(value: Any) -> bytes:
+    """Compact JSON, the only format we write."""
+    return _encoder.encode(value)
+
+
+def decode(kind: type[T] | Any, raw: bytes | str, where: str) -> T:
+    """Decode and validate ``raw`` as ``kind``; DecodeError says where and which field."""
+    decoder = _decoders.get(kind)
+    if decoder is None:
+        decoder = _decoders[kind] = msgspec.json.Decoder(kind, strict=False)
+    try:
+        return decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise DecodeError(where, str(exc).replace("`", "")) from None
+
+
+def to_builtins(value: Any) -> Any:
+    return msgspec.to_builtins(value)
