@@ -1,0 +1,1 @@
+"""Redis plumbing: connection pools, the embedded server, the trading profile, Lua scripts."""

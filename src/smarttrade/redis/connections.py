@@ -1,0 +1,108 @@
+"""One connection pool per Redis database, with retries set explicitly and a bounded total.
+
+redis-py never switches databases on pooled connections, so each store's db gets its own pool; the
+per-process connection total (REDIS_MAX_CONNECTIONS) is split across them and stays well below the
+runbook's 50-connection alert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis.asyncio as aioredis
+import redis.exceptions as rexc
+from redis.asyncio.retry import Retry
+from redis.backoff import ConstantBackoff, NoBackoff
+
+from smarttrade.errors import OutOfMemory, RedisUnavailable
+from smarttrade.settings import redact
+
+# The seed's ioredis settings: maxRetriesPerRequest 3, retryDelayOnFailover 100 ms.
+RETRIES = 3
+BACKOFF_S = 0.1
+CONNECT_TIMEOUT_S = 2.0
+SOCKET_TIMEOUT_S = 5.0  # a reply slower than this counts as a failure (and is retried)
+FIRST_PING_S = 5.0  # the start-up check gives up on a server that accepts but never answers
+POOL_WAIT_S = 10.0
+
+
+def _reason(exc: BaseException) -> str:
+    """The most useful one-line reason: the OS error under redis-py's wrapper when there is one."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno:
+            return os.strerror(seen.errno)
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def _oom_message(url: str, reason: str) -> str:
+    return (
+        f"Redis at {redact(url)} refused a write: maxmemory reached and nothing evictable "
+        f"({reason.strip()})"
+    )
+
+
+@contextmanager
+def redis_errors(url: str) -> Iterator[None]:
+    """Turn redis-py's failures into our one-line errors."""
+    try:
+        yield
+    except rexc.OutOfMemoryError as exc:
+        raise OutOfMemory(_oom_message(url, _reason(exc))) from None
+    except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
+        raise RedisUnavailable(redact(url), _reason(exc)) from None
+    except rexc.ResponseError as exc:
+        text = str(exc)
+        if text.startswith(("NOAUTH", "WRONGPASS", "NOPERM")):
+            raise RedisUnavailable(redact(url), _reason(exc)) from None
+        if "-OOM " in text:  # Redis 6.2 reports OOM inside a script as a script error
+            raise OutOfMemory(_oom_message(url, text.partition("-OOM ")[2])) from None
+        raise
+
+
+class RedisPools:
+    """Async clients keyed by database number, sharing one connection budget."""
+
+    def __init__(self, url: str, dbs: set[int] | list[int], max_connections: int) -> None:
+        self.url = url
+        dbs = sorted(set(dbs))
+        per_pool = max(2, max_connections // max(1, len(dbs)))
+        self.max_connections = per_pool * len(dbs)
+        self._clients: dict[int, aioredis.Redis] = {}
+        for db in dbs:
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url,
+                db=db,
+                max_connections=per_pool,
+                timeout=POOL_WAIT_S,
+                socket_connect_timeout=CONNECT_TIMEOUT_S,
+                socket_timeout=SOCKET_TIMEOUT_S,
+                retry=Retry(ConstantBackoff(BACKOFF_S), RETRIES),
+                health_check_interval=30,
+                client_name="smarttrade",
+            )
+            # Retries live on the connections; a client-level retry would multiply them.
+            self._clients[db] = aioredis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
+
+    def client(self, db: int) -> aioredis.Redis:
+        try:
+            return self._clients[db]
+        except KeyError:
+            raise ValueError(f"no pool for database {db}") from None
+
+    async def ping(self) -> None:
+        """Raise RedisUnavailable with the reason if the server does not answer."""
+        with redis_errors(self.url):
+            try:
+                await asyncio.wait_for(next(iter(self._clients.values())).ping(), FIRST_PING_S)
+            except TimeoutError:
+                raise RedisUnavailable(redact(self.url), f"no reply within {FIRST_PING_S:g} s") from None
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()

