@@ -1,0 +1,49 @@
+"""Wiring for a command: settings -> Redis (given, or the embedded default) -> pools -> stores."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from smarttrade.keyspace import Store
+from smarttrade.redis.connections import RedisPools
+from smarttrade.redis.embedded import EmbeddedHandle, attach_or_start
+from smarttrade.settings import Settings, redact
+from smarttrade.stores import Stores
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    url: str
+    pools: RedisPools
+    stores: Stores
+    embedded: EmbeddedHandle | None
+
+    @property
+    def where(self) -> str:
+        """Where the data lives, for the first line a command prints."""
+        if self.embedded is None:
+            return redact(self.url)
+        how = "started for this run" if self.embedded.owned else "already running"
+        return f"{self.url} (embedded, {how}; data in {self.settings.smarttrade_data_dir})"
+
+
+@asynccontextmanager
+async def connect(settings: Settings) -> AsyncIterator[Runtime]:
+    """Connect (starting the embedded server when REDIS_URL is unset) and check it answers."""
+    handle: EmbeddedHandle | None = None
+    if settings.redis_url:
+        url = settings.redis_url
+    else:
+        handle = attach_or_start(settings.smarttrade_data_dir, settings.smarttrade_maxmemory)
+        url = handle.url
+    pools = RedisPools(url, {settings.db(s) for s in Store}, settings.redis_max_connections)
+    try:
+        await pools.ping()
+        yield Runtime(settings, url, pools, Stores(pools, settings), handle)
+    finally:
+        await pools.aclose()
+        if handle is not None:
+            handle.close()

@@ -1,0 +1,104 @@
+"""The mechanism every store shares: its db and TTL, raw reads and writes, scans, scripts.
+
+Each concrete store is a thin class that says which key and which model; nothing below is
+repeated per store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, ClassVar, TypeVar
+
+from redis.commands.core import AsyncScript
+
+from smarttrade.keyspace import StoreSpec
+from smarttrade.models import decode, encode
+from smarttrade.redis.connections import RedisPools, redis_errors
+from smarttrade.settings import Settings
+
+T = TypeVar("T")
+MGET_CHUNK = 500
+SCAN_COUNT = 500
+
+
+class BaseStore:
+    spec: ClassVar[StoreSpec]
+
+    def __init__(self, pools: RedisPools, settings: Settings) -> None:
+        self.settings = settings
+        self.db = settings.db(self.spec)
+        self.ttl = settings.ttl(self.spec)
+        self.redis = pools.client(self.db)
+        self.url = pools.url
+        # Per-store hit counting: INFO only has a server-wide hit rate.
+        self.hits = 0
+        self.misses = 0
+        self._scripts: dict[str, AsyncScript] = {}
+
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        with redis_errors(self.url):
+            yield
+
+    def _count(self, found: bool) -> None:
+        if found:
+            self.hits += 1
+        else:
+            self.misses += 1
+
+    async def get_raw(self, key: str) -> bytes | None:
+        with self.guard():
+            raw = await self.redis.get(key)
+        self._count(raw is not None)
+        return raw
+
+    async def mget_raw(self, keys: Sequence[str]) -> list[bytes | None]:
+        out: list[bytes | None] = []
+        with self.guard():
+            for i in range(0, len(keys), MGET_CHUNK):
+                out.extend(await self.redis.mget(keys[i : i + MGET_CHUNK]))
+        for raw in out:
+            self._count(raw is not None)
+        return out
+
+    async def put_raw(self, key: str, data: bytes, ttl: int | None = None) -> None:
+        """SET with the store's TTL (EX), or without one for permanent stores."""
+        ttl = self.ttl if ttl is None else ttl
+        with self.guard():
+            if ttl is None:
+                await self.redis.set(key, data)
+            else:
+                await self.redis.set(key, data, ex=ttl)
+
+    async def delete(self, key: str) -> bool:
+        with self.guard():
+            return bool(await self.redis.unlink(key))
+
+    async def ttl_of(self, key: str) -> int:
+        with self.guard():
+            return int(await self.redis.ttl(key))
+
+    async def scan_keys(self, match: str) -> list[str]:
+        """SCAN with a COUNT (never KEYS); keys are returned as text."""
+        keys: list[str] = []
+        with self.guard():
+            async for key in self.redis.scan_iter(match=match, count=SCAN_COUNT):
+                keys.append(key.decode() if isinstance(key, bytes) else key)
+        return keys
+
+    async def run_script(self, source: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = self.redis.register_script(source)
+        with self.guard():
+            return await script(keys=list(keys), args=list(args))
+
+    @staticmethod
+    def decode(kind: type[T], raw: bytes, key: str) -> T:
+        return decode(kind, raw, key)
+
+    @staticmethod
+    def checked(value: T, where: str) -> T:
+        """Validate a value we are about to write by the same rules as a read."""
+        return decode(type(value), encode(value), where)

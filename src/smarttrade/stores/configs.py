@@ -1,0 +1,100 @@
+"""User settings (db 5): permanent, validated for the settings we know, capped in size.
+
+Reads are tolerant: ``redis-cli SET config:u:theme dark`` stores the bare word ``dark``, which is
+not JSON; it reads back as the string "dark". Writes are always JSON.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from smarttrade.errors import DecodeError, ValidationError
+from smarttrade.keyspace import SPECS, Store, config_key, glob_escape
+from smarttrade.models import AlertRule, Symbol, Theme, Watchlist, decode, encode
+from smarttrade.stores.base import BaseStore
+
+MAX_VALUE_BYTES = 64 * 1024
+USER_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
+SETTING_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+
+
+def _alerts(data: bytes) -> Any:
+    """Per symbol, so an error names it: ``alerts.DOL: Expected float > 0.0 - at $.price``."""
+    rules = decode(dict[Symbol, Any], data, "alerts")
+    return {sym: decode(AlertRule, encode(rule), f"alerts.{sym}") for sym, rule in rules.items()}
+
+
+# The settings whose shape we know, each with its check; any other name takes any JSON value.
+KNOWN_SETTINGS: dict[str, Callable[[bytes], Any]] = {
+    "theme": lambda data: decode(Theme, data, "theme"),
+    "symbols": lambda data: decode(Watchlist, data, "symbols"),
+    "alerts": _alerts,
+}
+
+
+def check_user(user_id: str) -> str:
+    if not isinstance(user_id, str) or not USER_RE.match(user_id):
+        raise ValidationError(
+            "user_id", f"{user_id!r} is not a user id (A-Z, a-z, 0-9, '_', '.', '@', '-'; 1-128)"
+        )
+    return user_id
+
+
+def check_setting(name: str) -> str:
+    if not isinstance(name, str) or not SETTING_RE.match(name):
+        raise ValidationError(
+            "setting", f"{name!r} is not a setting name (a-z, 0-9, '_', '.', '-'; 1-64 chars)"
+        )
+    return name
+
+
+def validate_setting(name: str, value: Any) -> bytes:
+    """The JSON to store for ``name``; ValidationError names the setting and the reason."""
+    check_setting(name)
+    try:
+        data = encode(value)
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise ValidationError(name, f"not JSON-serialisable: {exc}") from None
+    if len(data) > MAX_VALUE_BYTES:
+        raise ValidationError(name, f"value is {len(data)} bytes; the cap is {MAX_VALUE_BYTES}")
+    check = KNOWN_SETTINGS.get(name)
+    if check is not None:
+        try:
+            data = encode(check(data))
+        except DecodeError as exc:
+            raise ValidationError(exc.where, exc.reason) from None
+    return data
+
+
+def _tolerant(raw: bytes) -> Any:
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return raw.decode("utf-8", errors="replace")
+
+
+class ConfigStore(BaseStore):
+    spec = SPECS[Store.CONFIG]
+
+    async def set(self, user_id: str, setting: str, value: Any) -> None:
+        data = validate_setting(setting, value)
+        await self.put_raw(config_key(check_user(user_id), setting), data)
+
+    async def get(self, user_id: str, setting: str) -> Any | None:
+        raw = await self.get_raw(config_key(check_user(user_id), check_setting(setting)))
+        return None if raw is None else _tolerant(raw)
+
+    async def remove(self, user_id: str, setting: str) -> bool:
+        return await self.delete(config_key(check_user(user_id), check_setting(setting)))
+
+    async def all(self, user_id: str) -> dict[str, Any]:
+        prefix = f"config:{check_user(user_id)}:"
+        keys = sorted(await self.scan_keys(glob_escape(prefix) + "*"))
+        raws = await self.mget_raw(keys)
+        return {
+            key[len(prefix) :]: _tolerant(raw) for key, raw in zip(keys, raws, strict=True) if raw is not None
+        }

@@ -1,0 +1,68 @@
+"""Quotes (db 0): one key per symbol and second, plus a latest-quote index for O(1) reads."""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+
+from smarttrade.errors import ValidationError
+from smarttrade.keyspace import LAST_QUOTE_TTL, SPECS, Store, last_quote_key, quote_key
+from smarttrade.models import Quote, encode
+from smarttrade.redis.scripts import QUOTE_PUT
+from smarttrade.stores.base import BaseStore
+from smarttrade.symbols import check_symbol
+
+
+class QuoteStore(BaseStore):
+    spec = SPECS[Store.QUOTES]
+
+    async def put(self, quote: Quote) -> None:
+        if quote.symbol is None or quote.timestamp is None:
+            raise ValidationError("quote", "symbol and timestamp are required to write a quote")
+        quote = self.checked(quote, "quote")
+        second = int(quote.timestamp)
+        await self.run_script(
+            QUOTE_PUT,
+            [quote_key(quote.symbol, second), last_quote_key(quote.symbol)],
+            [encode(quote), self.ttl, quote.timestamp, LAST_QUOTE_TTL],
+        )
+
+    def _read(self, raw: bytes, key: str, symbol: str, second: int | None) -> Quote:
+        quote = self.decode(Quote, raw, key)
+        if quote.symbol is None or (quote.timestamp is None and second is not None):
+            quote = msgspec.structs.replace(
+                quote,
+                symbol=quote.symbol or symbol,
+                timestamp=quote.timestamp if quote.timestamp is not None else second,
+            )
+        return quote
+
+    async def get(self, symbol: str, epoch_s: int) -> Quote | None:
+        key = quote_key(check_symbol(symbol), epoch_s)
+        raw = await self.get_raw(key)
+        return None if raw is None else self._read(raw, key, symbol, int(epoch_s))
+
+    async def latest(self, symbol: str) -> Quote | None:
+        key = last_quote_key(check_symbol(symbol))
+        raw = await self.get_raw(key)
+        return None if raw is None else self._read(raw, key, symbol, None)
+
+    async def history(self, symbol: str, until: int | None = None) -> list[Quote]:
+        """Quotes of the last TTL window, oldest first: one MGET, no scan.
+
+        The window ends at ``until``, else at the latest quote (so a replay of old data still
+        has a history), else now.
+        """
+        if until is None:
+            last = await self.latest(symbol)
+            until = int(last.timestamp) if last and last.timestamp is not None else int(time.time())
+        assert self.ttl is not None
+        seconds = list(range(until - self.ttl + 1, until + 1))
+        keys = [quote_key(check_symbol(symbol), s) for s in seconds]
+        raws = await self.mget_raw(keys)
+        return [
+            self._read(raw, key, symbol, s)
+            for raw, key, s in zip(raws, keys, seconds, strict=True)
+            if raw is not None
+        ]
