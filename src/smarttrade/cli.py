@@ -1,0 +1,217 @@
+"""The ``smarttrade`` command line (Typer + Rich).
+
+Expected failures (Redis unreachable, a bad setting, a bad key) print one line and exit non-zero;
+only a bug shows a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from smarttrade.demo import DemoStats, run_demo
+from smarttrade.errors import SmartTradeError
+from smarttrade.ops import health
+from smarttrade.runtime import Runtime, connect
+from smarttrade.settings import load_settings
+from smarttrade.symbols import check_symbol, spec_for
+
+app = typer.Typer(
+    help="Smart-Trade real-time market-data layer on Redis.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+T = TypeVar("T")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines instead of tables.")]
+
+
+def _run(job: Callable[[Runtime], Awaitable[T]]) -> T:
+    """Load settings, connect, run ``job``; expected failures become one line and an exit code."""
+
+    async def main() -> T:
+        async with connect(load_settings()) as rt:
+            return await job(rt)
+
+    try:
+        return asyncio.run(main())
+    except SmartTradeError as exc:
+        err.print(str(exc), markup=False, highlight=False)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def _dump(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+
+
+@app.command()
+def status(as_json: JsonOpt = False) -> None:
+    """Reachability, server version, mode, memory, clients, and which store is on which db."""
+
+    async def job(rt: Runtime) -> health.Status:
+        return await health.status(rt.pools, rt.settings, rt.where)
+
+    st = _run(job)
+    if as_json:
+        _dump(msgspec.to_builtins(st))
+        return
+    mem = st.used_memory_human
+    if st.maxmemory:
+        mem += f" of {st.maxmemory / 2**20:.0f} MiB ({st.used_memory / st.maxmemory:.1%})"
+    summary = Table.grid(padding=(0, 2))
+    summary.add_column(no_wrap=True)
+    summary.add_column(no_wrap=True)
+    summary.add_row("Redis", st.url)
+    summary.add_row("reachable", f"[green]yes[/] (PING {st.ping_ms:.2f} ms)")
+    summary.add_row("version", st.version)
+    summary.add_row("mode", f"{st.mode}, role {st.role}")
+    summary.add_row("memory", f"{mem}, policy {st.maxmemory_policy}")
+    summary.add_row("clients", str(st.connected_clients))
+    out.print(summary)
+    table = Table(title="stores")
+    for col in ("store", "db", "key pattern", "TTL"):
+        table.add_column(col)
+    for row in st.stores:
+        table.add_row(row.title, str(row.db), row.pattern, f"{row.ttl} s" if row.ttl else "none")
+    out.print(table)
+
+
+def _keys_table(rows: list[health.StoreKeys], title: str = "keys per store") -> Table:
+    table = Table(title=title)
+    table.add_column("store")
+    table.add_column("db", justify="right")
+    table.add_column("keys", justify="right")
+    table.add_column("expiring", justify="right")
+    table.add_column("persistent", justify="right")
+    for row in rows:
+        name = row.title + (f" (db shared with {', '.join(row.shared_with)})" if row.shared_with else "")
+        table.add_row(name, str(row.db), str(row.keys), str(row.expiring), str(row.persistent))
+    table.caption = "from INFO keyspace; db 0 also counts the latest-quote index (docs/keyspace.md)"
+    return table
+
+
+@app.command()
+def stats(as_json: JsonOpt = False) -> None:
+    """Keys per store by name, expiring vs persistent (INFO keyspace, no scan)."""
+
+    async def job(rt: Runtime) -> list[health.StoreKeys]:
+        return await health.store_keys(rt.pools, rt.settings)
+
+    rows = _run(job)
+    if as_json:
+        _dump([{**msgspec.to_builtins(r), "persistent": r.persistent} for r in rows])
+    else:
+        out.print(_keys_table(rows))
+
+
+@app.command()
+def get(
+    key: Annotated[str, typer.Argument(help="A contract key, e.g. footprint:DOL:5234500.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Read one key through the store its prefix names and print the decoded JSON."""
+
+    async def job(rt: Runtime) -> Any:
+        try:
+            return await rt.stores.read_key(key)
+        except ValueError as exc:
+            raise SmartTradeError(str(exc)) from None
+
+    kv = _run(job)
+    if kv.value is None:
+        err.print(f"{key}: not found (store {kv.store.value}, db {kv.db})", markup=False)
+        raise typer.Exit(1)
+    if as_json:
+        _dump(kv.value)
+        return
+    ttl = "no TTL" if kv.ttl == -1 else f"TTL {kv.ttl} s"
+    err.print(Text(f"{key}  store {kv.store.value}, db {kv.db}, {ttl}", style="dim"))
+    out.print_json(data=kv.value)
+
+
+def _symbols(text: str) -> list[str]:
+    symbols = [s.strip().upper() for s in text.split(",") if s.strip()]
+    try:
+        for s in symbols:
+            spec_for(check_symbol(s))
+    except SmartTradeError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return symbols
+
+
+@app.command()
+def demo(
+    duration: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds and print a summary.")
+    ] = None,
+    symbols: Annotated[str, typer.Option(help="Comma-separated symbols.")] = "DOL,WDO,WIN",
+    rate: Annotated[int, typer.Option(min=1, max=100_000, help="Trades/s per symbol.")] = 50,
+    seed: Annotated[int | None, typer.Option(help="Random seed, for a repeatable run.")] = None,
+) -> None:
+    """Run the demo: a private Redis (unless REDIS_URL is set) and a synthetic feed into it."""
+    symbol_list = _symbols(symbols)
+
+    async def job(rt: Runtime) -> tuple[DemoStats, list[health.StoreKeys]]:
+        out.print(f"Redis: {rt.where}", markup=False, highlight=False)
+        port = rt.url.rsplit(":", 1)[-1].split("/")[0]
+        if rt.embedded is not None:
+            out.print(
+                f"try:   redis-cli -p {port} -n 2 --scan --pattern 'footprint:*'",
+                markup=False,
+                highlight=False,
+            )
+        stop = "Ctrl-C to stop" if duration is None else f"stops after {duration:g} s"
+        out.print(f"feeding {', '.join(symbol_list)} at ~{rate} trades/s each ({stop})")
+
+        def line(st: DemoStats) -> Text:
+            text = Text(
+                f"{st.elapsed:6.1f} s  {st.trades:>9,} trades  {st.trades / max(st.elapsed, 1e-9):>8,.0f}/s"
+                f"  {st.commits:>7,} commits"
+            )
+            if st.refused:
+                text.append(f"  {st.refused} refused: Redis out of memory", style="bold red")
+            return text
+
+        with Live(line(DemoStats()), console=out, refresh_per_second=4, transient=True) as live:
+            try:
+                result = await run_demo(
+                    rt.stores, symbol_list, rate, duration, lambda st: live.update(line(st)), seed
+                )
+            except (KeyboardInterrupt, asyncio.CancelledError):
+                result = None
+        keys = await health.store_keys(rt.pools, rt.settings)
+        if result is None:
+            result = DemoStats()
+        return result, keys
+
+    result, keys = _run(job)
+    out.print(
+        f"done: {result.trades:,} trades ({result.volume:,} contracts) in {result.elapsed:.1f} s, "
+        f"{result.commits:,} commits, {result.refused} refused"
+    )
+    if result.last_refusal:
+        out.print(result.last_refusal, style="red", markup=False)
+    out.print(_keys_table(keys, "keys per store at the end of the demo"))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
