@@ -42,8 +42,7 @@ def _reason(exc: BaseException) -> str:
 
 def _oom_message(url: str, reason: str) -> str:
     return (
-        f"Redis at {redact(url)} refused a write: maxmemory reached and nothing evictable "
-        f"({reason.strip()})"
+        f"Redis at {redact(url)} refused a write: maxmemory reached and nothing evictable ({reason.strip()})"
     )
 
 
