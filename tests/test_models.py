@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 import pytest
 from hypothesis import given, settings
@@ -9,7 +11,7 @@ from hypothesis import strategies as st
 
 from smarttrade.errors import DecodeError, ValidationError
 from smarttrade.models import Calc, FootprintLevel, OrderFlowBucket, Quote, Session, Trade, decode, encode
-from smarttrade.stores.configs import MAX_VALUE_BYTES, validate_setting
+from smarttrade.stores.configs import MAX_DEPTH, MAX_VALUE_BYTES, _tolerant, validate_setting
 
 BAD = [
     (Quote, '{"price":"abc"}', r"Expected float, got str - at \$.price"),
@@ -47,6 +49,14 @@ def test_lenient_numbers_typed_by_hand() -> None:
     assert decode(Quote, '{"price":"5.234","volume":"1000"}', "k") == Quote(price=5.234, volume=1000)
 
 
+def _nested(depth: int) -> list[object]:
+    """[[[...]]] ``depth`` lists deep, built without recursion."""
+    value: list[object] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
 BAD_SETTINGS = [
     ("theme", "blue", "theme: Invalid enum value 'blue'"),
     ("theme", 3, "theme: Expected str"),
@@ -63,6 +73,17 @@ BAD_SETTINGS = [
     ("alerts", ["DOL"], "alerts: Expected object"),
     ("layout", "x" * (MAX_VALUE_BYTES + 1), "layout: value is .* bytes; the cap is"),
     ("layout", object(), "layout: not JSON-serialisable"),
+    ("layout", float("nan"), r"layout: nan is not a finite number; JSON has no NaN or Infinity - at \$$"),
+    ("layout", {"a": [1, float("inf")]}, r"layout: inf is not a finite number.* - at \$.a\[1\]"),
+    ("layout", {"w": -float("inf")}, r"layout: -inf is not a finite number.* - at \$.w"),
+    ("layout", {float("nan"): 1}, r"layout: nan is not a finite number.* - at \$ \(a key\)"),
+    ("layout", (1, {2.5, float("nan")}), "layout: nan is not a finite number"),
+    ("alerts", {"DOL": {"price": float("nan"), "type": "above"}}, "alerts: nan is not a finite number"),
+    ("layout", _nested(3000), "^layout: nested too deeply$"),
+    ("layout", _nested(MAX_DEPTH + 1), "^layout: nested too deeply$"),
+    ("layout", [{"a": _nested(MAX_DEPTH)}], "^layout: nested too deeply$"),
+    ("symbols", _nested(3000), "^symbols: nested too deeply$"),
+    ("alerts", {"DOL": _nested(3000)}, "^alerts: nested too deeply$"),
     ("Bad Name", "x", "setting: 'Bad Name' is not a setting name"),
 ]
 
@@ -71,6 +92,46 @@ BAD_SETTINGS = [
 def test_bad_settings_name_the_setting(name: str, value: object, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         validate_setting(name, value)
+
+
+def test_nesting_up_to_the_limit_is_fine() -> None:
+    assert validate_setting("layout", _nested(MAX_DEPTH)) == b"[" * MAX_DEPTH + b"]" * MAX_DEPTH
+
+
+DEEP_ARRAY = b"[" * 3000 + b"]" * 3000
+DEEP_OBJECT = b'{"a":' * 3000 + b"1" + b"}" * 3000
+
+
+@pytest.mark.parametrize(
+    ("kind", "raw"),
+    [
+        (Any, b"[" * 3000),
+        (Any, DEEP_ARRAY),
+        (Any, DEEP_OBJECT),
+        (list, DEEP_ARRAY),
+        (dict[str, Any], DEEP_OBJECT),
+        (dict[str, Any], b'{"a":' + DEEP_ARRAY + b"}"),
+    ],
+)
+def test_decoding_deep_nesting_is_a_decode_error(kind: object, raw: bytes) -> None:
+    with pytest.raises(DecodeError) as info:
+        decode(kind, raw, "somekey")
+    assert str(info.value) == "somekey: nested too deeply"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b'"dark"', "dark"),
+        (b"dark", "dark"),
+        (b"[1,{}]", [1, {}]),
+        (b"\xff[", "\ufffd["),
+        (b"[" * 3000, "[" * 3000),
+        (b"[" * 3000 + b"]" * 3000, "[" * 3000 + "]" * 3000),
+    ],
+)
+def test_tolerant_reads(raw: bytes, expected: object) -> None:
+    assert _tolerant(raw) == expected
 
 
 def test_good_settings() -> None:
@@ -160,7 +221,7 @@ def _encodable(value: object) -> bool:
 
 @settings(max_examples=300, deadline=None)
 @given(
-    st.text(max_size=30),
+    st.sampled_from(["theme", "symbols", "alerts"]) | st.text(max_size=30),
     st.recursive(
         st.none() | st.text(max_size=8) | st.floats() | st.integers(),
         lambda i: st.lists(i, max_size=3) | st.dictionaries(st.text(max_size=5), i, max_size=3),
@@ -173,3 +234,19 @@ def test_settings_validation_never_crashes(name: str, value: object) -> None:
     except ValidationError:
         return
     assert isinstance(data, bytes)
+    assert msgspec.json.decode(data) == value  # what was accepted is what is stored: no NaN -> null
+
+
+nested_brackets = st.builds(
+    lambda opener, depth, tail: opener * depth + tail,
+    st.sampled_from([b"[", b"{", b'{"a":', b"[1,", b'"']),
+    st.integers(min_value=1, max_value=5000),
+    st.binary(max_size=20),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=300) | nested_brackets)
+def test_tolerant_read_never_raises(raw: bytes) -> None:
+    value = _tolerant(raw)
+    assert value is None or isinstance(value, (str, int, float, bool, list, dict))

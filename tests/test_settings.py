@@ -8,8 +8,17 @@ import pytest
 
 from smarttrade.errors import SettingsError
 from smarttrade.keyspace import SPECS, Store
-from smarttrade.settings import load_settings
+from smarttrade.settings import Settings, load_settings
 from tests.conftest import run_smarttrade
+
+
+@pytest.fixture(autouse=True)
+def _neutral_cwd(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Every test here runs in an empty folder, so a developer's .env cannot steer it.
+
+    (pydantic-settings reads ``.env`` from the working directory.)
+    """
+    monkeypatch.chdir(tmp_path)
 
 
 def test_contract_defaults() -> None:
@@ -17,10 +26,10 @@ def test_contract_defaults() -> None:
     assert s.redis_url is None
     assert {st: s.db(st) for st in Store} == {st: SPECS[st].default_db for st in Store}
     assert [s.ttl(st) for st in Store] == [60, 300, 600, 1800, 3600, None]
+    assert (s.redis_max_connections, s.smarttrade_maxmemory) == (24, "512mb")
 
 
 def test_env_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.chdir(tmp_path)
     (tmp_path / ".env").write_text("REDIS_TTL_QUOTES=30\nREDIS_DB_CONFIG=9\n")
     monkeypatch.setenv("REDIS_DB_CONFIG", "7")  # the environment wins over .env
     s = load_settings()
@@ -28,26 +37,47 @@ def test_env_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
     assert s.db(Store.CONFIG) == 7
 
 
-@pytest.mark.parametrize(
-    ("var", "value", "reason"),
-    [
-        ("REDIS_DB_QUOTES", "16", "must be a database number from 0 to 15 (got '16')"),
-        ("REDIS_DB_SESSIONS", "-1", "must be a database number from 0 to 15 (got '-1')"),
-        ("REDIS_DB_CONFIG", "five", "must be a database number from 0 to 15 (got 'five')"),
-        ("REDIS_TTL_CALC", "0", "must be a positive whole number (got '0')"),
-        ("REDIS_TTL_ORDERFLOW", "-300", "must be a positive whole number (got '-300')"),
-        ("REDIS_TTL_FOOTPRINT", "1.5", "must be a positive whole number (got '1.5')"),
-        ("REDIS_TTL_SESSIONS", "1h", "must be a positive whole number (got '1h')"),
-        ("REDIS_URL", "http://localhost:6379", "scheme must be redis://, rediss:// or unix://"),
-        ("REDIS_URL", "redis://localhost:port", "cannot parse"),
-        ("REDIS_URL", "redis://", "no host"),
-        ("REDIS_URL", "redis://localhost/99", "database in the URL path must be 0-15"),
+def test_dotenv_bad_value_names_the_variable(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("SMARTTRADE_MAXMEMORY=lots\n")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert info.value.variable == "SMARTTRADE_MAXMEMORY"
+
+
+DB_VARS = [f"REDIS_DB_{s}" for s in ("QUOTES", "ORDERFLOW", "FOOTPRINT", "CALC", "SESSIONS", "CONFIG")]
+TTL_VARS = [f"REDIS_TTL_{s}" for s in ("QUOTES", "ORDERFLOW", "FOOTPRINT", "CALC", "SESSIONS")]
+DB_REASON = "must be a database number from 0 to 15 (got {!r})"
+TTL_REASON = "must be a positive whole number (got {!r})"
+TTL_CAP_REASON = "must be 315360000 seconds (10 years) or less (got {!r})"
+CONN_REASON = "must be a whole number from 1 to 1000 (got {!r})"
+MEM_REASON = "must be a Redis memory size such as 512mb, 2gb or 1073741824 (got {!r})"
+URL_DB_REASON = "do not put a database in the URL (got {!r}); the stores' databases come from REDIS_DB_*"
+
+BAD_VALUES = [
+    *[(var, value, DB_REASON.format(value)) for var in DB_VARS for value in ("16", "-1", "five", "1.0", "²")],
+    *[(var, value, TTL_REASON.format(value)) for var in TTL_VARS for value in ("0", "-300", "1.5", "1h")],
+    *[(var, value, TTL_CAP_REASON.format(value)) for var in TTL_VARS for value in ("315360001", "9" * 5000)],
+    *[("REDIS_MAX_CONNECTIONS", value, CONN_REASON.format(value)) for value in ("0", "1001", "-5", "many")],
+    *[
+        ("SMARTTRADE_MAXMEMORY", v, MEM_REASON.format(v))
+        for v in ("lots", "512 mb", "1.5gb", "-1", "2tb", "mb")
     ],
-)
+    ("REDIS_URL", "http://localhost:6379", "scheme must be redis://, rediss:// or unix://"),
+    ("REDIS_URL", "redis://localhost:port", "cannot parse"),
+    ("REDIS_URL", "redis://", "no host"),
+    ("REDIS_URL", "redis://localhost/3", URL_DB_REASON.format("/3")),
+    ("REDIS_URL", "redis://localhost:6380/0", URL_DB_REASON.format("/0")),
+    ("REDIS_URL", "rediss://localhost/99", URL_DB_REASON.format("/99")),
+    ("REDIS_URL", "redis://localhost?db=3", URL_DB_REASON.format("?db=3")),
+    ("REDIS_URL", "redis://localhost/?password=x&db=3", URL_DB_REASON.format("?db=3")),
+    ("REDIS_URL", "unix:///tmp/redis.sock?db=3", URL_DB_REASON.format("?db=3")),
+]
+
+
+@pytest.mark.parametrize(("var", "value", "reason"), BAD_VALUES)
 def test_bad_values_name_the_variable(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, var: str, value: str, reason: str
+    monkeypatch: pytest.MonkeyPatch, var: str, value: str, reason: str
 ) -> None:
-    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(var, value)
     with pytest.raises(SettingsError) as info:
         load_settings()
@@ -55,9 +85,43 @@ def test_bad_values_name_the_variable(
     assert reason in info.value.reason
 
 
-def test_password_is_not_echoed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("REDIS_URL", "redis://:s3cret@localhost:bad")
+def test_every_variable_is_checked() -> None:
+    tested = {var for var, _, _ in BAD_VALUES}
+    assert tested == {name.upper() for name in Settings.model_fields} - {"SMARTTRADE_DATA_DIR"}
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "expected"),
+    [
+        ("REDIS_TTL_CALC", "315360000", 315_360_000),
+        ("REDIS_TTL_QUOTES", " 1 ", 1),
+        ("REDIS_DB_CALC", "15", 15),
+        ("REDIS_MAX_CONNECTIONS", "1", 1),
+        ("REDIS_MAX_CONNECTIONS", "1000", 1000),
+        ("SMARTTRADE_MAXMEMORY", "2GB", "2GB"),
+        ("SMARTTRADE_MAXMEMORY", "1073741824", "1073741824"),
+        ("SMARTTRADE_MAXMEMORY", "100k", "100k"),
+        ("SMARTTRADE_MAXMEMORY", "64Mb", "64Mb"),
+        ("REDIS_URL", "redis://localhost:6380", "redis://localhost:6380"),
+        ("REDIS_URL", "redis://localhost:6380/", "redis://localhost:6380/"),
+        (
+            "REDIS_URL",
+            "rediss://u:p@host:6380/?ssl_cert_reqs=none",
+            "rediss://u:p@host:6380/?ssl_cert_reqs=none",
+        ),
+        ("REDIS_URL", "unix:///tmp/redis.sock", "unix:///tmp/redis.sock"),
+    ],
+)
+def test_good_values(monkeypatch: pytest.MonkeyPatch, var: str, value: str, expected: object) -> None:
+    monkeypatch.setenv(var, value)
+    assert getattr(load_settings(), var.lower()) == expected
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://:s3cret@localhost:bad", "redis://:s3cret@localhost/3", "redis://h/?password=s3cret&db=3"]
+)
+def test_password_is_not_echoed(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    monkeypatch.setenv("REDIS_URL", url)
     with pytest.raises(SettingsError) as info:
         load_settings()
     assert "s3cret" not in str(info.value)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import redis
 
@@ -79,7 +81,9 @@ async def test_footprint_apply_ladder_and_removal(stores: Stores) -> None:
 
 async def test_footprint_refuses_to_touch_a_corrupt_level(cli, stores: Stores) -> None:
     cli.redis("-n", "2", "SET", "footprint:DOL:5235000", "garbage", "EX", "600")
-    with pytest.raises(redis.ResponseError, match="not a JSON object"):
+    with pytest.raises(
+        DecodeError, match="footprint write: footprint:DOL:5235000 holds a value that is not a JSON"
+    ):
         await stores.footprint.apply("DOL", {5234500: (1, 0), 5235000: (1, 0)})
     # all-or-nothing: the sound level was not written either
     assert await stores.footprint.level("DOL", 5234500) is None
@@ -181,4 +185,131 @@ async def test_read_key_dispatch(stores: Stores) -> None:
     assert kv.store is Store.CALC and kv.db == 3 and kv.value["value"] == 50.0
     for bad in ("nope:1", "quote:DOL", "quote:DOL:abc", "footprint:dol:1"):
         with pytest.raises((ValueError, ValidationError)):
+            await stores.read_key(bad)
+
+
+def _keep_server_busy(port: int, seconds: float) -> None:
+    """A script that spins: other commands queue up behind it (a slow server, not a dead one)."""
+    spin = """
+    local t = redis.call('TIME')
+    local start = t[1] * 1e6 + t[2]
+    repeat t = redis.call('TIME') until t[1] * 1e6 + t[2] - start > tonumber(ARGV[1])
+    return 1
+    """
+    with redis.Redis(port=port) as r:
+        r.eval(spin, 0, int(seconds * 1e6))
+
+
+async def test_a_timed_out_script_is_not_sent_twice(server, settings) -> None:
+    """A slow reply is not retried: the server may have run the script, which must count once."""
+    import asyncio
+
+    from smarttrade.errors import RedisUnavailable
+    from smarttrade.redis.connections import RedisPools
+
+    pools = RedisPools(server.url, {settings.db(s) for s in Store}, 12, socket_timeout=0.3)
+    slow = Stores(pools, settings)
+    try:
+        await slow.footprint.apply("DOL", {5234500: (1, 0)})
+        busy = threading.Thread(target=_keep_server_busy, args=(server.port, 0.8))
+        busy.start()
+        await asyncio.sleep(0.1)
+        with pytest.raises(RedisUnavailable, match="Timeout"):
+            await slow.footprint.apply("DOL", {5234500: (10, 0)})
+        busy.join()
+        await asyncio.sleep(0.2)  # the queued script has run by now, once
+        level = await slow.footprint.level("DOL", 5234500)
+        assert level is not None and level.buy_volume == 11
+    finally:
+        await pools.aclose()
+
+
+@pytest.mark.parametrize(
+    ("deltas", "message"),
+    [
+        ({5234500: (float("inf"), 0)}, "not a finite number"),
+        ({5234500: (float("nan"), 0)}, "not a finite number"),
+        ({5234500: (1.5, 0)}, "whole contracts"),
+        ({5234500: (1e16, 0)}, "too large"),
+        ({5234500.0: (1, 0)}, "not a positive integer level"),
+        ({-5: (1, 0)}, "not a positive integer level"),
+    ],
+)
+async def test_footprint_rejects_bad_deltas(stores: Stores, deltas, message) -> None:
+    with pytest.raises(ValidationError, match=message):
+        await stores.footprint.apply("DOL", deltas)
+    assert await stores.footprint.ladder("DOL") == []
+
+
+async def test_trades_are_validated_before_any_write(stores: Stores) -> None:
+    bad = [
+        Trade(price=5234.5, volume=-4, side="sell", time=TS),
+        Trade(price=5234.5, volume=1, side="hold", time=TS),  # type: ignore[arg-type]
+        Trade(price=-5, volume=1, side="buy", time=TS),
+        Trade(price=5234.5, volume=1.5, side="buy", time=TS),
+    ]
+    for trade in bad:
+        with pytest.raises((DecodeError, ValidationError)):
+            await stores.footprint.add_trades("DOL", [trade])
+        with pytest.raises((DecodeError, ValidationError)):
+            await stores.orderflow.append("DOL", [trade])
+    assert await stores.footprint.ladder("DOL") == []
+    assert await stores.orderflow.range("DOL", TS - 1, TS + 1) == []
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        '{"symbol":"DOL","trades":[{"a":1}],"x":[{"b":2}]}',  # another field after trades
+        '{"symbol":"WIN","trades":[]}',  # another symbol's bucket
+        '{"trades":{"price":1}}',  # trades is not a list
+        '{"symbol":"DOL","trades":[garbage]}',
+    ],
+)
+async def test_orderflow_refuses_to_extend_what_is_not_a_bucket(cli, stores: Stores, stored: str) -> None:
+    cli.redis("-n", "1", "SET", f"orderflow:DOL:{TS}", stored, "EX", "300")
+    with pytest.raises(DecodeError, match="not an order-flow bucket; not changed"):
+        await stores.orderflow.append("DOL", [Trade(price=5234.5, volume=1, side="buy", time=TS)])
+    assert cli.redis("-n", "1", "GET", f"orderflow:DOL:{TS}") == stored
+
+
+async def test_orderflow_keeps_hand_written_trades_digit_for_digit(cli, stores: Stores) -> None:
+    stored = '{ "trades" : [ {"price":5234.5,"volume":2,"side":"buy","time":1700000000.123456} ] }'
+    cli.redis("-n", "1", "SET", f"orderflow:DOL:{TS}", stored, "EX", "300")
+    await stores.orderflow.append("DOL", [Trade(price=5235.0, volume=1, side="sell", time=TS + 0.5)])
+    assert cli.redis("-n", "1", "GET", f"orderflow:DOL:{TS}") == (
+        '{"symbol":"DOL","trades":[{"price":5234.5,"volume":2,"side":"buy","time":1700000000.123456},'
+        '{"price":5235.0,"volume":1,"side":"sell","time":1700000000.5}]}'
+    )
+
+
+async def test_odd_keys_do_not_break_listings(cli, stores: Stores) -> None:
+    await stores.footprint.apply("DOL", {5234500: (1, 0)})
+    cli.redis("-n", "2", "SET", "footprint:DOL:²", "x", "EX", "60")
+    cli.redis("-n", "2", "SET", "footprint:DOL:--5", "x", "EX", "60")
+    with redis.Redis(port=cli.server.port, db=2) as r:
+        r.set(b"footprint:DOL:\xff", b"x", ex=60)
+    assert [lv for lv, _ in await stores.footprint.ladder("DOL")] == [5234500]
+
+
+async def test_wrong_type_is_a_clear_error(cli, stores: Stores) -> None:
+    cli.redis("-n", "2", "HSET", "footprint:DOL:1000", "a", "1")
+    with pytest.raises(DecodeError, match="footprint:DOL:1000: WRONGTYPE"):
+        await stores.footprint.level("DOL", 1000)
+
+
+async def test_quote_far_in_the_future_is_refused_and_history_skips_corrupt(cli, stores: Stores) -> None:
+    import time
+
+    with pytest.raises(ValidationError, match="more than a day ahead"):
+        await stores.quotes.put(Quote(symbol="DOL", price=5234.5, timestamp=time.time() + 3 * 86_400))
+    await stores.quotes.put(Quote(symbol="DOL", price=5234.5, volume=1, timestamp=TS))
+    cli.redis("-n", "0", "SET", f"quote:DOL:{TS - 1}", "garbage", "EX", "60")
+    assert [q.timestamp for q in await stores.quotes.history("DOL")] == [TS]
+    assert stores.quotes.corrupt_reads == 1
+
+
+async def test_get_reads_exactly_the_key_named(stores: Stores) -> None:
+    for bad in ("quote:DOL:0203", "quote:DOL:20_3", "quote:DOL: 203", "footprint:DOL:+5"):
+        with pytest.raises(ValueError, match="without leading zeros"):
             await stores.read_key(bad)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
@@ -43,6 +44,13 @@ def _run(job: Callable[[Runtime], Awaitable[T]]) -> T:
     """Load settings, connect, run ``job``; expected failures become one line and an exit code."""
 
     async def main() -> T:
+        # SIGTERM/SIGHUP end the command like Ctrl-C does, so an embedded server we started is
+        # stopped cleanly instead of being left behind.
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(sig, task.cancel)
         async with connect(load_settings()) as rt:
             return await job(rt)
 
@@ -51,7 +59,7 @@ def _run(job: Callable[[Runtime], Awaitable[T]]) -> T:
     except SmartTradeError as exc:
         err.print(str(exc), markup=False, highlight=False)
         raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         raise typer.Exit(130) from None
 
 

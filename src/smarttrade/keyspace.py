@@ -6,6 +6,7 @@ docs/keyspace.md with their type and bound.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -63,6 +64,16 @@ BY_PREFIX: dict[str, StoreSpec] = {s.prefix: s for s in SPECS.values()}
 LAST_QUOTE_PREFIX = "lastquote"
 LAST_QUOTE_TTL = 86_400  # a quiet market still shows its last price for a trading day
 
+# Ingest (docs/keyspace.md): a checkpoint per (source, symbol) in the quotes db, never evicted
+# (no TTL; one per source and symbol; `smarttrade ingest --reset` removes them); a trade stream per
+# symbol in the order-flow db, trimmed to about STREAM_MAXLEN entries (one entry per commit) and
+# expiring with the order-flow TTL when idle; a pub/sub channel per symbol.
+CHECKPOINT_PREFIX = "ingest:checkpoint"
+STREAM_PREFIX = "stream:trades"
+CHANNEL_PREFIX = "trades"
+STREAM_MAXLEN = 10_000
+SOURCE_RE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+
 _GLOB_SPECIALS = "\\*?[]"
 
 
@@ -89,6 +100,18 @@ def footprint_key(symbol: str, level: int) -> str:
 
 def calc_key(symbol: str, indicator: str) -> str:
     return f"calc:{symbol}:{indicator}"
+
+
+def checkpoint_key(source: str, symbol: str) -> str:
+    return f"{CHECKPOINT_PREFIX}:{source}:{symbol}"
+
+
+def trades_stream_key(symbol: str) -> str:
+    return f"{STREAM_PREFIX}:{symbol}"
+
+
+def trades_channel(symbol: str) -> str:
+    return f"{CHANNEL_PREFIX}:{symbol}"
 
 
 def session_key(user_id: str) -> str:
@@ -118,10 +141,10 @@ def parse_key(key: str) -> ParsedKey:
         raise ValueError(f"{key!r} does not match {spec.pattern}")
     if spec.store in (Store.QUOTES, Store.ORDERFLOW, Store.FOOTPRINT, Store.CALC):
         check_symbol(parts[0])
-    if spec.store in (Store.QUOTES, Store.ORDERFLOW, Store.FOOTPRINT):
-        try:
-            int(parts[1])
-        except ValueError:
-            what = "LEVEL" if spec.store is Store.FOOTPRINT else "EPOCH_S"
-            raise ValueError(f"{key!r}: {what} must be an integer") from None
+    # digits exactly as written: "0203" would read quote:DOL:203, another key
+    if spec.store in (Store.QUOTES, Store.ORDERFLOW, Store.FOOTPRINT) and not re.fullmatch(
+        r"-?[1-9][0-9]*|0", parts[1]
+    ):
+        what = "LEVEL" if spec.store is Store.FOOTPRINT else "EPOCH_S"
+        raise ValueError(f"{key!r}: {what} must be an integer without leading zeros")
     return ParsedKey(spec, parts)

@@ -96,6 +96,8 @@ def decode(kind: type[T] | Any, raw: bytes | str, where: str) -> T:
         return decoder.decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise DecodeError(where, str(exc).replace("`", "")) from None
+    except RecursionError:  # e.g. '[' * 3000 into an Any field: msgspec recurses per level
+        raise DecodeError(where, "nested too deeply") from None
 
 
 def to_builtins(value: Any) -> Any:

@@ -9,7 +9,7 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BeforeValidator, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,18 +22,50 @@ def _as_text(value: object) -> str:
     return str(value).strip()
 
 
+# Redis takes a TTL up to 2^63 ms, but a TTL this long is a typo, not a cache lifetime.
+MAX_TTL_S = 315_360_000  # 10 years
+MAX_CONNECTIONS = 1000
+_MEMORY_RE = re.compile(r"^\d+(b|k|kb|m|mb|g|gb)?$", re.IGNORECASE | re.ASCII)
+
+
+def _whole(text: str) -> int | None:
+    """``text`` as a non-negative whole number (ASCII digits only), else None."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    return int(text) if len(text) <= 30 else 10**30  # no 4300-digit int() error
+
+
 def _db(value: object) -> int:
     text = _as_text(value)
-    if not text.isdigit() or not 0 <= int(text) <= 15:
+    number = _whole(text)
+    if number is None or number > 15:
         raise ValueError(f"must be a database number from 0 to 15 (got {text!r})")
-    return int(text)
+    return number
 
 
-def _positive_int(value: object) -> int:
+def _ttl(value: object) -> int:
     text = _as_text(value)
-    if not text.isdigit() or int(text) <= 0:
+    number = _whole(text)
+    if number is None or number <= 0:
         raise ValueError(f"must be a positive whole number (got {text!r})")
-    return int(text)
+    if number > MAX_TTL_S:
+        raise ValueError(f"must be {MAX_TTL_S} seconds (10 years) or less (got {text!r})")
+    return number
+
+
+def _connections(value: object) -> int:
+    text = _as_text(value)
+    number = _whole(text)
+    if number is None or not 1 <= number <= MAX_CONNECTIONS:
+        raise ValueError(f"must be a whole number from 1 to {MAX_CONNECTIONS} (got {text!r})")
+    return number
+
+
+def _memory(value: object) -> str:
+    text = _as_text(value)
+    if not _MEMORY_RE.match(text):
+        raise ValueError(f"must be a Redis memory size such as 512mb, 2gb or 1073741824 (got {text!r})")
+    return text
 
 
 _PASSWORD_RE = re.compile(r"(//[^/@:]*:)[^@/]*@")
@@ -62,14 +94,22 @@ def _redis_url(value: object) -> str | None:
         raise ValueError(f"no host in {text!r}")
     if parts.scheme == "unix" and not parts.path:
         raise ValueError(f"no socket path in {text!r}")
-    db = parts.path.lstrip("/") if parts.scheme != "unix" else ""
-    if db and not (db.isdigit() and int(db) <= 15):
-        raise ValueError(f"database in the URL path must be 0-15 (got {db!r})")
+    # redis-py's from_url lets a database in the URL override the db each store's pool asks for,
+    # so every store would share that one database.
+    in_path = parts.scheme != "unix" and parts.path.strip("/")
+    query_db = parse_qs(parts.query, keep_blank_values=True).get("db")
+    if in_path or query_db:
+        got = parts.path if in_path else f"?db={query_db[0]}"  # not the whole query: it may hold a password
+        raise ValueError(
+            f"do not put a database in the URL (got {got!r}); the stores' databases come from REDIS_DB_*"
+        )
     return raw
 
 
 Db = Annotated[int, BeforeValidator(_db)]
-PositiveInt = Annotated[int, BeforeValidator(_positive_int)]
+Ttl = Annotated[int, BeforeValidator(_ttl)]
+Connections = Annotated[int, BeforeValidator(_connections)]
+MemorySize = Annotated[str, BeforeValidator(_memory)]
 RedisUrl = Annotated[str | None, BeforeValidator(_redis_url)]
 
 
@@ -90,15 +130,15 @@ class Settings(BaseSettings):
     redis_db_calc: Db = SPECS[Store.CALC].default_db
     redis_db_sessions: Db = SPECS[Store.SESSIONS].default_db
     redis_db_config: Db = SPECS[Store.CONFIG].default_db
-    redis_ttl_quotes: PositiveInt = SPECS[Store.QUOTES].default_ttl  # type: ignore[assignment]
-    redis_ttl_orderflow: PositiveInt = SPECS[Store.ORDERFLOW].default_ttl  # type: ignore[assignment]
-    redis_ttl_footprint: PositiveInt = SPECS[Store.FOOTPRINT].default_ttl  # type: ignore[assignment]
-    redis_ttl_calc: PositiveInt = SPECS[Store.CALC].default_ttl  # type: ignore[assignment]
-    redis_ttl_sessions: PositiveInt = SPECS[Store.SESSIONS].default_ttl  # type: ignore[assignment]
+    redis_ttl_quotes: Ttl = SPECS[Store.QUOTES].default_ttl  # type: ignore[assignment]
+    redis_ttl_orderflow: Ttl = SPECS[Store.ORDERFLOW].default_ttl  # type: ignore[assignment]
+    redis_ttl_footprint: Ttl = SPECS[Store.FOOTPRINT].default_ttl  # type: ignore[assignment]
+    redis_ttl_calc: Ttl = SPECS[Store.CALC].default_ttl  # type: ignore[assignment]
+    redis_ttl_sessions: Ttl = SPECS[Store.SESSIONS].default_ttl  # type: ignore[assignment]
     # Well below the runbook's 50-connection alert, across all pools of one process.
-    redis_max_connections: PositiveInt = 24
+    redis_max_connections: Connections = 24
     smarttrade_data_dir: Path = _default_data_dir()
-    smarttrade_maxmemory: str = "512mb"
+    smarttrade_maxmemory: MemorySize = "512mb"
 
     def db(self, store: Store | StoreSpec) -> int:
         spec = store if isinstance(store, StoreSpec) else SPECS[store]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal
 
 from smarttrade.errors import UnknownSymbol, ValidationError
@@ -54,6 +55,51 @@ SPECS: dict[str, SymbolSpec] = {
         SymbolSpec("IND", "Ibovespa index futures (full)", Decimal("5"), 1),
     )
 }
+
+
+def parse_spec(text: str) -> SymbolSpec:
+    """``ROOT:TICK:QTY_DECIMALS[:PRICE_SCALE]``, e.g. ``BTCUSDT:0.1:5`` for a crypto pair.
+
+    Without PRICE_SCALE the scale is the tick's decimals (tick 0.1 -> scale 10).
+    """
+    parts = text.strip().split(":")
+    if len(parts) not in (3, 4):
+        raise ValidationError("symbol spec", f"{text!r} is not ROOT:TICK:QTY_DECIMALS[:PRICE_SCALE]")
+    root, tick_text, qty_text = parts[:3]
+    try:
+        tick = Decimal(tick_text)
+        qty_decimals = int(qty_text)
+        scale = int(parts[3]) if len(parts) == 4 else 10 ** max(0, -tick.as_tuple().exponent)
+    except (ArithmeticError, ValueError):
+        raise ValidationError("symbol spec", f"{text!r}: TICK is a decimal, the rest integers") from None
+    if not SYMBOL_RE.match(root) or tick <= 0 or not 0 <= qty_decimals <= 12 or scale <= 0:
+        raise ValidationError("symbol spec", f"{text!r}: bad root, tick, decimals or scale")
+    if (tick * scale) != int(tick * scale):
+        raise ValidationError("symbol spec", f"{text!r}: the tick must be whole in the price scale")
+    return SymbolSpec(root, f"{root} (configured)", tick, scale, qty_decimals)
+
+
+def register(specs: str) -> list[SymbolSpec]:
+    """Add comma-separated specs (SMARTTRADE_SYMBOLS, --symbol-spec) to the known instruments."""
+    added = [parse_spec(item) for item in specs.split(",") if item.strip()]
+    for spec in added:
+        SPECS[spec.root] = spec
+    return added
+
+
+def front_month(root: str, day: date) -> str:
+    """The front-month B3 ticker on ``day``: WDO/DOL roll monthly (the next month's contract
+    trades during the current one); WIN/IND expire in even months, on the Wednesday nearest the
+    15th (approximated by the 15th)."""
+    year, month = day.year, day.month
+    if root in ("WIN", "IND"):
+        if month % 2 or day.day > 15:
+            month += 1 if month % 2 else 2
+    else:
+        month += 1
+    if month > 12:
+        year, month = year + 1, month - 12
+    return f"{root}{MONTH_CODES[month - 1]}{year % 100:02d}"
 
 
 def check_symbol(symbol: str) -> str:

@@ -17,11 +17,12 @@ import redis.exceptions as rexc
 from redis.asyncio.retry import Retry
 from redis.backoff import ConstantBackoff, NoBackoff
 
-from smarttrade.errors import OutOfMemory, RedisUnavailable
+from smarttrade.errors import DecodeError, OutOfMemory, RedisUnavailable, SmartTradeError
 from smarttrade.settings import redact
 
-# The seed's ioredis settings: maxRetriesPerRequest 3, retryDelayOnFailover 100 ms.
-RETRIES = 3
+# The seed's ioredis settings: 3 tries per request, 100 ms apart. Only connection failures are
+# retried: a command that timed out may have run, and a script must not run twice.
+RETRIES = 2  # after the first try
 BACKOFF_S = 0.1
 CONNECT_TIMEOUT_S = 2.0
 SOCKET_TIMEOUT_S = 5.0  # a reply slower than this counts as a failure (and is retried)
@@ -47,27 +48,45 @@ def _oom_message(url: str, reason: str) -> str:
 
 
 @contextmanager
-def redis_errors(url: str) -> Iterator[None]:
-    """Turn redis-py's failures into our one-line errors."""
+def redis_errors(url: str, where: str | None = None) -> Iterator[None]:
+    """Turn redis-py's failures into our one-line errors; ``where`` names the key at stake."""
     try:
         yield
     except rexc.OutOfMemoryError as exc:
         raise OutOfMemory(_oom_message(url, _reason(exc))) from None
+    except rexc.MaxConnectionsError:
+        raise SmartTradeError(_POOL_EXHAUSTED) from None
     except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
+        if "No connection available" in str(exc):
+            raise SmartTradeError(_POOL_EXHAUSTED) from None
         raise RedisUnavailable(redact(url), _reason(exc)) from None
     except rexc.ResponseError as exc:
-        text = str(exc)
+        text = str(exc).strip()
         if text.startswith(("NOAUTH", "WRONGPASS", "NOPERM")):
             raise RedisUnavailable(redact(url), _reason(exc)) from None
         if "-OOM " in text:  # Redis 6.2 reports OOM inside a script as a script error
             raise OutOfMemory(_oom_message(url, text.partition("-OOM ")[2])) from None
-        raise
+        if where and (text.startswith("WRONGTYPE") or "not changed" in text or "not a number" in text):
+            raise DecodeError(where, text) from None  # the stored value is not what the store holds
+        target = f" ({where})" if where else ""
+        raise SmartTradeError(f"Redis at {redact(url)} refused the command{target}: {text}") from None
+
+
+_POOL_EXHAUSTED = (
+    "no free Redis connection within the pool wait; raise REDIS_MAX_CONNECTIONS or lower the load"
+)
 
 
 class RedisPools:
     """Async clients keyed by database number, sharing one connection budget."""
 
-    def __init__(self, url: str, dbs: set[int] | list[int], max_connections: int) -> None:
+    def __init__(
+        self,
+        url: str,
+        dbs: set[int] | list[int],
+        max_connections: int,
+        socket_timeout: float = SOCKET_TIMEOUT_S,
+    ) -> None:
         self.url = url
         dbs = sorted(set(dbs))
         per_pool = max(2, max_connections // max(1, len(dbs)))
@@ -80,8 +99,8 @@ class RedisPools:
                 max_connections=per_pool,
                 timeout=POOL_WAIT_S,
                 socket_connect_timeout=CONNECT_TIMEOUT_S,
-                socket_timeout=SOCKET_TIMEOUT_S,
-                retry=Retry(ConstantBackoff(BACKOFF_S), RETRIES),
+                socket_timeout=socket_timeout,
+                retry=Retry(ConstantBackoff(BACKOFF_S), RETRIES, supported_errors=(rexc.ConnectionError,)),
                 health_check_interval=30,
                 client_name="smarttrade",
             )

@@ -13,6 +13,7 @@ import fcntl
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -72,6 +73,29 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+_PLAIN_RE = re.compile(r"^[A-Za-z0-9._/:@,+=-]+$")
+_ESCAPES = {ord("\\"): "\\\\", ord('"'): '\\"', ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"}
+
+
+def conf_quote(value: str) -> str:
+    """One redis.conf argument: as is when plain, else double-quoted with Redis's escapes.
+
+    redis-server splits a config line like a shell does (sdssplitargs), so a folder with a space
+    would otherwise be read as several arguments. Bytes outside printable ASCII become ``\\xHH``.
+    """
+    if _PLAIN_RE.match(value):
+        return value
+    out = []
+    for byte in os.fsencode(value):
+        if byte in _ESCAPES:
+            out.append(_ESCAPES[byte])
+        elif 0x20 <= byte < 0x7F:
+            out.append(chr(byte))
+        else:
+            out.append(f"\\x{byte:02x}")
+    return '"' + "".join(out) + '"'
+
+
 @dataclass
 class EmbeddedRedis:
     """A redis-server process we own; ``start()`` returns its URL, ``stop()`` ends it."""
@@ -112,10 +136,8 @@ class EmbeddedRedis:
                     lines.append('save ""')
                 for i in range(0, len(points), 2):
                     lines.append(f"save {' '.join(points[i : i + 2])}")
-            elif value == "":
-                lines.append(f'{name} ""')
             else:
-                lines.append(f"{name} {value}")
+                lines.append(f"{name} {conf_quote(value)}")
         path = self.data_dir / CONF_FILE
         path.write_text("\n".join(lines) + "\n")
         return path
@@ -159,8 +181,14 @@ class EmbeddedRedis:
                 fh.seek(offset)
                 tail = fh.read().decode(errors="replace")
         text = (stderr.decode(errors="replace") + "\n" + tail).strip()
-        lines = [ln for ln in text.splitlines() if ln.strip()]
-        return lines[-1].strip() if lines else "redis-server did not answer in time"
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        if not lines:
+            return "redis-server did not answer in time"
+        # A config error reads: "... at line 3", ">>> 'maxmemory-policy foo'", "<reason>".
+        bad_line = next((ln[4:] for ln in reversed(lines) if ln.startswith(">>> ")), None)
+        if bad_line and not lines[-1].startswith(">>> "):
+            return f"{CONF_FILE} line {bad_line}: {lines[-1]}"
+        return lines[-1]
 
     def _kill(self) -> None:
         if self.process and self.process.poll() is None:
@@ -203,9 +231,16 @@ class EmbeddedHandle:
     server: EmbeddedRedis | None = None
 
     def close(self) -> None:
-        if self.owned and self.server:
+        """Stop the server we started; under the folder's lock, so no command attaches meanwhile."""
+        if not (self.owned and self.server):
+            return
+        data_dir = self.server.data_dir
+        pid = self.server.process.pid if self.server.process else None
+        with _locked(data_dir):
             self.server.stop()
-            (self.server.data_dir / STATE_FILE).unlink(missing_ok=True)
+            state = data_dir / STATE_FILE
+            if pid is not None and _recorded(state)[0] == pid:  # not one a later command recorded
+                state.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -219,15 +254,51 @@ def _locked(data_dir: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def running_server(data_dir: Path) -> str | None:
-    """The URL of a live embedded server recorded in ``data_dir``, if any."""
-    state = data_dir / STATE_FILE
+def _recorded(state: Path) -> tuple[int | None, int | None]:
+    """The (pid, port) that ``server.json`` records; (None, None) when missing or unreadable."""
     try:
         info = json.loads(state.read_text())
-        pid, port = int(info["pid"]), int(info["port"])
+        return int(info["pid"]), int(info["port"])
     except (OSError, ValueError, KeyError, TypeError):
+        return None, None
+
+
+def server_pid(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> int | None:
+    """The ``process_id`` a redis-server on ``port`` reports (raw ``INFO server``), else None."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(b"INFO server\r\n")
+            reply = b""
+            while b"\r\n" not in reply and len(reply) < 64:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    return None
+                reply += chunk
+            header, _, body = reply.partition(b"\r\n")
+            if not header.startswith(b"$") or not header[1:].isdigit():
+                return None  # -NOAUTH and the like: not a server of ours
+            size = int(header[1:])
+            while len(body) < size:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return None
+                body += chunk
+    except (OSError, ValueError):
         return None
-    if _pid_alive(pid) and ping(port):
+    match = re.search(rb"^process_id:(\d+)\r?$", body, re.M)
+    return int(match[1]) if match else None
+
+
+def running_server(data_dir: Path) -> str | None:
+    """The URL of a live embedded server recorded in ``data_dir``, if any.
+
+    The process on the port must be the recorded pid: after a reboot or a kill -9 the port may
+    belong to someone else's Redis, which must not be mistaken for ours.
+    """
+    pid, port = _recorded(data_dir / STATE_FILE)
+    if pid is None or port is None:
+        return None
+    if _pid_alive(pid) and server_pid(port) == pid:
         return f"redis://127.0.0.1:{port}"
     return None
 

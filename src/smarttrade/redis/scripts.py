@@ -1,100 +1,142 @@
 """Lua scripts, each a named string whose KEYS/ARGV are unpacked into named locals at its top.
 
-Redis does not roll a script back when it fails halfway, so every multi-key script validates all
-existing values first and writes only when all of them are sound.
+They share one library of functions (LIB), so the store-level scripts and the ingest commit
+apply footprint deltas and order-flow appends the same way. Redis does not roll a script back when
+it fails halfway, so scripts that can refuse do all their checks before the first write.
 """
 
 from __future__ import annotations
 
-# Footprint: add buy/sell deltas to many levels at once (two writers never lose an update).
-# KEYS: the level keys. ARGV: ttl, qty_decimals, then per key: price_text, buy_delta, sell_delta.
-# Volumes are added as integers in units of 10^-qty_decimals, so fractional quantities never drift.
-FOOTPRINT_APPLY = r"""
-local ttl = tonumber(ARGV[1])
-local decimals = tonumber(ARGV[2])
-local unit = 10 ^ decimals
-
-local function to_units(v)
+# Quantities are added as integers in units of 10^-decimals, so fractional amounts never drift.
+LIB = r"""
+local LIMIT = 2 ^ 53  -- integers beyond this are not exact in a double
+local function qty_units(v, unit)
   local n = tonumber(v)
-  if n == nil then return nil end
-  if n >= 0 then return math.floor(n * unit + 0.5) end
-  return -math.floor(-n * unit + 0.5)
+  if n == nil or n ~= n then return nil end
+  n = n * unit
+  if n >= LIMIT or n <= -LIMIT then return nil end
+  if n >= 0 then return math.floor(n + 0.5) end
+  return -math.floor(-n + 0.5)
 end
-local function fmt(u)
+
+local function qty_text(u, decimals)
   if decimals == 0 then return string.format('%d', u) end
-  local s = string.format('%.' .. decimals .. 'f', u / unit)
+  local s = string.format('%.' .. decimals .. 'f', u / (10 ^ decimals))
   s = string.gsub(s, '0+$', '')
   return (string.gsub(s, '%.$', ''))
 end
 
-local buys, sells = {}, {}
-for i, key in ipairs(KEYS) do
-  local base = 2 + (i - 1) * 3
-  local db, ds = to_units(ARGV[base + 2]), to_units(ARGV[base + 3])
-  if db == nil or ds == nil then
-    return redis.error_reply('footprint delta for ' .. key .. ' is not a number')
-  end
-  local buy, sell = 0, 0
+-- A footprint level's volumes in units; 0, 0 when missing; nil when not a sound JSON object.
+local function fp_read(key, unit)
   local current = redis.call('GET', key)
-  if current then
-    local ok, obj = pcall(cjson.decode, current)
-    if not ok or type(obj) ~= 'table' then
-      return redis.error_reply(key .. ' holds a value that is not a JSON object; not changed')
-    end
-    buy, sell = to_units(obj.buy_volume or 0), to_units(obj.sell_volume or 0)
-    if buy == nil or sell == nil then
-      return redis.error_reply(key .. ' holds non-numeric volumes; not changed')
-    end
-  end
-  buys[i], sells[i] = math.max(0, buy + db), math.max(0, sell + ds)
+  if not current then return 0, 0 end
+  local ok, obj = pcall(cjson.decode, current)
+  if not ok or type(obj) ~= 'table' then return nil, nil end
+  local buy, sell = qty_units(obj.buy_volume or 0, unit), qty_units(obj.sell_volume or 0, unit)
+  if buy == nil or sell == nil or buy < 0 or sell < 0 then return nil, nil end
+  return buy, sell
 end
 
-for i, key in ipairs(KEYS) do
-  local buy, sell = buys[i], sells[i]
+-- Write a level in the contract shape (or delete it when nothing is left), TTL refreshed.
+local function fp_write(key, price, buy, sell, ttl, decimals)
+  buy, sell = math.max(0, buy), math.max(0, sell)
   local total = buy + sell
   if total == 0 then
     redis.call('DEL', key)
-  else
-    local imbalance = math.floor(buy / total * 1e6 + 0.5) / 1e6
-    local price = ARGV[2 + (i - 1) * 3 + 1]
-    redis.call('SET', key, '{"price":' .. price .. ',"buy_volume":' .. fmt(buy) ..
-      ',"sell_volume":' .. fmt(sell) .. ',"total_volume":' .. fmt(total) ..
-      ',"imbalance":' .. tostring(imbalance) .. '}', 'EX', ttl)
+    return
   end
+  local imbalance = math.floor(buy / total * 1e6 + 0.5) / 1e6
+  redis.call('SET', key, '{"price":' .. price .. ',"buy_volume":' .. qty_text(buy, decimals) ..
+    ',"sell_volume":' .. qty_text(sell, decimals) .. ',"total_volume":' ..
+    qty_text(total, decimals) .. ',"imbalance":' .. tostring(imbalance) .. '}', 'EX', ttl)
+end
+
+-- Append trade objects (comma-joined) to an order-flow bucket; nil if the bucket is not one.
+-- Our own buckets (our symbol, and no "]" before the closing "]}" since trades hold no arrays)
+-- are extended in place. A hand-written bucket is checked with cjson, and its trades are kept as
+-- their raw text, so no number loses digits.
+local function of_append(current, symbol_json, items)
+  local head = '{"symbol":' .. symbol_json .. ',"trades":['
+  if not current then return head .. items .. ']}' end
+  if string.sub(current, 1, #head) == head and string.find(current, ']', 1, true) == #current - 1 then
+    if #current == #head + 2 and string.sub(current, -2) == ']}' then
+      return head .. items .. ']}'
+    elseif string.sub(current, -3) == '}]}' then
+      return string.sub(current, 1, -3) .. ',' .. items .. ']}'
+    end
+  end
+  local ok, obj = pcall(cjson.decode, current)
+  if not ok or type(obj) ~= 'table' then return nil end
+  for name, value in pairs(obj) do
+    if name ~= 'symbol' and name ~= 'trades' then return nil end
+  end
+  if obj.symbol ~= nil and cjson.encode(obj.symbol) ~= symbol_json then return nil end
+  local raw = ''
+  if obj.trades ~= nil then
+    if type(obj.trades) ~= 'table' then return nil end
+    for _, trade in ipairs(obj.trades) do
+      if type(trade) ~= 'table' then return nil end
+    end
+    raw = string.match(current, '"trades"%s*:%s*(%b[])')
+    if raw == nil then return nil end
+    raw = string.match(raw, '^%[%s*(.-)%s*%]$')
+  end
+  return head .. raw .. (raw ~= '' and ',' or '') .. items .. ']}'
+end
+
+-- Remove one trade object (exactly as we wrote it) from a bucket: new value, found.
+local function of_remove(current, item)
+  local a, b = string.find(current, item, 1, true)
+  if not a then return current, false end
+  local before, after = string.sub(current, 1, a - 1), string.sub(current, b + 1)
+  if string.sub(after, 1, 1) == ',' then
+    after = string.sub(after, 2)
+  elseif string.sub(before, -1) == ',' then
+    before = string.sub(before, 1, -2)
+  end
+  return before .. after, true
+end
+"""
+
+# Footprint: add buy/sell deltas to many levels at once (two writers never lose an update).
+# KEYS: the level keys. ARGV: ttl, qty_decimals, then per key: price_text, buy_delta, sell_delta.
+# A level holding something that is not a JSON object fails the call before anything is written.
+FOOTPRINT_APPLY = (
+    LIB
+    + r"""
+local ttl, decimals = tonumber(ARGV[1]), tonumber(ARGV[2])
+local unit = 10 ^ decimals
+local buys, sells = {}, {}
+for i, key in ipairs(KEYS) do
+  local base = 2 + (i - 1) * 3
+  local db, ds = qty_units(ARGV[base + 2], unit), qty_units(ARGV[base + 3], unit)
+  if db == nil or ds == nil then
+    return redis.error_reply('footprint delta for ' .. key .. ' is not a number')
+  end
+  local buy, sell = fp_read(key, unit)
+  if buy == nil or sell == nil then
+    return redis.error_reply(key .. ' holds a value that is not a JSON object; not changed')
+  end
+  buys[i], sells[i] = buy + db, sell + ds
+end
+for i, key in ipairs(KEYS) do
+  fp_write(key, ARGV[2 + (i - 1) * 3 + 1], buys[i], sells[i], ttl, decimals)
 end
 return #KEYS
 """
+)
 
 # Order flow: append trades to per-second buckets, keeping the contract shape.
-# KEYS: bucket keys. ARGV: ttl, then per key: symbol as a JSON string, trades as JSON objects
-# joined by commas. Our own buckets end in "]}" and are extended in place; a hand-written bucket is
-# decoded and rewritten.
-ORDERFLOW_APPEND = r"""
+# KEYS: bucket keys. ARGV: ttl, then per key: symbol as a JSON string, trade objects joined by ",".
+ORDERFLOW_APPEND = (
+    LIB
+    + r"""
 local ttl = tonumber(ARGV[1])
 local out = {}
 for i, key in ipairs(KEYS) do
-  local symbol, items = ARGV[2 * i], ARGV[2 * i + 1]
-  local current = redis.call('GET', key)
-  if not current then
-    out[i] = '{"symbol":' .. symbol .. ',"trades":[' .. items .. ']}'
-  else
-    local head = string.match(current, '^({"symbol":"[^"]*","trades":%[.*)%]}$')
-    if head then
-      local sep = string.sub(head, -1) == '[' and '' or ','
-      out[i] = head .. sep .. items .. ']}'
-    else
-      local ok, obj = pcall(cjson.decode, current)
-      if not ok or type(obj) ~= 'table' or
-         (obj.trades ~= nil and type(obj.trades) ~= 'table') then
-        return redis.error_reply(key .. ' is not an order-flow bucket; not changed')
-      end
-      local old = ''
-      if obj.trades ~= nil and #obj.trades > 0 then
-        old = string.sub(cjson.encode(obj.trades), 2, -2) .. ','
-      end
-      if type(obj.symbol) == 'string' then symbol = cjson.encode(obj.symbol) end
-      out[i] = '{"symbol":' .. symbol .. ',"trades":[' .. old .. items .. ']}'
-    end
+  out[i] = of_append(redis.call('GET', key), ARGV[2 * i], ARGV[2 * i + 1])
+  if out[i] == nil then
+    return redis.error_reply(key .. ' is not an order-flow bucket; not changed')
   end
 end
 for i, key in ipairs(KEYS) do
@@ -102,6 +144,7 @@ for i, key in ipairs(KEYS) do
 end
 return #KEYS
 """
+)
 
 # Latest quote: write the per-second key, and move the latest-quote index only forward in time.
 # KEYS: quote key, latest key. ARGV: json, ttl, timestamp, latest ttl.
@@ -118,3 +161,130 @@ end
 redis.call('SET', KEYS[2], json, 'EX', last_ttl)
 return 1
 """
+
+# The ingest commit for one symbol: quotes, order flow, footprint, the trade stream, a pub/sub
+# message and the checkpoint, in one atomic step. A commit whose sequence number the checkpoint
+# already holds is skipped, so a retried or replayed commit is applied once.
+#
+# KEYS: checkpoint, latest quote, stream, then nq quote keys, nb bucket keys, nl level keys, and
+#       per cancel its bucket key and its quote key.
+# ARGV: 1 seq, 2 ordinal, 3 "dbq dbo dbf", 4 "ttl_q ttl_o ttl_f ttl_last", 5 qty_decimals,
+#       6 stream maxlen, 7 channel, 8 "nq nb nl nc", 9 symbol (JSON string), 10 stream trades
+#       (JSON array), 11 stream ids, 12 stream side sources, 13 pub/sub message, 14 timestamp of
+#       the last quote, 15 cancelled trades (JSON array), then nq quote JSONs, nb trade lists,
+#       3*nl (price, buy, sell), nc trades to cancel (each exactly as written to its bucket).
+INGEST_COMMIT = (
+    LIB
+    + r"""
+local seq, ordinal = tonumber(ARGV[1]), ARGV[2]
+local dbq, dbo, dbf = string.match(ARGV[3], '(%d+) (%d+) (%d+)')
+local ttl_q, ttl_o, ttl_f, ttl_last = string.match(ARGV[4], '(%d+) (%d+) (%d+) (%d+)')
+local decimals = tonumber(ARGV[5])
+local unit = 10 ^ decimals
+local nq, nb, nl, nc = string.match(ARGV[8], '(%d+) (%d+) (%d+) (%d+)')
+nq, nb, nl, nc = tonumber(nq), tonumber(nb), tonumber(nl), tonumber(nc)
+local symbol_json = ARGV[9]
+local checkpoint, last_key, stream = KEYS[1], KEYS[2], KEYS[3]
+
+redis.call('SELECT', dbq)
+local done = tonumber(redis.call('HGET', checkpoint, 'seq') or '0')
+if seq <= done then return {0, done, 0, 0} end
+
+local k, a = 3, 15  -- cursors into KEYS and ARGV
+for i = 1, nq do
+  redis.call('SET', KEYS[k + i], ARGV[a + i], 'EX', ttl_q)
+end
+if nq > 0 then
+  local newer = true
+  local current = redis.call('GET', last_key)
+  if current then
+    local ok, obj = pcall(cjson.decode, current)
+    if ok and type(obj) == 'table' and tonumber(obj.timestamp) and
+       tonumber(obj.timestamp) > tonumber(ARGV[14]) then
+      newer = false
+    end
+  end
+  if newer then redis.call('SET', last_key, ARGV[a + nq], 'EX', ttl_last) end
+end
+k, a = k + nq, a + nq
+
+redis.call('SELECT', dbo)
+local repaired = 0
+for i = 1, nb do
+  local key = KEYS[k + i]
+  local value = of_append(redis.call('GET', key), symbol_json, ARGV[a + i])
+  if value == nil then  -- not a bucket (hand-written garbage): replaced, and reported
+    repaired = repaired + 1
+    value = of_append(nil, symbol_json, ARGV[a + i])
+  end
+  redis.call('SET', key, value, 'EX', ttl_o)
+end
+if ARGV[10] ~= '[]' or ARGV[15] ~= '[]' then
+  redis.call('XADD', stream, 'MAXLEN', '~', ARGV[6], '*', 'seq', seq, 'trades', ARGV[10],
+    'ids', ARGV[11], 'src', ARGV[12], 'cancelled', ARGV[15])
+  redis.call('EXPIRE', stream, ttl_o)
+end
+k, a = k + nb, a + nb
+
+redis.call('SELECT', dbf)
+for i = 1, nl do
+  local key = KEYS[k + i]
+  local base = a + (i - 1) * 3
+  local buy, sell = fp_read(key, unit)
+  if buy == nil or sell == nil then
+    repaired = repaired + 1
+    buy, sell = 0, 0
+  end
+  fp_write(key, ARGV[base + 1], buy + qty_units(ARGV[base + 2], unit),
+    sell + qty_units(ARGV[base + 3], unit), ttl_f, decimals)
+end
+k, a = k + nl, a + 3 * nl
+
+local missed = 0
+for i = 1, nc do
+  local bucket_key, quote_key, item = KEYS[k + 2 * i - 1], KEYS[k + 2 * i], ARGV[a + i]
+  redis.call('SELECT', dbo)
+  local current = redis.call('GET', bucket_key)
+  local found = false
+  if current then current, found = of_remove(current, item) end
+  if not found then
+    missed = missed + 1
+  else
+    local last = string.match(current, '({"price":[^{}]*})%]}$')
+    if last == nil then
+      redis.call('DEL', bucket_key)
+    else
+      redis.call('SET', bucket_key, current, 'KEEPTTL')
+    end
+    -- the second's quote follows its remaining trades: last price, summed volume
+    redis.call('SELECT', dbq)
+    local quote = redis.call('GET', quote_key)
+    if quote and last == nil then
+      redis.call('DEL', quote_key)
+    elseif quote then
+      local volume = 0
+      for v in string.gmatch(current, '"volume":([^,}]+)') do volume = volume + qty_units(v, unit) end
+      local price = string.match(last, '"price":([^,}]+)')
+      local ts = string.match(last, '"time":([^,}]+)')
+      local tail = string.match(quote, '(,"bid":.*)$') or ',"bid":null,"ask":null}'
+      local rebuilt = '{"symbol":' .. symbol_json .. ',"price":' .. price .. ',"volume":' ..
+        qty_text(volume, decimals) .. ',"timestamp":' .. ts .. tail
+      redis.call('SET', quote_key, rebuilt, 'KEEPTTL')
+      local latest = redis.call('GET', last_key)
+      if latest then
+        local ok, obj = pcall(cjson.decode, latest)
+        if ok and type(obj) == 'table' and tonumber(obj.timestamp) and
+           math.floor(tonumber(obj.timestamp)) == math.floor(tonumber(ts)) then
+          redis.call('SET', last_key, rebuilt, 'KEEPTTL')
+        end
+      end
+    end
+  end
+end
+
+redis.call('SELECT', dbq)
+redis.call('HSET', checkpoint, 'seq', seq, 'ordinal', ordinal)
+redis.call('PUBLISH', ARGV[7], ARGV[13])
+return {1, seq, repaired, missed}
+"""
+)

@@ -6,12 +6,15 @@ repeated per store.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
 
 from redis.commands.core import AsyncScript
 
+from smarttrade.errors import ValidationError
 from smarttrade.keyspace import StoreSpec
 from smarttrade.models import decode, encode
 from smarttrade.redis.connections import RedisPools, redis_errors
@@ -37,8 +40,8 @@ class BaseStore:
         self._scripts: dict[str, AsyncScript] = {}
 
     @contextmanager
-    def guard(self) -> Iterator[None]:
-        with redis_errors(self.url):
+    def guard(self, where: str | None = None) -> Iterator[None]:
+        with redis_errors(self.url, where):
             yield
 
     def _count(self, found: bool) -> None:
@@ -48,7 +51,7 @@ class BaseStore:
             self.misses += 1
 
     async def get_raw(self, key: str) -> bytes | None:
-        with self.guard():
+        with self.guard(key):
             raw = await self.redis.get(key)
         self._count(raw is not None)
         return raw
@@ -65,7 +68,7 @@ class BaseStore:
     async def put_raw(self, key: str, data: bytes, ttl: int | None = None) -> None:
         """SET with the store's TTL (EX), or without one for permanent stores."""
         ttl = self.ttl if ttl is None else ttl
-        with self.guard():
+        with self.guard(key):
             if ttl is None:
                 await self.redis.set(key, data)
             else:
@@ -84,19 +87,32 @@ class BaseStore:
         keys: list[str] = []
         with self.guard():
             async for key in self.redis.scan_iter(match=match, count=SCAN_COUNT):
-                keys.append(key.decode() if isinstance(key, bytes) else key)
+                # a key that is not UTF-8 (written by hand) must not break the listing
+                keys.append(key.decode(errors="surrogateescape") if isinstance(key, bytes) else key)
         return keys
 
     async def run_script(self, source: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         script = self._scripts.get(source)
         if script is None:
             script = self._scripts[source] = self.redis.register_script(source)
-        with self.guard():
+        with self.guard(f"{self.spec.title} write"):
             return await script(keys=list(keys), args=list(args))
 
     @staticmethod
     def decode(kind: type[T], raw: bytes, key: str) -> T:
         return decode(kind, raw, key)
+
+    @staticmethod
+    def whole_units(value: float, decimals: int, where: str) -> None:
+        """A quantity must be finite, below 1e15 and exact in the symbol's quantity scale."""
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ValidationError(where, f"{value!r} is not a finite number")
+        if abs(value) >= 1e15:
+            raise ValidationError(where, f"{value!r} is too large")
+        units = Decimal(repr(value)).scaleb(decimals)
+        if units != units.to_integral_value():
+            what = "whole contracts" if decimals == 0 else f"at most {decimals} decimals"
+            raise ValidationError(where, f"{value!r} is not a quantity here ({what})")
 
     @staticmethod
     def checked(value: T, where: str) -> T:

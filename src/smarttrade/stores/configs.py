@@ -6,6 +6,7 @@ not JSON; it reads back as the string "dark". Writes are always JSON.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,7 @@ from smarttrade.models import AlertRule, Symbol, Theme, Watchlist, decode, encod
 from smarttrade.stores.base import BaseStore
 
 MAX_VALUE_BYTES = 64 * 1024
+MAX_DEPTH = 64  # levels of arrays/objects in a setting value; far deeper than any real setting
 USER_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
 SETTING_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 
@@ -52,15 +54,41 @@ def check_setting(name: str) -> str:
     return name
 
 
+def _check_tree(name: str, tree: Any) -> None:
+    """Depth and finite numbers, walked without recursion; ``tree`` is msgspec.to_builtins output."""
+    stack: list[tuple[Any, str, int]] = [(tree, "$", 0)]
+    while stack:
+        node, path, depth = stack.pop()
+        if isinstance(node, float) and not math.isfinite(node):
+            # msgspec would write it as null; JSON has no NaN or Infinity.
+            raise ValidationError(
+                name, f"{node!r} is not a finite number; JSON has no NaN or Infinity - at {path}"
+            )
+        if isinstance(node, dict):
+            children = [(v, f"{path}.{k}") for k, v in node.items()]
+            children += [(k, f"{path} (a key)") for k in node]
+        elif isinstance(node, (list, tuple, set, frozenset)):
+            children = [(v, f"{path}[{i}]") for i, v in enumerate(node)]
+        else:
+            continue
+        if depth >= MAX_DEPTH:
+            raise ValidationError(name, "nested too deeply")
+        stack.extend((child, child_path, depth + 1) for child, child_path in children)
+
+
 def validate_setting(name: str, value: Any) -> bytes:
     """The JSON to store for ``name``; ValidationError names the setting and the reason."""
     check_setting(name)
     try:
+        tree = msgspec.to_builtins(value)
         data = encode(value)
     except (TypeError, msgspec.EncodeError) as exc:
         raise ValidationError(name, f"not JSON-serialisable: {exc}") from None
+    except RecursionError:
+        raise ValidationError(name, "nested too deeply") from None
     if len(data) > MAX_VALUE_BYTES:
         raise ValidationError(name, f"value is {len(data)} bytes; the cap is {MAX_VALUE_BYTES}")
+    _check_tree(name, tree)
     check = KNOWN_SETTINGS.get(name)
     if check is not None:
         try:
@@ -71,9 +99,10 @@ def validate_setting(name: str, value: Any) -> bytes:
 
 
 def _tolerant(raw: bytes) -> Any:
+    """JSON when it parses, else the raw text: a read never fails on what someone stored."""
     try:
         return msgspec.json.decode(raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return raw.decode("utf-8", errors="replace")
 
 

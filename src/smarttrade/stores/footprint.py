@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
 import msgspec
 
-from smarttrade.errors import UnknownSymbol
+from smarttrade.errors import UnknownSymbol, ValidationError
 from smarttrade.keyspace import SPECS, Store, footprint_key, glob_escape
 from smarttrade.models import FootprintLevel, Trade
 from smarttrade.redis.scripts import FOOTPRINT_APPLY
@@ -15,6 +16,7 @@ from smarttrade.stores.base import BaseStore
 from smarttrade.symbols import check_symbol, spec_for
 
 Delta = tuple[int | float, int | float]  # (buy, sell)
+_LEVEL_RE = re.compile(r"-?[0-9]+")
 
 
 class FootprintStore(BaseStore):
@@ -27,6 +29,10 @@ class FootprintStore(BaseStore):
             return 0
         keys, args = [], [self.ttl, sym.qty_decimals]
         for level, (buy, sell) in sorted(deltas.items()):
+            if type(level) is not int or level <= 0:
+                raise ValidationError("level", f"{level!r} is not a positive integer level")
+            self.whole_units(buy, sym.qty_decimals, f"buy volume at {level}")
+            self.whole_units(sell, sym.qty_decimals, f"sell volume at {level}")
             keys.append(footprint_key(symbol, level))
             args += [sym.price_text(level), repr(buy), repr(sell)]
         return int(await self.run_script(FOOTPRINT_APPLY, keys, args))
@@ -34,7 +40,8 @@ class FootprintStore(BaseStore):
     async def add_trades(self, symbol: str, trades: Iterable[Trade]) -> int:
         sym = spec_for(symbol)
         deltas: dict[int, list[int | float]] = defaultdict(lambda: [0, 0])
-        for trade in trades:
+        for i, trade in enumerate(trades):
+            trade = self.checked(trade, f"trades[{i}]")
             deltas[sym.level(trade.price)][0 if trade.side == "buy" else 1] += trade.volume
         return await self.apply(symbol, {lv: (b, s) for lv, (b, s) in deltas.items()})
 
@@ -67,7 +74,7 @@ class FootprintStore(BaseStore):
         levels: list[tuple[int, str]] = []
         for key in keys:
             tail = key[len(prefix) :]
-            if tail.lstrip("-").isdigit():
+            if _LEVEL_RE.fullmatch(tail):  # skip hand-made keys that are not levels
                 levels.append((int(tail), key))
         levels.sort(reverse=True)
         raws = await self.mget_raw([key for _, key in levels])

@@ -12,7 +12,7 @@ from smarttrade.keyspace import SPECS, Store, orderflow_key
 from smarttrade.models import OrderFlowBucket, Trade, encode
 from smarttrade.redis.scripts import ORDERFLOW_APPEND
 from smarttrade.stores.base import BaseStore
-from smarttrade.symbols import check_symbol
+from smarttrade.symbols import check_symbol, spec_for
 
 MAX_RANGE_S = 86_400
 
@@ -22,10 +22,11 @@ class OrderFlowStore(BaseStore):
 
     async def append(self, symbol: str, trades: Sequence[Trade]) -> int:
         """Append trades to their seconds' buckets in one atomic step; returns buckets touched."""
-        check_symbol(symbol)
+        decimals = spec_for(symbol).qty_decimals
         by_second: dict[int, list[bytes]] = defaultdict(list)
         for i, trade in enumerate(trades):
             trade = self.checked(trade, f"trades[{i}]")
+            self.whole_units(trade.volume, decimals, f"trades[{i}].volume")
             by_second[int(trade.time)].append(encode(trade))
         if not by_second:
             return 0

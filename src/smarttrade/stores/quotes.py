@@ -6,21 +6,28 @@ import time
 
 import msgspec
 
-from smarttrade.errors import ValidationError
+from smarttrade.errors import DecodeError, ValidationError
 from smarttrade.keyspace import LAST_QUOTE_TTL, SPECS, Store, last_quote_key, quote_key
 from smarttrade.models import Quote, encode
 from smarttrade.redis.scripts import QUOTE_PUT
 from smarttrade.stores.base import BaseStore
-from smarttrade.symbols import check_symbol
+from smarttrade.symbols import check_symbol, spec_for
+
+MAX_FUTURE_S = 86_400
 
 
 class QuoteStore(BaseStore):
     spec = SPECS[Store.QUOTES]
+    corrupt_reads = 0
 
     async def put(self, quote: Quote) -> None:
         if quote.symbol is None or quote.timestamp is None:
             raise ValidationError("quote", "symbol and timestamp are required to write a quote")
         quote = self.checked(quote, "quote")
+        spec_for(quote.symbol)
+        if quote.timestamp > time.time() + MAX_FUTURE_S:
+            # the latest-quote index only moves forward: a far-future stamp would freeze it
+            raise ValidationError("quote", f"timestamp {quote.timestamp} is more than a day ahead")
         second = int(quote.timestamp)
         await self.run_script(
             QUOTE_PUT,
@@ -61,8 +68,12 @@ class QuoteStore(BaseStore):
         seconds = list(range(until - self.ttl + 1, until + 1))
         keys = [quote_key(check_symbol(symbol), s) for s in seconds]
         raws = await self.mget_raw(keys)
-        return [
-            self._read(raw, key, symbol, s)
-            for raw, key, s in zip(raws, keys, seconds, strict=True)
-            if raw is not None
-        ]
+        out = []
+        for raw, key, s in zip(raws, keys, seconds, strict=True):
+            if raw is None:
+                continue
+            try:
+                out.append(self._read(raw, key, symbol, s))
+            except DecodeError:
+                self.corrupt_reads += 1  # one bad key must not hide the rest of the history
+        return out
