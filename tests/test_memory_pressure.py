@@ -80,9 +80,14 @@ async def test_full_server_is_reported_and_the_writer_survives(
             written += 1
     assert 0 < written < 1000
     # the demo's writer meets the same wall: it counts refusals and returns normally
-    stats = await asyncio.wait_for(run_demo(small_stores, ["DOL"], rate=50, duration=1.0, seed=1), 30)
+    settings = settings_for(small_server.url)
+    stats = await asyncio.wait_for(
+        run_demo(small_stores.pools, settings, small_stores, ["DOL"], rate=50, duration=1.0), 30
+    )
     assert stats.refused > 0
     assert "maxmemory reached" in stats.last_refusal
+    assert "Redis is full" in stats.waiting  # the engine backs off instead of dropping trades
+    assert stats.ingest.abandoned > 0  # held back, not dropped: reported as not committed
     # and nothing already stored was lost
     with redis.Redis(port=small_server.port, db=5) as r:
         assert r.dbsize() >= written

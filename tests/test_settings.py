@@ -62,6 +62,8 @@ BAD_VALUES = [
         ("SMARTTRADE_MAXMEMORY", v, MEM_REASON.format(v))
         for v in ("lots", "512 mb", "1.5gb", "-1", "2tb", "mb")
     ],
+    ("SMARTTRADE_SYMBOLS", "BTCUSDT", "is not ROOT:TICK:QTY_DECIMALS[:PRICE_SCALE]"),
+    ("SMARTTRADE_SYMBOLS", "BTCUSDT:0.1:6,ETH:x:2", "TICK is a decimal"),
     ("REDIS_URL", "http://localhost:6379", "scheme must be redis://, rediss:// or unix://"),
     ("REDIS_URL", "redis://localhost:port", "cannot parse"),
     ("REDIS_URL", "redis://", "no host"),

@@ -7,10 +7,13 @@ only a bug shows a traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import date
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import msgspec
@@ -22,10 +25,15 @@ from rich.text import Text
 
 from smarttrade.demo import DemoStats, run_demo
 from smarttrade.errors import SmartTradeError
+from smarttrade.feeds.synthetic import synthetic_symbols
+from smarttrade.ingest.run import RunResult, run_feed
+from smarttrade.ingest.sources import Format, file_feed, synthetic_feed
 from smarttrade.ops import health
+from smarttrade.progress import IngestProgress, summary
 from smarttrade.runtime import Runtime, connect
 from smarttrade.settings import load_settings
 from smarttrade.symbols import check_symbol, spec_for
+from smarttrade.symbols import register as register_symbols
 
 app = typer.Typer(
     help="Smart-Trade real-time market-data layer on Redis.",
@@ -109,7 +117,10 @@ def _keys_table(rows: list[health.StoreKeys], title: str = "keys per store") -> 
     for row in rows:
         name = row.title + (f" (db shared with {', '.join(row.shared_with)})" if row.shared_with else "")
         table.add_row(name, str(row.db), str(row.keys), str(row.expiring), str(row.persistent))
-    table.caption = "from INFO keyspace; db 0 also counts the latest-quote index (docs/keyspace.md)"
+    table.caption = (
+        "from INFO keyspace; db 0 also counts the latest-quote index and ingest checkpoints, "
+        "db 1 the trade streams (docs/keyspace.md)"
+    )
     return table
 
 
@@ -168,10 +179,11 @@ def demo(
         float | None, typer.Option(help="Stop after this many seconds and print a summary.")
     ] = None,
     symbols: Annotated[str, typer.Option(help="Comma-separated symbols.")] = "DOL,WDO,WIN",
-    rate: Annotated[int, typer.Option(min=1, max=100_000, help="Trades/s per symbol.")] = 50,
-    seed: Annotated[int | None, typer.Option(help="Random seed, for a repeatable run.")] = None,
+    rate: Annotated[float, typer.Option(min=0.1, max=100_000, help="Trades/s per symbol.")] = 50,
+    seed: Annotated[int, typer.Option(help="Random seed, for a repeatable feed.")] = 1,
 ) -> None:
-    """Run the demo: a private Redis (unless REDIS_URL is set) and a synthetic feed into it."""
+    """Run the demo: a private Redis (unless REDIS_URL is set), the live synthetic B3 feed through
+    the ingest engine, and a demo user."""
     symbol_list = _symbols(symbols)
 
     async def job(rt: Runtime) -> tuple[DemoStats, list[health.StoreKeys]]:
@@ -184,37 +196,158 @@ def demo(
                 highlight=False,
             )
         stop = "Ctrl-C to stop" if duration is None else f"stops after {duration:g} s"
-        out.print(f"feeding {', '.join(symbol_list)} at ~{rate} trades/s each ({stop})")
+        out.print(f"feeding {', '.join(symbol_list)} at ~{rate:g} trades/s each ({stop})")
 
         def line(st: DemoStats) -> Text:
+            ing = st.ingest
             text = Text(
-                f"{st.elapsed:6.1f} s  {st.trades:>9,} trades  {st.trades / max(st.elapsed, 1e-9):>8,.0f}/s"
-                f"  {st.commits:>7,} commits"
+                f"{st.elapsed:6.1f} s  {ing.trades:>9,} trades  {ing.trades / max(st.elapsed, 1e-9):>8,.0f}/s"
+                f"  {ing.commits:>7,} commits  lag {ing.lag_ms:,.1f} ms"
             )
+            if st.waiting:
+                text.append(f"  {st.waiting}", style="bold yellow")
             if st.refused:
-                text.append(f"  {st.refused} refused: Redis out of memory", style="bold red")
+                text.append(f"  {st.refused} writes refused: Redis out of memory", style="bold red")
             return text
 
-        with Live(line(DemoStats()), console=out, refresh_per_second=4, transient=True) as live:
-            try:
-                result = await run_demo(
-                    rt.stores, symbol_list, rate, duration, lambda st: live.update(line(st)), seed
-                )
-            except (KeyboardInterrupt, asyncio.CancelledError):
-                result = None
+        result = DemoStats()
+        with (
+            Live(line(result), console=out, refresh_per_second=4, transient=True) as live,
+            contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError),
+        ):
+            await run_demo(
+                rt.pools,
+                rt.settings,
+                rt.stores,
+                symbol_list,
+                rate,
+                duration,
+                lambda st: live.update(line(st)),
+                seed,
+                result,
+            )
         keys = await health.store_keys(rt.pools, rt.settings)
-        if result is None:
-            result = DemoStats()
         return result, keys
 
     result, keys = _run(job)
+    ing = result.ingest
     out.print(
-        f"done: {result.trades:,} trades ({result.volume:,} contracts) in {result.elapsed:.1f} s, "
-        f"{result.commits:,} commits, {result.refused} refused"
+        f"done: {ing.trades:,} trades in {result.elapsed:.1f} s through the ingest engine, "
+        f"{ing.commits:,} commits (largest {ing.max_batch:,} trades), {result.refused} demo writes refused"
     )
+    if ing.abandoned:
+        out.print(f"{ing.abandoned:,} trades not committed: Redis could not take them in time", style="red")
     if result.last_refusal:
         out.print(result.last_refusal, style="red", markup=False)
     out.print(_keys_table(keys, "keys per store at the end of the demo"))
+
+
+Speed = Annotated[
+    str,
+    typer.Option(help="'max' (as fast as possible) or a multiple of real time, e.g. 1 or 10."),
+]
+
+
+def _speed(text: str) -> float | None:
+    if text.strip().lower() == "max":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is neither 'max' nor a number", param_hint="--speed") from None
+    if not value > 0:
+        raise typer.BadParameter("must be positive", param_hint="--speed")
+    return value
+
+
+@app.command()
+def ingest(
+    files: Annotated[
+        list[Path] | None, typer.Argument(help="Trade files, read in order.", show_default=False)
+    ] = None,
+    fmt: Annotated[Format | None, typer.Option("--format", help="The files' layout.")] = None,
+    synthetic: Annotated[
+        bool, typer.Option("--synthetic", help="Generate B3 trades instead of reading files.")
+    ] = False,
+    symbols: Annotated[
+        str, typer.Option(help="Synthetic: comma-separated roots or tickers.")
+    ] = "DOL,WDO,WIN",
+    tickers: Annotated[
+        bool, typer.Option(help="Synthetic: trade front-month tickers (WINZ25) for roots.")
+    ] = False,
+    rate: Annotated[float, typer.Option(min=0.1, help="Synthetic: mean trades/s per symbol.")] = 20.0,
+    count: Annotated[
+        int | None,
+        typer.Option(min=1, help="Synthetic: replay this many trades (default: endless live feed)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Synthetic: random seed; same seed, same trades.")] = 1,
+    start_day: Annotated[
+        str | None, typer.Option(help="Synthetic replay: first session day, YYYY-MM-DD (default today).")
+    ] = None,
+    session: Annotated[
+        str, typer.Option(help="Synthetic replay: session hours in America/Sao_Paulo, or 'always'.")
+    ] = "09:00-18:25",
+    speed: Speed = "max",
+    symbol: Annotated[str | None, typer.Option(help="MT5: the symbol of the export.")] = None,
+    only: Annotated[str | None, typer.Option(help="B3: keep these instruments, skip the rest.")] = None,
+    symbol_spec: Annotated[
+        list[str] | None, typer.Option(help="Extra instrument ROOT:TICK:QTY_DECIMALS[:SCALE] (repeat).")
+    ] = None,
+    tolerance: Annotated[float, typer.Option(min=0, help="Seconds a trade may arrive out of order.")] = 5.0,
+    source: Annotated[str | None, typer.Option(help="Checkpoint name (default: from the input).")] = None,
+    dead_letter: Annotated[Path, typer.Option(help="Where rejected lines go (JSON lines).")] = Path(
+        "deadletter.jsonl"
+    ),
+    reset: Annotated[bool, typer.Option(help="Forget this source's checkpoints and start over.")] = False,
+    duration: Annotated[float | None, typer.Option(min=0, help="Stop after this many seconds.")] = None,
+) -> None:
+    """Ingest trades into every store: files of a known layout, or the synthetic B3 feed.
+
+    Resumes from its checkpoints after any stop: nothing is lost and nothing counted twice.
+    """
+    if symbol_spec:
+        try:
+            for text in symbol_spec:
+                register_symbols(text)
+        except SmartTradeError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--symbol-spec") from None
+    pace = _speed(speed)
+    try:
+        if synthetic:
+            if files:
+                raise typer.BadParameter("give files or --synthetic, not both")
+            day = date.fromisoformat(start_day) if start_day else None
+            roots = _symbols(symbols)
+            names = synthetic_symbols(roots, day or date.today(), tickers)
+            feed = synthetic_feed(names, seed, count, rate, day, session, source)
+            if count is None:
+                pace = None  # the live feed keeps its own clock
+        else:
+            if not files or fmt is None:
+                raise typer.BadParameter("give --format and FILE..., or --synthetic")
+            keep = {s.strip() for s in only.split(",")} if only else None
+            feed = file_feed(fmt, files, source, symbol, keep, tolerance)
+    except (SmartTradeError, ValueError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+    async def job(rt: Runtime) -> RunResult:
+        err.print(f"Redis: {rt.where}", markup=False, highlight=False)
+        err.print(f"source {feed.name}", markup=False, highlight=False)
+        with IngestProgress(err, "ingest", feed.total) as bar:
+            return await run_feed(
+                rt.pools,
+                rt.settings,
+                feed,
+                dead_letter,
+                speed=pace,
+                reset=reset,
+                duration=duration,
+                on_progress=bar.update,
+                on_wait=bar.wait,
+            )
+
+    result = _run(job)
+    out.print(summary(result, str(dead_letter)))
 
 
 def main() -> None:

@@ -1,139 +1,149 @@
-"""The first demo: a simple random-walk trade generator for DOL, WDO and WIN written to every store.
+"""The demo: the live synthetic B3 feed through the ingest engine, plus a demo user.
 
-It stands in until the ingest engine and the synthetic B3 feed take over (issue 3).
+Besides what the engine writes (quotes, order flow, footprint, the trade stream), the demo keeps a
+session VWAP per symbol in the calculations store and a demo user's session and settings, so every
+store has something to show.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
+import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
+
+import numpy as np
 
 from smarttrade.errors import OutOfMemory
-from smarttrade.models import Quote, Trade
+from smarttrade.feeds.chunk import Chunk
+from smarttrade.feeds.synthetic import LiveSyntheticFeed
+from smarttrade.ingest.engine import IngestStats
+from smarttrade.ingest.run import ChunkFeed, run_feed
+from smarttrade.redis.connections import RedisPools
+from smarttrade.settings import Settings
 from smarttrade.stores import Stores
 from smarttrade.symbols import spec_for
 
-START_PRICES: dict[str, Decimal] = {
-    "DOL": Decimal("5234.5"),
-    "WDO": Decimal("5235.0"),
-    "WIN": Decimal("125000"),
-    "IND": Decimal("125010"),
-}
 DEMO_USER = "demo"
-STEP_S = 0.1
+CALC_EVERY_S = 1.0
+TOUCH_EVERY_S = 30.0
 
 
 @dataclass
 class DemoStats:
-    trades: int = 0
-    volume: int = 0
-    commits: int = 0
-    refused: int = 0  # writes Redis refused for lack of memory
+    ingest: IngestStats = field(default_factory=IngestStats)
+    refused: int = 0  # demo writes Redis refused for lack of memory
     last_refusal: str = ""
+    waiting: str = ""  # what the engine is waiting for, if anything
     started: float = field(default_factory=time.monotonic)
 
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
+    @property
+    def trades(self) -> int:
+        return self.ingest.trades
+
 
 @dataclass
-class _Walk:
-    symbol: str
-    level: int
-    tick: int
-    pv: Decimal = Decimal(0)  # session sum(price * qty), for the VWAP
-    qty: int = 0
+class _Vwap:
+    """Session VWAP per symbol: sum(price * qty) / sum(qty), in exact integer units."""
+
+    pv: dict[str, int] = field(default_factory=dict)
+    qty: dict[str, int] = field(default_factory=dict)
+
+    def add(self, chunk: Chunk) -> None:
+        for code, symbol in enumerate(chunk.symbols):
+            mask = chunk.code == code
+            if mask.any():
+                q = chunk.qty[mask]
+                self.pv[symbol] = self.pv.get(symbol, 0) + int(np.dot(chunk.price[mask], q))
+                self.qty[symbol] = self.qty.get(symbol, 0) + int(q.sum())
+
+    def value(self, symbol: str) -> float:
+        return self.pv[symbol] / self.qty[symbol] / spec_for(symbol).price_scale
 
 
-async def _guarded(stats: DemoStats, write: Awaitable[object]) -> bool:
-    """Run one write; a full Redis is counted and reported, not fatal."""
+async def _guarded(stats: DemoStats, write: Awaitable[object]) -> None:
+    """Run one demo write; a full Redis is counted and reported, not fatal."""
     try:
         await write
     except OutOfMemory as exc:
         stats.refused += 1
         stats.last_refusal = str(exc)
-        return False
-    return True
 
 
-async def _setup_user(stores: Stores, symbols: list[str], walk: _Walk, stats: DemoStats) -> None:
-    spec = spec_for(walk.symbol)
-    alert = {walk.symbol: {"price": spec.price(walk.level + 20 * walk.tick), "type": "above"}}
+async def _setup_user(stores: Stores, symbols: list[str], stats: DemoStats) -> None:
+    first = symbols[0]
+    latest = await stores.quotes.latest(first)
+    price = latest.price * 1.002 if latest else 1.0
+    alert = {first: {"price": round(price, 1), "type": "above"}}
     await _guarded(stats, stores.sessions.open(DEMO_USER, uuid.uuid4().hex[:12], symbols))
     await _guarded(stats, stores.configs.set(DEMO_USER, "theme", "dark"))
     await _guarded(stats, stores.configs.set(DEMO_USER, "symbols", symbols))
     await _guarded(stats, stores.configs.set(DEMO_USER, "alerts", alert))
 
 
-async def _write(stores: Stores, walk: _Walk, trades: list[Trade], stats: DemoStats) -> None:
-    spec = spec_for(walk.symbol)
-    last = trades[-1]
-    quote = Quote(
-        symbol=walk.symbol,
-        price=last.price,
-        volume=sum(int(t.volume) for t in trades),
-        timestamp=last.time,
-        bid=spec.price(walk.level - walk.tick),
-        ask=spec.price(walk.level + walk.tick),
-    )
-
-    async def commit() -> None:
-        await stores.orderflow.append(walk.symbol, trades)
-        await stores.footprint.add_trades(walk.symbol, trades)
-        await stores.quotes.put(quote)
-        await stores.calc.put(walk.symbol, "vwap", float(walk.pv / walk.qty), timestamp=last.time)
-
-    if await _guarded(stats, commit()):
-        stats.commits += 1
-
-
 async def run_demo(
+    pools: RedisPools,
+    settings: Settings,
     stores: Stores,
     symbols: list[str],
-    rate: int,
+    rate: float,
     duration: float | None,
     on_tick: Callable[[DemoStats], None] = lambda _: None,
-    seed: int | None = None,
+    seed: int = 1,
+    stats: DemoStats | None = None,
 ) -> DemoStats:
-    """Generate about ``rate`` trades/s per symbol until ``duration`` seconds pass (or forever)."""
-    rng = random.Random(seed)
-    walks = []
-    for symbol in symbols:
-        spec = spec_for(symbol)
-        start = START_PRICES.get(spec.root, Decimal(100))
-        walks.append(_Walk(symbol, spec.level(start), spec.tick_units))
-    stats = DemoStats()
-    await _setup_user(stores, symbols, walks[0], stats)
-    per_step = max(1.0, rate * STEP_S)
-    next_touch = time.monotonic() + 30
-    while duration is None or stats.elapsed < duration:
-        step_started = time.monotonic()
-        now = time.time()
-        jobs = []
-        for walk in walks:
-            spec = spec_for(walk.symbol)
-            trades = []
-            for _ in range(max(1, int(rng.expovariate(1 / per_step)))):
-                walk.level += walk.tick * rng.choice((-1, 0, 0, 1))
-                side = "buy" if rng.random() < 0.5 else "sell"
-                volume = rng.choice((1, 1, 1, 2, 5, 10, 25))
-                price = spec.price(walk.level)
-                walk.pv += Decimal(str(price)) * volume
-                walk.qty += volume
-                trades.append(Trade(price=price, volume=volume, side=side, time=round(now, 3)))
-            stats.trades += len(trades)
-            stats.volume += sum(int(t.volume) for t in trades)
-            jobs.append(_write(stores, walk, trades, stats))
-        await asyncio.gather(*jobs)
-        if time.monotonic() > next_touch:
-            await _guarded(stats, stores.sessions.touch(DEMO_USER))
-            next_touch += 30
+    """Feed about ``rate`` trades/s per symbol until ``duration`` seconds pass (or forever).
+
+    ``stats`` is updated as it goes, so a caller interrupted mid-way still has the figures.
+    """
+    stats = stats if stats is not None else DemoStats()
+    vwap = _Vwap()
+    live = LiveSyntheticFeed(symbols, seed=seed, rate=rate)
+    feed = ChunkFeed(live.chunks, f"demo-{live.name}", live=True)
+    await _setup_user(stores, symbols, stats)
+
+    def progress(engine, dead, feed) -> None:  # type: ignore[no-untyped-def]
+        stats.ingest = engine.stats
         on_tick(stats)
-        await asyncio.sleep(max(0.0, STEP_S - (time.monotonic() - step_started)))
+
+    def waiting(message: str) -> None:
+        stats.waiting = message
+        on_tick(stats)
+
+    async def side_writes() -> None:
+        next_touch = time.monotonic() + TOUCH_EVERY_S
+        while True:
+            await asyncio.sleep(CALC_EVERY_S)
+            for symbol in list(vwap.qty):
+                await _guarded(stats, stores.calc.put(symbol, "vwap", vwap.value(symbol)))
+            if time.monotonic() > next_touch:
+                await _guarded(stats, stores.sessions.touch(DEMO_USER))
+                next_touch += TOUCH_EVERY_S
+            on_tick(stats)
+
+    writer = asyncio.create_task(side_writes())
+    try:
+        result = await run_feed(
+            pools,
+            settings,
+            feed,
+            None,
+            duration=duration,
+            on_progress=progress,
+            on_wait=waiting,
+            on_chunk=vwap.add,
+        )
+        stats.ingest = result.stats
+        for symbol in list(vwap.qty):  # the last word, so a short demo has its calculations too
+            await _guarded(stats, stores.calc.put(symbol, "vwap", vwap.value(symbol)))
+    finally:
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
     return stats

@@ -11,6 +11,7 @@ from smarttrade.redis.connections import RedisPools
 from smarttrade.redis.embedded import EmbeddedHandle, attach_or_start
 from smarttrade.settings import Settings, redact
 from smarttrade.stores import Stores
+from smarttrade.symbols import register as register_symbols
 
 
 @dataclass
@@ -33,6 +34,8 @@ class Runtime:
 @asynccontextmanager
 async def connect(settings: Settings) -> AsyncIterator[Runtime]:
     """Connect (starting the embedded server when REDIS_URL is unset) and check it answers."""
+    if settings.smarttrade_symbols:
+        register_symbols(settings.smarttrade_symbols)
     handle: EmbeddedHandle | None = None
     if settings.redis_url:
         url = settings.redis_url

@@ -14,8 +14,9 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import BeforeValidator, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from smarttrade.errors import SettingsError
+from smarttrade.errors import SettingsError, SmartTradeError
 from smarttrade.keyspace import SPECS, Store, StoreSpec
+from smarttrade.symbols import parse_spec
 
 
 def _as_text(value: object) -> str:
@@ -106,11 +107,23 @@ def _redis_url(value: object) -> str | None:
     return raw
 
 
+def _symbol_specs(value: object) -> str:
+    text = _as_text(value)
+    try:
+        for item in text.split(","):
+            if item.strip():
+                parse_spec(item)
+    except SmartTradeError as exc:
+        raise ValueError(str(exc).partition(": ")[2]) from None
+    return text
+
+
 Db = Annotated[int, BeforeValidator(_db)]
 Ttl = Annotated[int, BeforeValidator(_ttl)]
 Connections = Annotated[int, BeforeValidator(_connections)]
 MemorySize = Annotated[str, BeforeValidator(_memory)]
 RedisUrl = Annotated[str | None, BeforeValidator(_redis_url)]
+SymbolSpecs = Annotated[str, BeforeValidator(_symbol_specs)]
 
 
 def _default_data_dir() -> Path:
@@ -139,6 +152,8 @@ class Settings(BaseSettings):
     redis_max_connections: Connections = 24
     smarttrade_data_dir: Path = _default_data_dir()
     smarttrade_maxmemory: MemorySize = "512mb"
+    # Extra instruments, ROOT:TICK:QTY_DECIMALS[:PRICE_SCALE] comma-separated (symbols.parse_spec).
+    smarttrade_symbols: SymbolSpecs = ""
 
     def db(self, store: Store | StoreSpec) -> int:
         spec = store if isinstance(store, StoreSpec) else SPECS[store]

@@ -171,7 +171,8 @@ return 1
 # ARGV: 1 seq, 2 ordinal, 3 "dbq dbo dbf", 4 "ttl_q ttl_o ttl_f ttl_last", 5 qty_decimals,
 #       6 stream maxlen, 7 channel, 8 "nq nb nl nc", 9 symbol (JSON string), 10 stream trades
 #       (JSON array), 11 stream ids, 12 stream side sources, 13 pub/sub message, 14 timestamp of
-#       the last quote, 15 cancelled trades (JSON array), then nq quote JSONs, nb trade lists,
+#       the last quote, 15 cancelled trades (JSON array), then per quote (head up to "volume":,
+#       the commit's volume in that second, the rest, timestamp), nb trade lists,
 #       3*nl (price, buy, sell), nc trades to cancel (each exactly as written to its bucket).
 INGEST_COMMIT = (
     LIB
@@ -191,10 +192,28 @@ local done = tonumber(redis.call('HGET', checkpoint, 'seq') or '0')
 if seq <= done then return {0, done, 0, 0} end
 
 local k, a = 3, 15  -- cursors into KEYS and ARGV
+-- A quote is per second: its volume adds up over commits (a second can span two batches); price,
+-- time and bid/ask follow the newest trade of the second.
+local last_quote = nil
 for i = 1, nq do
-  redis.call('SET', KEYS[k + i], ARGV[a + i], 'EX', ttl_q)
+  local key = KEYS[k + i]
+  local base = a + (i - 1) * 4
+  local head, tail, ts = ARGV[base + 1], ARGV[base + 3], ARGV[base + 4]
+  local volume = qty_units(ARGV[base + 2], unit)
+  local current = redis.call('GET', key)
+  if current then
+    local old_volume = qty_units(string.match(current, '"volume":([^,}]+)'), unit)
+    local old_ts = tonumber(string.match(current, '"timestamp":([^,}]+)'))
+    if old_volume then volume = volume + old_volume end
+    if old_ts and old_ts > tonumber(ts) then  -- a late trade: keep the newer quote's fields
+      head = string.match(current, '^(.-"volume":)')
+      tail = string.match(current, '"volume":[^,}]+(.*)$')
+    end
+  end
+  last_quote = head .. qty_text(volume, decimals) .. tail
+  redis.call('SET', key, last_quote, 'EX', ttl_q)
 end
-if nq > 0 then
+if last_quote then
   local newer = true
   local current = redis.call('GET', last_key)
   if current then
@@ -204,9 +223,9 @@ if nq > 0 then
       newer = false
     end
   end
-  if newer then redis.call('SET', last_key, ARGV[a + nq], 'EX', ttl_last) end
+  if newer then redis.call('SET', last_key, last_quote, 'EX', ttl_last) end
 end
-k, a = k + nq, a + nq
+k, a = k + nq, a + 4 * nq
 
 redis.call('SELECT', dbo)
 local repaired = 0
@@ -284,7 +303,12 @@ end
 
 redis.call('SELECT', dbq)
 redis.call('HSET', checkpoint, 'seq', seq, 'ordinal', ordinal)
-redis.call('PUBLISH', ARGV[7], ARGV[13])
+local message = ARGV[13]  -- its quote is the merged one, filled in here
+local at = string.find(message, '"quote":null', 1, true)
+if at and last_quote then
+  message = string.sub(message, 1, at + 7) .. last_quote .. string.sub(message, at + 12)
+end
+redis.call('PUBLISH', ARGV[7], message)
 return {1, seq, repaired, missed}
 """
 )

