@@ -168,3 +168,45 @@ def test_ingest_cli_usage_errors(cli) -> None:
         assert result.returncode == 2, args
         assert message in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr
+
+
+async def test_live_api_one_trade_at_a_time(pools, settings, stores: Stores, tmp_path: Path) -> None:
+    from smarttrade.feeds.record import BUY, SELL, UNKNOWN, TradeRecord
+    from smarttrade.ingest.deadletter import DeadLetters
+    from smarttrade.ingest.engine import Engine
+    from smarttrade.ingest.live import LiveIngest
+
+    engine = Engine(pools, settings, "live-test")
+    engine.start()
+    live = LiveIngest(engine, DeadLetters(tmp_path / "dead.jsonl", "live-test"))
+    t0 = 1_763_985_600_000_000
+    trades = [
+        TradeRecord("WIN", 125000, 2, BUY, t0, "a"),
+        TradeRecord("WIN", 125005, 1, UNKNOWN, t0 + 1000, "b"),  # up: buy by the tick rule
+        TradeRecord("WIN", 125000, 3, SELL, t0 + 2000, "c"),
+        TradeRecord("WIN", 125000, 3, SELL, t0 - 60_000_000, "d"),  # a minute late: rejected
+        TradeRecord("WIN", 125005, 1, UNKNOWN, t0 + 3000, "b", cancel=True),
+    ]
+    accepted = [await live.submit(t) for t in trades]
+    await live.close()
+    assert accepted == [True, True, True, False, True]
+    ladder = {lv: (fp.buy_volume, fp.sell_volume) for lv, fp in await stores.footprint.ladder("WIN")}
+    assert ladder == {125000: (2, 3)}  # the cancelled buy at 125005 left nothing
+    bucket = await stores.orderflow.second("WIN", t0 // 1_000_000)
+    assert bucket is not None and [(t.volume, t.side) for t in bucket.trades] == [(2, "buy"), (3, "sell")]
+    assert "before the latest WIN trade" in (tmp_path / "dead.jsonl").read_text()
+
+
+async def test_a_commit_cannot_jump_the_queue(server, pools, settings) -> None:
+    """With several rounds on the wire, a commit whose predecessor failed is refused (GAP)."""
+    from smarttrade.ingest.engine import Engine
+
+    syn = SyntheticFeed(["WDO"], seed=4, count=400, chunk=200, start_day=date(2025, 11, 24))
+    first_chunk, second_chunk = list(syn.chunks())
+    engine = Engine(pools, settings, "gap-test")
+    first, second = engine._commits([first_chunk]), engine._commits([second_chunk])
+    refused = await engine._eval_all(second)
+    assert "GAP" in str(refused[0])
+    assert [r[0] for r in await engine._eval_all(first)] == [1]
+    assert [r[0] for r in await engine._eval_all(second)] == [1]
+    assert db(server, 0).hget("ingest:checkpoint:gap-test:WDO", "seq") == "2"

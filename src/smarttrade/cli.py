@@ -300,6 +300,7 @@ def ingest(
     ),
     reset: Annotated[bool, typer.Option(help="Forget this source's checkpoints and start over.")] = False,
     duration: Annotated[float | None, typer.Option(min=0, help="Stop after this many seconds.")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Ingest trades into every store: files of a known layout, or the synthetic B3 feed.
 
@@ -347,7 +348,11 @@ def ingest(
             )
 
     result = _run(job)
-    out.print(summary(result, str(dead_letter)))
+    if as_json:
+        stats = dict(vars(result.stats), elapsed=result.stats.elapsed)
+        _dump({**stats, "rejected": result.rejected, "reasons": result.reasons, "restarts": result.restarts})
+    else:
+        out.print(summary(result, str(dead_letter)))
 
 
 def main() -> None:

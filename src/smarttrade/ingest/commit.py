@@ -118,6 +118,7 @@ def build_commit(
     keys_b: list[str] = []
     args_b: list[str] = []
     idx = np.arange(n) if live_idx is None else live_idx
+    identity = False
     last_quote_ts = "0"
     if idx.size:
         secs = seconds[idx]
@@ -167,19 +168,18 @@ def build_commit(
             keys_c += [orderflow_key(symbol, sec_list[i]), quote_key(symbol, sec_list[i])]
             args_c.append(items[i])
 
-    live_items = items if live_idx is None else [items[i] for i in live_idx.tolist()]
-    trades_json = "[" + ",".join(live_items) + "]"
+    # the trades go once, as the buckets' lists; the script joins them for the stream and the
+    # pub/sub message, so ids and side sources follow the buckets' order (by second)
     cancelled_json = "[" + ",".join(args_c) + "]"
-    live_rows = slice(None) if live_idx is None else live_idx
     if isinstance(sl.ids, np.ndarray):
-        ids = ",".join(map(str, sl.ids[live_rows].tolist()))
+        ids = ",".join(map(str, sl.ids[idx].tolist()))
+    elif identity:
+        ids = ",".join(sl.ids)
     else:
-        ids = ",".join(sl.ids if live_idx is None else [sl.ids[i] for i in live_idx.tolist()])
-    letters = sl.side_src[live_rows].astype(np.uint8).tobytes().translate(_LETTERS).decode()
-    message = (  # the script puts the second's merged quote in place of null
-        f'{{"symbol":{sym_json},"seq":{seq},"quote":null,'
-        f'"trades":{trades_json},"cancelled":{cancelled_json}}}'
-    )
+        ids = ",".join([sl.ids[i] for i in idx.tolist()])
+    letters = sl.side_src[idx].astype(np.uint8).tobytes().translate(_LETTERS).decode()
+    head = f'{{"symbol":{sym_json},"seq":{seq},"quote":null,"trades":'  # the script fills in the quote
+    tail = f',"cancelled":{cancelled_json}}}'
     keys = [
         checkpoint_key(source, symbol),
         last_quote_key(symbol),
@@ -199,10 +199,10 @@ def build_commit(
         trades_channel(symbol),
         f"{len(keys_q)} {len(keys_b)} {len(keys_l)} {len(args_c)}",
         sym_json,
-        trades_json,
+        tail,
         ids,
         letters,
-        message,
+        head,
         last_quote_ts,
         cancelled_json,
         *args_q,
@@ -210,4 +210,4 @@ def build_commit(
         *args_l,
         *args_c,
     ]
-    return Commit(symbol, keys, args, trades=len(live_items), cancels=len(args_c))
+    return Commit(symbol, keys, args, trades=int(idx.size), cancels=len(args_c))

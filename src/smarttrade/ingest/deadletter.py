@@ -43,17 +43,24 @@ class DeadLetters:
                         self._seen.add(entry.ordinal)
 
     def reject(self, line: Line, reason: str) -> None:
+        self._write(line.path, line.number, line.ordinal, line.raw, reason)
+
+    def reject_record(self, ordinal: int, raw: bytes, reason: str) -> None:
+        """A rejected trade of the live API (no file: the line number is its ordinal)."""
+        self._write("live", ordinal, ordinal, raw, reason)
+
+    def _write(self, path: str, number: int, ordinal: int, raw_bytes: bytes, reason: str) -> None:
         self.count += 1
         kind = reason.split(":", 1)[0] if ":" in reason[:40] else reason[:40]
         self.reasons[kind] = self.reasons.get(kind, 0) + 1
-        if self.path is None or line.ordinal in self._seen:
+        if self.path is None or ordinal in self._seen:
             return
-        self._seen.add(line.ordinal)
+        self._seen.add(ordinal)
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = self.path.open("ab")
-        raw = line.raw.decode("utf-8", errors="replace").rstrip("\r\n")
-        entry = DeadLetter(self.source, line.path, line.number, line.ordinal, raw[:4096], reason)
+        raw = raw_bytes.decode("utf-8", errors="replace").rstrip("\r\n")
+        entry = DeadLetter(self.source, path, number, ordinal, raw[:4096], reason)
         self._fh.write(msgspec.json.encode(entry) + b"\n")
 
     def flush(self) -> None:

@@ -13,27 +13,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import hiredis
 import numpy as np
 import redis.exceptions as rexc
 
 from smarttrade.errors import OutOfMemory, RedisUnavailable, SmartTradeError
 from smarttrade.feeds.chunk import Chunk
 from smarttrade.ingest.commit import Commit, Layout, SymbolSlice, build_commit
+from smarttrade.ingest.wire import CommitWire
 from smarttrade.keyspace import CHECKPOINT_PREFIX, LAST_QUOTE_TTL, SPECS, Store, glob_escape
 from smarttrade.redis.connections import RedisPools, redis_errors
 from smarttrade.redis.scripts import INGEST_COMMIT
-from smarttrade.settings import Settings
+from smarttrade.settings import Settings, redact
 from smarttrade.symbols import spec_for
 
 MAX_BATCH = 50_000  # trades per commit round: bounds how long one script holds Redis
 MAX_PENDING = 400_000  # trades queued before the feed is made to wait
-IDLE_FLUSH_S = 0.005
+DEPTH = 2  # commit rounds on the wire at once
 
 
 @dataclass
@@ -93,11 +93,13 @@ class Engine:
             LAST_QUOTE_TTL,
         )
         self.redis = pools.client(self.layout.db_quotes)
-        self.sha = hashlib.sha1(INGEST_COMMIT.encode()).hexdigest()
+        self.wire = CommitWire(self.redis, INGEST_COMMIT)
         self.checkpoints: dict[str, Checkpoint] = {}  # as acknowledged by Redis
         self._next_seq: dict[str, int] = {}  # the seq the next commit of a symbol is built with
         self._inflight_count = 0
         self.stats = IngestStats()
+        # Called when the queue runs dry: the live API hands over what it has gathered.
+        self.refill: Callable[[], Chunk | None] | None = None
         self._pending: list[tuple[Chunk, float]] = []
         self._pending_count = 0
         self._wake = asyncio.Event()
@@ -130,6 +132,14 @@ class Engine:
         count = len(self.checkpoints)
         self.checkpoints = {}
         return count
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and no commit in flight: a new trade should go out at once."""
+        return not self._pending and self._inflight_count == 0
+
+    def wake(self) -> None:
+        self._wake.set()
 
     @property
     def pending(self) -> int:
@@ -183,41 +193,59 @@ class Engine:
     # -- committing -------------------------------------------------------------------------
 
     async def _committer(self) -> None:
-        """Take what is pending, build its commits while the previous commit runs in Redis, then
-        send them as soon as that one returns. Only one commit round is in flight at a time, so a
-        failed round is retried before anything after it is sent."""
-        inflight: asyncio.Task[None] | None = None
+        """Take what is pending and send it as a round of commits, up to DEPTH rounds on the wire:
+        the next round is built while Redis runs the previous one, and Redis finds the next one
+        waiting when it is done. The script refuses a commit whose sequence number skips one, so
+        a round sent after a failed one cannot jump the queue; the failed commits are resent in
+        order."""
+        inflight: deque[_Round] = deque()
         try:
             while True:
-                if inflight is not None and inflight.done():
-                    await inflight  # raises what the round raised
-                    inflight = None
-                if not self._pending:
-                    if self._closing and inflight is None:
+                self._refill()
+                if self._pending and len(inflight) < DEPTH:
+                    batch, accepted = self._take()
+                    commits = self._commits(batch)
+                    size = sum(len(c) for c in batch)
+                    inflight.append(_Round(commits, size, accepted, self.wire.send(commits)))
+                    self._inflight_count += size
+                    await asyncio.sleep(0)  # let it go out on the wire before we build the next
+                    continue
+                if inflight and inflight[0].reply.done():
+                    await self._settle(inflight)
+                    continue
+                if not inflight and not self._pending:
+                    if self._closing:
                         return
                     self._wake.clear()
-                    waits: list[asyncio.Future[object]] = [asyncio.ensure_future(self._wake.wait())]
-                    if inflight is not None:
-                        waits.append(inflight)  # type: ignore[arg-type]
-                    _, idle = await asyncio.wait(waits, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
-                    for fut in idle:
-                        if fut is not inflight:
-                            fut.cancel()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), 1.0)
                     continue
-                batch, accepted = self._take()
-                commits = self._commits(batch)
-                size = sum(len(c) for c in batch)
-                if inflight is not None:
-                    await inflight
-                self._inflight_count = size
-                inflight = asyncio.create_task(self._commit_batch(commits, size, accepted))
+                waits: list[asyncio.Future[object]] = [inflight[0].reply]  # type: ignore[list-item]
+                wake = None
+                if len(inflight) < DEPTH:
+                    self._wake.clear()
+                    wake = asyncio.ensure_future(self._wake.wait())
+                    waits.append(wake)
+                await asyncio.wait(waits, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+                if wake is not None:
+                    wake.cancel()
         except BaseException as exc:
-            if inflight is not None and not inflight.done():
-                inflight.cancel()
             self._error = exc
             self._space.set()
+            for rnd in inflight:
+                if rnd.reply.done() and not rnd.reply.cancelled():
+                    rnd.reply.exception()
             if not isinstance(exc, asyncio.CancelledError):
                 raise
+        finally:
+            await self.wire.close()
+
+    def _refill(self) -> None:
+        if not self._pending and self.refill is not None:
+            chunk = self.refill()  # what the live API gathered while we were busy
+            if chunk is not None and len(chunk):
+                self._pending.append((chunk, time.monotonic()))
+                self._pending_count += len(chunk)
 
     def _take(self) -> tuple[list[Chunk], float]:
         taken: list[Chunk] = []
@@ -256,84 +284,103 @@ class Engine:
             commits.append(build_commit(sl, spec_for(symbol), self.source, seq, end_ordinal, self.layout))
         return commits
 
-    async def _commit_batch(self, commits: list[Commit], size: int, accepted: float) -> None:
-        delay = 0.2
-        lost_contact = False
-        while True:
+    async def _settle(self, inflight: deque[_Round]) -> None:
+        """Account for the oldest round; on any failure, recover every round in flight."""
+        rnd = inflight[0]
+        replies = None if rnd.reply.exception() is not None else rnd.reply.result()
+        if replies is not None and all(_applied(r) for r in replies):
+            for c, r in zip(rnd.commits, replies, strict=True):
+                self._account(c, r)  # type: ignore[arg-type]
+            self._finish(rnd)
+            inflight.popleft()
+            return
+        await self._recover(inflight)
+
+    async def _recover(self, inflight: deque[_Round]) -> None:
+        """Resend, in order, every commit of the rounds in flight that was not applied."""
+        todo: list[Commit] = []
+        errors: list[object] = []
+        for rnd in inflight:
+            with contextlib.suppress(Exception):
+                await rnd.reply
+            failure = rnd.reply.exception()
+            replies: list[object] = (
+                [failure] * len(rnd.commits) if failure is not None else rnd.reply.result()
+            )
+            for c, r in zip(rnd.commits, replies, strict=True):
+                if _applied(r):
+                    self._account(c, r)  # type: ignore[arg-type]
+                else:
+                    todo.append(c)
+                    errors.append(r)
+        delay, lost_contact = 0.2, False
+        while todo:
+            reason = _classify(errors, self.pools.url)
+            if isinstance(reason, SmartTradeError) and not isinstance(reason, OutOfMemory | RedisUnavailable):
+                raise reason
+            if isinstance(reason, OutOfMemory | RedisUnavailable):
+                lost_contact = lost_contact or isinstance(reason, RedisUnavailable)
+                what = "Redis is full" if isinstance(reason, OutOfMemory) else "waiting for Redis"
+                self.stats.waiting = f"{what}: {reason}; retrying in {delay:.1f} s"
+                self.on_wait(self.stats.waiting)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
             try:
                 with redis_errors(self.pools.url):
                     if lost_contact:
                         await self._check_not_behind()
-                    results = await self._eval_all(commits)
-                break
+                    if any(isinstance(e, rexc.NoScriptError) for e in errors):
+                        await self.wire.load()
+                replies = await self.wire.call(todo)
             except (RedisUnavailable, OutOfMemory) as exc:
-                lost_contact = lost_contact or isinstance(exc, RedisUnavailable)
-                what = "Redis is full" if isinstance(exc, OutOfMemory) else "waiting for Redis"
-                self.stats.waiting = f"{what}: {exc}; retrying in {delay:.1f} s"
-                self.on_wait(self.stats.waiting)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                errors = [exc] * len(todo)
+                continue
+            except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
+                errors = [exc] * len(todo)
+                continue
+            todo_next, errors = [], []
+            for c, r in zip(todo, replies, strict=True):
+                if _applied(r):
+                    self._account(c, r)  # type: ignore[arg-type]
+                else:
+                    todo_next.append(c)
+                    errors.append(r)
+            todo = todo_next
         if self.stats.waiting:
             self.stats.waiting = ""
             self.on_wait("")
-        for c, result in zip(commits, results, strict=True):
-            if isinstance(result, Exception):
-                raise SmartTradeError(f"commit for {c.symbol} failed: {result}")
-            applied, seq, repaired, missed = (int(x) for x in result)
-            cp = self.checkpoints.setdefault(c.symbol, Checkpoint())
-            if applied:
-                cp.seq = seq
-                self.stats.commits += 1
-                self.stats.trades += c.trades
-                self.stats.cancels += c.cancels
-                self.stats.repaired += repaired
-                self.stats.missed_cancels += missed
-            else:  # already applied (a retry after a lost reply): same effect, once
-                cp.seq = max(cp.seq, seq)
-                self.stats.skipped_commits += 1
-            cp.ordinal = int(c.args[1])
-        self._inflight_count = 0
-        self.stats.last_batch = size
-        self.stats.max_batch = max(self.stats.max_batch, size)
-        self.stats.lag_ms = (time.monotonic() - accepted) * 1000
+        for rnd in inflight:
+            self._finish(rnd)
+        inflight.clear()
+
+    def _account(self, c: Commit, reply: list[int]) -> None:
+        applied, seq, repaired, missed = (int(x) for x in reply)
+        cp = self.checkpoints.setdefault(c.symbol, Checkpoint())
+        if applied:
+            cp.seq = seq
+            self.stats.commits += 1
+            self.stats.trades += c.trades
+            self.stats.cancels += c.cancels
+            self.stats.repaired += repaired
+            self.stats.missed_cancels += missed
+        else:  # already applied (a resend after a lost reply): same effect, once
+            cp.seq = max(cp.seq, seq)
+            self.stats.skipped_commits += 1
+        cp.ordinal = int(c.args[1])
+
+    def _finish(self, rnd: _Round) -> None:
+        self._inflight_count -= rnd.size
+        self.stats.last_batch = rnd.size
+        self.stats.max_batch = max(self.stats.max_batch, rnd.size)
+        self.stats.lag_ms = (time.monotonic() - rnd.accepted) * 1000
 
     async def _eval_all(self, commits: list[Commit]) -> list[object]:
-        """EVALSHA every commit on one connection, pipelined, packed by hiredis.
-
-        redis-py's own pipeline packs arguments in Python, which costs more than building the
-        commit; this is the hot path of a replay.
-        """
-        pool = self.redis.connection_pool
-        conn = await pool.get_connection()
-        try:
-            results: list[object] = []
-            pending = list(commits)
-            for _attempt in range(2):  # a second round after loading the script (NOSCRIPT)
-                payload = b"".join(
-                    hiredis.pack_command(("EVALSHA", self.sha, len(c.keys), *c.keys, *c.args))
-                    for c in pending
-                )
-                await conn.send_packed_command(payload, check_health=False)
-                replies: list[object] = []
-                for _ in pending:
-                    try:
-                        replies.append(await conn.read_response())
-                    except rexc.ResponseError as exc:
-                        replies.append(exc)
-                if not any(isinstance(r, rexc.NoScriptError) for r in replies):
-                    results = replies
-                    break
-                await conn.send_command("SCRIPT", "LOAD", INGEST_COMMIT)
-                self.sha = (await conn.read_response()).decode()
-            for r in results:
-                if isinstance(r, rexc.ResponseError) and not str(r).startswith("ERR"):
-                    raise r  # OOM, READONLY, ...: redis_errors turns it into ours
-            return results
-        except BaseException:
-            await conn.disconnect()
-            raise
-        finally:
-            await pool.release(conn)
+        """One round, sent and read back (tests and tools; the committer pipelines rounds)."""
+        replies = await self.wire.call(commits)
+        if any(isinstance(r, rexc.NoScriptError) for r in replies):
+            await self.wire.load()
+            replies = await self.wire.call(commits)
+        return replies
 
     async def _check_not_behind(self) -> None:
         """After an outage: if Redis came back without commits we made, start over from there."""
@@ -342,6 +389,44 @@ class Engine:
         behind = [s for s, seq in mine.items() if theirs.get(s, Checkpoint()).seq < seq]
         if behind:
             raise Rewind(f"Redis lost commits of {', '.join(sorted(behind))}; resuming from its checkpoints")
+
+
+@dataclass
+class _Round:
+    commits: list[Commit]
+    size: int
+    accepted: float
+    reply: asyncio.Future[list[object]]
+
+
+def _applied(reply: object) -> bool:
+    """A commit reply that needs no resend: applied now, or found applied before."""
+    return isinstance(reply, list)
+
+
+_WAIT_FOR = ("LOADING", "READONLY", "MASTERDOWN", "BUSY", "TRYAGAIN")
+
+
+def _classify(errors: list[object], url: str) -> SmartTradeError | None:
+    """What the failed commits call for: waiting (full or unreachable), or nothing but a resend
+    (a GAP behind an earlier failure, NOSCRIPT); any other error is a bug worth stopping for."""
+    for e in errors:
+        if isinstance(e, OutOfMemory | RedisUnavailable):
+            return e
+        if isinstance(e, rexc.OutOfMemoryError) or (isinstance(e, rexc.ResponseError) and "OOM" in str(e)):
+            return OutOfMemory(f"Redis at {redact(url)} refused a write: maxmemory reached ({e})")
+        if isinstance(e, rexc.ConnectionError | rexc.TimeoutError | OSError):
+            return RedisUnavailable(redact(url), str(e) or type(e).__name__)
+        if isinstance(e, rexc.ResponseError) and str(e).startswith(_WAIT_FOR):
+            return RedisUnavailable(redact(url), str(e))
+    for e in errors:
+        if (
+            isinstance(e, rexc.ResponseError)
+            and not isinstance(e, rexc.NoScriptError)
+            and "GAP" not in str(e)
+        ):
+            return SmartTradeError(f"an ingest commit failed: {e}")
+    return None
 
 
 def _select(chunk: Chunk, rows: np.ndarray) -> Chunk:

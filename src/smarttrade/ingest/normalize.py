@@ -71,43 +71,46 @@ class Normalizer:
         self.skipped = 0  # records already committed by an earlier run
 
     def feed(self, item: Parsed) -> None:
-        line = item.line
+        """One parsed line: accepted into the builder, or dead-lettered with its reason."""
         if item.error is not None:
-            self.dead.reject(line, item.error)
+            self.dead.reject(item.line, item.error)
             return
-        rec = item.record
-        assert rec is not None
+        assert item.record is not None
+        error = self.accept(item.record, item.line.ordinal)
+        if error is not None:
+            self.dead.reject(item.line, error)
+
+    def accept(self, rec: TradeRecord, ordinal: int) -> str | None:
+        """Check, classify and queue one trade; the reason when it is rejected."""
         state = self.states.get(rec.symbol)
         if state is None:
             state = self.states[rec.symbol] = SymbolState()
         if rec.cancel:
             kept = self.window.pop((rec.symbol, rec.trade_id), None)
             if kept is None:
-                self.dead.reject(line, f"cancel: trade id {rec.trade_id!r} of {rec.symbol} is not known")
-                return
+                return f"cancel: trade id {rec.trade_id!r} of {rec.symbol} is not known"
             price, qty, side, source, time_us = kept
             original = TradeRecord(rec.symbol, price, qty, side, time_us, rec.trade_id, cancel=True)
-            self._add(original, side, source, line.ordinal)
-            return
+            self._add(original, side, source, ordinal)
+            return None
         if rec.time_us < state.max_time_us - self.tolerance_us:
             behind = (state.max_time_us - rec.time_us) / 1e6
-            self.dead.reject(
-                line,
+            return (
                 f"time: {behind:.3f} s before the latest {rec.symbol} trade "
-                f"(tolerance {self.tolerance_us / 1e6:g} s)",
+                f"(tolerance {self.tolerance_us / 1e6:g} s)"
             )
-            return
         if rec.trade_id and (rec.symbol, rec.trade_id) in self.window:
-            self.dead.reject(line, f"trade_id: {rec.trade_id!r} of {rec.symbol} was already seen")
-            return
+            return f"trade_id: {rec.trade_id!r} of {rec.symbol} was already seen"
         side, source = classify(rec, state)
         state.last_price, state.last_side = rec.price, side
-        state.max_time_us = max(state.max_time_us, rec.time_us)
+        if rec.time_us > state.max_time_us:
+            state.max_time_us = rec.time_us
         if rec.trade_id:  # remembered as classified, so a cancel reverses exactly this trade
             self.window[(rec.symbol, rec.trade_id)] = (rec.price, rec.qty, side, source, rec.time_us)
             if len(self.window) > self.window_size:
                 self.window.popitem(last=False)
-        self._add(rec, side, source, line.ordinal)
+        self._add(rec, side, source, ordinal)
+        return None
 
     def _add(self, rec: TradeRecord, side: int, source: int, ordinal: int) -> None:
         if ordinal <= self.skip.get(rec.symbol, 0):

@@ -164,14 +164,16 @@ return 1
 
 # The ingest commit for one symbol: quotes, order flow, footprint, the trade stream, a pub/sub
 # message and the checkpoint, in one atomic step. A commit whose sequence number the checkpoint
-# already holds is skipped, so a retried or replayed commit is applied once.
+# already holds is skipped, so a retried or replayed commit is applied once; one that skips a
+# number is refused (GAP), so commits apply in order even when several are on the wire.
 #
 # KEYS: checkpoint, latest quote, stream, then nq quote keys, nb bucket keys, nl level keys, and
 #       per cancel its bucket key and its quote key.
 # ARGV: 1 seq, 2 ordinal, 3 "dbq dbo dbf", 4 "ttl_q ttl_o ttl_f ttl_last", 5 qty_decimals,
-#       6 stream maxlen, 7 channel, 8 "nq nb nl nc", 9 symbol (JSON string), 10 stream trades
-#       (JSON array), 11 stream ids, 12 stream side sources, 13 pub/sub message, 14 timestamp of
-#       the last quote, 15 cancelled trades (JSON array), then per quote (head up to "volume":,
+#       6 stream maxlen, 7 channel, 8 "nq nb nl nc", 9 symbol (JSON string), 10 the pub/sub
+#       message's tail (after its trades), 11 stream ids, 12 stream side sources, 13 the message's
+#       head (before its trades), 14 timestamp of the last quote, 15 cancelled trades (JSON
+#       array), then per quote (head up to "volume":,
 #       the commit's volume in that second, the rest, timestamp), nb trade lists,
 #       3*nl (price, buy, sell), nc trades to cancel (each exactly as written to its bucket).
 INGEST_COMMIT = (
@@ -190,6 +192,9 @@ local checkpoint, last_key, stream = KEYS[1], KEYS[2], KEYS[3]
 redis.call('SELECT', dbq)
 local done = tonumber(redis.call('HGET', checkpoint, 'seq') or '0')
 if seq <= done then return {0, done, 0, 0} end
+if seq > done + 1 then  -- an earlier commit of this symbol failed: it must go first
+  return redis.error_reply('GAP ' .. checkpoint .. ' holds seq ' .. done .. ', got ' .. seq)
+end
 
 local k, a = 3, 15  -- cursors into KEYS and ARGV
 -- A quote is per second: its volume adds up over commits (a second can span two batches); price,
@@ -229,8 +234,10 @@ k, a = k + nq, a + 4 * nq
 
 redis.call('SELECT', dbo)
 local repaired = 0
+local lists = {}
 for i = 1, nb do
   local key = KEYS[k + i]
+  lists[i] = ARGV[a + i]
   local value = of_append(redis.call('GET', key), symbol_json, ARGV[a + i])
   if value == nil then  -- not a bucket (hand-written garbage): replaced, and reported
     repaired = repaired + 1
@@ -238,8 +245,10 @@ for i = 1, nb do
   end
   redis.call('SET', key, value, 'EX', ttl_o)
 end
-if ARGV[10] ~= '[]' or ARGV[15] ~= '[]' then
-  redis.call('XADD', stream, 'MAXLEN', '~', ARGV[6], '*', 'seq', seq, 'trades', ARGV[10],
+-- the commit's trades, once: sent as the buckets' lists, joined here for the stream and message
+local trades = '[' .. table.concat(lists, ',') .. ']'
+if nb > 0 or nc > 0 then
+  redis.call('XADD', stream, 'MAXLEN', '~', ARGV[6], '*', 'seq', seq, 'trades', trades,
     'ids', ARGV[11], 'src', ARGV[12], 'cancelled', ARGV[15])
   redis.call('EXPIRE', stream, ttl_o)
 end
@@ -303,12 +312,12 @@ end
 
 redis.call('SELECT', dbq)
 redis.call('HSET', checkpoint, 'seq', seq, 'ordinal', ordinal)
-local message = ARGV[13]  -- its quote is the merged one, filled in here
-local at = string.find(message, '"quote":null', 1, true)
+local head = ARGV[13]  -- its quote is the second's merged one, filled in here
+local at = string.find(head, '"quote":null', 1, true)
 if at and last_quote then
-  message = string.sub(message, 1, at + 7) .. last_quote .. string.sub(message, at + 12)
+  head = string.sub(head, 1, at + 7) .. last_quote .. string.sub(head, at + 12)
 end
-redis.call('PUBLISH', ARGV[7], message)
+redis.call('PUBLISH', ARGV[7], head .. trades .. ARGV[10])
 return {1, seq, repaired, missed}
 """
 )
