@@ -23,6 +23,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from smarttrade.analytics.views import BarView, forming_peek, indicator_values, recent_bars
 from smarttrade.demo import DemoStats, run_demo
 from smarttrade.errors import SmartTradeError
 from smarttrade.feeds.synthetic import synthetic_symbols
@@ -34,6 +35,7 @@ from smarttrade.runtime import Runtime, connect
 from smarttrade.settings import load_settings
 from smarttrade.symbols import check_symbol, spec_for
 from smarttrade.symbols import register as register_symbols
+from smarttrade.views import indicator_table, ladder
 
 app = typer.Typer(
     help="Smart-Trade real-time market-data layer on Redis.",
@@ -353,6 +355,55 @@ def ingest(
         _dump({**stats, "rejected": result.rejected, "reasons": result.reasons, "restarts": result.restarts})
     else:
         out.print(summary(result, str(dead_letter)))
+
+
+@app.command()
+def footprint(
+    symbol: Annotated[str, typer.Argument(help="A symbol, e.g. WIN or WINZ25.")],
+    tf: Annotated[str, typer.Option("--tf", help="Timeframe (one of SMARTTRADE_TIMEFRAMES).")] = "1m",
+    bars: Annotated[int, typer.Option(min=1, max=500, help="How many recent bars.")] = 1,
+    as_json: JsonOpt = False,
+) -> None:
+    """The footprint ladder of recent bars: bid x ask per level, delta, POC, value area, imbalances."""
+    symbol = symbol.upper()
+
+    async def job(rt: Runtime) -> list[BarView]:
+        try:
+            return await recent_bars(rt.pools, rt.settings, symbol, tf, bars)
+        except ValueError as exc:
+            raise SmartTradeError(str(exc)) from None
+
+    views = _run(job)
+    scale = spec_for(symbol).price_scale
+    if as_json:
+        _dump([v.as_json(scale) for v in views])
+        return
+    if not views:
+        err.print(f"no {tf} bars for {symbol} (run an ingest or the demo first)", markup=False)
+        raise typer.Exit(1)
+    for view in views:
+        out.print(ladder(view, symbol))
+
+
+@app.command()
+def indicators(
+    symbol: Annotated[str, typer.Argument(help="A symbol, e.g. DOL.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Current indicator values: closed bars (the calculations store) and the forming bar (peek)."""
+    symbol = symbol.upper()
+
+    async def job(rt: Runtime) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        return await indicator_values(rt.stores, symbol), await forming_peek(rt.pools, rt.settings, symbol)
+
+    closed, peek = _run(job)
+    if as_json:
+        _dump({"closed": closed, "forming": peek})
+        return
+    if not closed:
+        err.print(f"no indicators for {symbol} yet (they follow closed regular-session bars)", markup=False)
+        raise typer.Exit(1)
+    out.print(indicator_table(symbol, closed, peek))
 
 
 def main() -> None:

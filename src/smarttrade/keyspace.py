@@ -72,6 +72,12 @@ CHECKPOINT_PREFIX = "ingest:checkpoint"
 STREAM_PREFIX = "stream:trades"
 CHANNEL_PREFIX = "trades"
 STREAM_MAXLEN = 10_000
+# Analytics (docs/keyspace.md): a hash per bar in the order-flow db, its footprint (a hash of
+# b:LEVEL / s:LEVEL volumes) in the footprint db, and a sorted set listing a symbol's bars per
+# timeframe; all expire (analytics.bars.BAR_TTL) and the list is trimmed.
+BAR_PREFIX = "bar"
+BAR_INDEX_PREFIX = "bars"
+BAR_FOOTPRINT_PREFIX = "fpbar"
 SOURCE_RE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 
 _GLOB_SPECIALS = "\\*?[]"
@@ -112,6 +118,18 @@ def trades_stream_key(symbol: str) -> str:
 
 def trades_channel(symbol: str) -> str:
     return f"{CHANNEL_PREFIX}:{symbol}"
+
+
+def bar_key(symbol: str, timeframe: str, start: int) -> str:
+    return f"{BAR_PREFIX}:{symbol}:{timeframe}:{start}"
+
+
+def bar_index_key(symbol: str, timeframe: str) -> str:
+    return f"{BAR_INDEX_PREFIX}:{symbol}:{timeframe}"
+
+
+def bar_footprint_key(symbol: str, timeframe: str, start: int) -> str:
+    return f"{BAR_FOOTPRINT_PREFIX}:{symbol}:{timeframe}:{start}"
 
 
 def session_key(user_id: str) -> str:

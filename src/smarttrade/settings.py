@@ -5,6 +5,7 @@ A bad value stops start-up with one line that names the variable and the reason.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -14,6 +15,8 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import BeforeValidator, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from smarttrade.analytics.bars import parse_timeframes
+from smarttrade.analytics.calendar import DEFAULT_SESSIONS, Calendar
 from smarttrade.errors import SettingsError, SmartTradeError
 from smarttrade.keyspace import SPECS, Store, StoreSpec
 from smarttrade.symbols import parse_spec
@@ -51,6 +54,14 @@ def _ttl(value: object) -> int:
         raise ValueError(f"must be a positive whole number (got {text!r})")
     if number > MAX_TTL_S:
         raise ValueError(f"must be {MAX_TTL_S} seconds (10 years) or less (got {text!r})")
+    return number
+
+
+def _count(value: object) -> int:
+    text = _as_text(value)
+    number = _whole(text)
+    if number is None or not 1 <= number <= 1_000_000:
+        raise ValueError(f"must be a whole number from 1 to 1000000 (got {text!r})")
     return number
 
 
@@ -118,12 +129,47 @@ def _symbol_specs(value: object) -> str:
     return text
 
 
+def _timeframes(value: object) -> str:
+    text = _as_text(value)
+    parse_timeframes(text)  # ValueError names the bad one
+    return text
+
+
+def _sessions(value: object) -> str:
+    text = _as_text(value)
+    Calendar.parse(text)
+    return text
+
+
+def _ratio(value: object) -> float:
+    text = _as_text(value)
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError(f"must be a number (got {text!r})") from None
+    if not (number > 0 and math.isfinite(number)):
+        raise ValueError(f"must be a positive number (got {text!r})")
+    return number
+
+
+def _fraction(value: object) -> float:
+    number = _ratio(value)
+    if number >= 1:
+        raise ValueError(f"must be between 0 and 1 (got {_as_text(value)!r})")
+    return number
+
+
 Db = Annotated[int, BeforeValidator(_db)]
 Ttl = Annotated[int, BeforeValidator(_ttl)]
 Connections = Annotated[int, BeforeValidator(_connections)]
 MemorySize = Annotated[str, BeforeValidator(_memory)]
 RedisUrl = Annotated[str | None, BeforeValidator(_redis_url)]
 SymbolSpecs = Annotated[str, BeforeValidator(_symbol_specs)]
+Timeframes = Annotated[str, BeforeValidator(_timeframes)]
+Sessions = Annotated[str, BeforeValidator(_sessions)]
+Ratio = Annotated[float, BeforeValidator(_ratio)]
+Fraction = Annotated[float, BeforeValidator(_fraction)]
+Count = Annotated[int, BeforeValidator(_count)]
 
 
 def _default_data_dir() -> Path:
@@ -154,6 +200,14 @@ class Settings(BaseSettings):
     smarttrade_maxmemory: MemorySize = "512mb"
     # Extra instruments, ROOT:TICK:QTY_DECIMALS[:PRICE_SCALE] comma-separated (symbols.parse_spec).
     smarttrade_symbols: SymbolSpecs = ""
+    # Order-flow analytics (docs/analytics.md): bars, per-bar footprints, indicators.
+    smarttrade_analytics: bool = True
+    smarttrade_timeframes: Timeframes = "1m,5m,15m"
+    smarttrade_sessions: Sessions = DEFAULT_SESSIONS
+    smarttrade_imbalance_ratio: Ratio = 3.0
+    smarttrade_imbalance_min_volume: Count = 5
+    smarttrade_stacked_levels: Count = 3
+    smarttrade_value_area: Fraction = 0.70
 
     def db(self, store: Store | StoreSpec) -> int:
         spec = store if isinstance(store, StoreSpec) else SPECS[store]

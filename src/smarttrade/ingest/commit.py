@@ -7,10 +7,12 @@ message. Prices, quantities and times stay integers until this point, so the tex
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from smarttrade.analytics.bars import Op
 from smarttrade.feeds.chunk import SIDE_SOURCE_LETTERS
 from smarttrade.keyspace import (
     STREAM_MAXLEN,
@@ -25,6 +27,7 @@ from smarttrade.keyspace import (
 from smarttrade.models import encode
 from smarttrade.symbols import SymbolSpec
 
+_US = "\x1f"  # separates an analytics op's parts (never in our keys, numbers or JSON)
 _SIDES = np.array(['"sell"', "", '"buy"'], dtype=object)  # indexed by side + 1
 _MS_TEXT = ["." + f"{k:03d}".rstrip("0") if k else "" for k in range(1000)]
 _MS_ARRAY = np.array(_MS_TEXT, dtype=object)
@@ -85,8 +88,16 @@ class Commit:
 
 
 def build_commit(
-    sl: SymbolSlice, spec: SymbolSpec, source: str, seq: int, ordinal: int, layout: Layout
+    sl: SymbolSlice,
+    spec: SymbolSpec,
+    source: str,
+    seq: int,
+    ordinal: int,
+    layout: Layout,
+    ops: Sequence[Op] = (),
+    state: str = "",
 ) -> Commit:
+    """The script's KEYS and ARGV; ``ops`` (analytics writes) and ``state`` ride along."""
     symbol = sl.symbol
     decimals = spec.qty_decimals
     sym_json = encode(symbol).decode()
@@ -197,7 +208,7 @@ def build_commit(
         decimals,
         STREAM_MAXLEN,
         trades_channel(symbol),
-        f"{len(keys_q)} {len(keys_b)} {len(keys_l)} {len(args_c)}",
+        f"{len(keys_q)} {len(keys_b)} {len(keys_l)} {len(args_c)} {len(ops)}",
         sym_json,
         tail,
         ids,
@@ -205,9 +216,13 @@ def build_commit(
         head,
         last_quote_ts,
         cancelled_json,
+        state,
         *args_q,
         *args_b,
         *args_l,
         *args_c,
     ]
+    for command, db, key, op_args in ops:
+        keys.append(key)
+        args.append(_US.join([command, str(db), *map(str, op_args)]))
     return Commit(symbol, keys, args, trades=int(idx.size), cancels=len(args_c))

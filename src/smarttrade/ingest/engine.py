@@ -17,10 +17,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+import msgspec
 import numpy as np
 import redis.exceptions as rexc
 
+from smarttrade.analytics.bars import Op, SymbolAnalytics, parse_timeframes
+from smarttrade.analytics.calendar import Calendar
 from smarttrade.errors import OutOfMemory, RedisUnavailable, SmartTradeError
 from smarttrade.feeds.chunk import Chunk
 from smarttrade.ingest.commit import Commit, Layout, SymbolSlice, build_commit
@@ -29,7 +33,7 @@ from smarttrade.keyspace import CHECKPOINT_PREFIX, LAST_QUOTE_TTL, SPECS, Store,
 from smarttrade.redis.connections import RedisPools, redis_errors
 from smarttrade.redis.scripts import INGEST_COMMIT
 from smarttrade.settings import Settings, redact
-from smarttrade.symbols import spec_for
+from smarttrade.symbols import SymbolSpec, spec_for
 
 MAX_BATCH = 50_000  # trades per commit round: bounds how long one script holds Redis
 MAX_PENDING = 400_000  # trades queued before the feed is made to wait
@@ -94,6 +98,12 @@ class Engine:
         )
         self.redis = pools.client(self.layout.db_quotes)
         self.wire = CommitWire(self.redis, INGEST_COMMIT)
+        self.settings = settings
+        self.analytics_on = settings.smarttrade_analytics
+        self._calendar = Calendar.parse(settings.smarttrade_sessions)
+        self._timeframes = parse_timeframes(settings.smarttrade_timeframes)
+        self.analytics: dict[str, SymbolAnalytics] = {}
+        self._saved_analytics: dict[str, dict[str, Any]] = {}  # states read with the checkpoints
         self.checkpoints: dict[str, Checkpoint] = {}  # as acknowledged by Redis
         self._next_seq: dict[str, int] = {}  # the seq the next commit of a symbol is built with
         self._inflight_count = 0
@@ -117,10 +127,14 @@ class Engine:
         with redis_errors(self.pools.url):
             async for key in self.redis.scan_iter(match=glob_escape(prefix) + "*", count=500):
                 name = key.decode(errors="surrogateescape")
-                values = await self.redis.hmget(name, "seq", "ordinal")
+                values = await self.redis.hmget(name, "seq", "ordinal", "analytics")
                 if values[0] is not None:
-                    found[name[len(prefix) :]] = Checkpoint(int(values[0]), int(values[1] or 0))
+                    symbol = name[len(prefix) :]
+                    found[symbol] = Checkpoint(int(values[0]), int(values[1] or 0))
+                    if values[2]:
+                        self._saved_analytics[symbol] = msgspec.json.decode(values[2])
         self.checkpoints = found
+        self.analytics = {}  # rebuilt from the saved states as commits need them
         return found
 
     async def reset(self) -> int:
@@ -281,8 +295,29 @@ class Engine:
             seq = self._next_seq.get(symbol) or self.checkpoints.get(symbol, Checkpoint()).seq + 1
             self._next_seq[symbol] = seq + 1
             sl = _symbol_slice(symbol, parts)
-            commits.append(build_commit(sl, spec_for(symbol), self.source, seq, end_ordinal, self.layout))
+            spec = spec_for(symbol)
+            ops: list[Op] = []
+            state = ""
+            if self.analytics_on:
+                analytics = self._symbol_analytics(symbol, spec)
+                ops = analytics.apply(sl.price, sl.qty, sl.side, sl.time_us, sl.cancel)
+                state = msgspec.json.encode(analytics.state()).decode()
+            commits.append(build_commit(sl, spec, self.source, seq, end_ordinal, self.layout, ops, state))
         return commits
+
+    def _symbol_analytics(self, symbol: str, spec: SymbolSpec) -> SymbolAnalytics:
+        analytics = self.analytics.get(symbol)
+        if analytics is None:
+            s = self.settings
+            dbs = (s.db(Store.ORDERFLOW), s.db(Store.FOOTPRINT), s.db(Store.CALC))
+            analytics = SymbolAnalytics(
+                symbol, spec, self._calendar, self._timeframes, dbs, s.ttl(Store.CALC) or 0
+            )
+            saved = self._saved_analytics.get(symbol)
+            if saved is not None:
+                analytics.load(saved)
+            self.analytics[symbol] = analytics
+        return analytics
 
     async def _settle(self, inflight: deque[_Round]) -> None:
         """Account for the oldest round; on any failure, recover every round in flight."""

@@ -167,25 +167,29 @@ return 1
 # already holds is skipped, so a retried or replayed commit is applied once; one that skips a
 # number is refused (GAP), so commits apply in order even when several are on the wire.
 #
-# KEYS: checkpoint, latest quote, stream, then nq quote keys, nb bucket keys, nl level keys, and
-#       per cancel its bucket key and its quote key.
+# KEYS: checkpoint, latest quote, stream, then nq quote keys, nb bucket keys, nl level keys,
+#       per cancel its bucket key and its quote key, and one key per analytics op.
 # ARGV: 1 seq, 2 ordinal, 3 "dbq dbo dbf", 4 "ttl_q ttl_o ttl_f ttl_last", 5 qty_decimals,
-#       6 stream maxlen, 7 channel, 8 "nq nb nl nc", 9 symbol (JSON string), 10 the pub/sub
+#       6 stream maxlen, 7 channel, 8 "nq nb nl nc no", 9 symbol (JSON string), 10 the pub/sub
 #       message's tail (after its trades), 11 stream ids, 12 stream side sources, 13 the message's
 #       head (before its trades), 14 timestamp of the last quote, 15 cancelled trades (JSON
-#       array), then per quote (head up to "volume":,
+#       array), 16 analytics state (JSON, or empty), then per quote (head up to "volume":,
 #       the commit's volume in that second, the rest, timestamp), nb trade lists,
-#       3*nl (price, buy, sell), nc trades to cancel (each exactly as written to its bucket).
+#       3*nl (price, buy, sell), nc trades to cancel (each exactly as written to its bucket), and
+#       no analytics ops, one string each: command, db and arguments joined by \031 (its key is in
+#       KEYS); HINCRBY takes field, amount pairs.
 INGEST_COMMIT = (
     LIB
     + r"""
+local ALLOWED_OPS = {HSET = true, HINCRBY = true, EXPIRE = true, ZADD = true, ZREMRANGEBYRANK = true,
+  SET = true}
 local seq, ordinal = tonumber(ARGV[1]), ARGV[2]
 local dbq, dbo, dbf = string.match(ARGV[3], '(%d+) (%d+) (%d+)')
 local ttl_q, ttl_o, ttl_f, ttl_last = string.match(ARGV[4], '(%d+) (%d+) (%d+) (%d+)')
 local decimals = tonumber(ARGV[5])
 local unit = 10 ^ decimals
-local nq, nb, nl, nc = string.match(ARGV[8], '(%d+) (%d+) (%d+) (%d+)')
-nq, nb, nl, nc = tonumber(nq), tonumber(nb), tonumber(nl), tonumber(nc)
+local nq, nb, nl, nc, no = string.match(ARGV[8], '(%d+) (%d+) (%d+) (%d+) (%d+)')
+nq, nb, nl, nc, no = tonumber(nq), tonumber(nb), tonumber(nl), tonumber(nc), tonumber(no)
 local symbol_json = ARGV[9]
 local checkpoint, last_key, stream = KEYS[1], KEYS[2], KEYS[3]
 
@@ -196,7 +200,20 @@ if seq > done + 1 then  -- an earlier commit of this symbol failed: it must go f
   return redis.error_reply('GAP ' .. checkpoint .. ' holds seq ' .. done .. ', got ' .. seq)
 end
 
-local k, a = 3, 15  -- cursors into KEYS and ARGV
+-- analytics ops (bars, bar footprints, indicator values) come last, one ARGV each:
+-- "COMMAND<US>db<US>arg<US>arg...", US = \031; checked before anything is written
+local ops_at = 16 + 4 * nq + nb + 3 * nl + nc
+local ops = {}
+for i = 1, no do
+  local parts = {}
+  for part in string.gmatch(ARGV[ops_at + i], '[^\031]+') do parts[#parts + 1] = part end
+  if not ALLOWED_OPS[parts[1]] then
+    return redis.error_reply('ingest op ' .. tostring(parts[1]) .. ' is not allowed')
+  end
+  ops[i] = parts
+end
+
+local k, a = 3, 16  -- cursors into KEYS and ARGV
 -- A quote is per second: its volume adds up over commits (a second can span two batches); price,
 -- time and bid/ask follow the newest trade of the second.
 local last_quote = nil
@@ -310,8 +327,24 @@ for i = 1, nc do
   end
 end
 
+k = k + 2 * nc
+local selected = nil
+for i = 1, no do
+  local op, key = ops[i], KEYS[k + i]
+  if op[2] ~= selected then
+    redis.call('SELECT', op[2])
+    selected = op[2]
+  end
+  if op[1] == 'HINCRBY' then  -- field, amount pairs
+    for j = 3, #op, 2 do redis.call('HINCRBY', key, op[j], op[j + 1]) end
+  else
+    redis.call(op[1], key, unpack(op, 3))
+  end
+end
+
 redis.call('SELECT', dbq)
 redis.call('HSET', checkpoint, 'seq', seq, 'ordinal', ordinal)
+if ARGV[16] ~= '' then redis.call('HSET', checkpoint, 'analytics', ARGV[16]) end
 local head = ARGV[13]  -- its quote is the second's merged one, filled in here
 local at = string.find(head, '"quote":null', 1, true)
 if at and last_quote then

@@ -1,0 +1,1 @@
+"""Order-flow analytics: bars, footprint metrics per bar, and incremental indicators."""

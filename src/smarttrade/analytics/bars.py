@@ -1,0 +1,348 @@
+"""Bars per symbol and timeframe, their footprints and indicators, built as trades are committed.
+
+Everything here turns one commit's trades of one symbol into writes for the same commit (so bars
+are exactly as durable as the trades) and keeps the forming bar and the indicator recursions as
+plain state, saved in the ingest checkpoint so a restart resumes them exactly.
+
+- Bars are clock-aligned in America/Sao_Paulo and never span two sessions: a bar starts at the
+  later of its aligned start and its session's start. A trade that arrives late (within the
+  ingest tolerance) for a bar already closed joins the forming bar.
+- Indicators follow the regular session's bars; after-hours and off-session bars are kept apart
+  (their own bars, no indicators). Cumulative delta and VWAP restart with every session.
+- A cancel (B3) takes its trade's volume out of the bar and the bar's footprint it was counted
+  in; the bar's open/high/low/close stay as traded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from smarttrade.analytics.calendar import REGULAR, Calendar
+from smarttrade.analytics.indicators import Atr, Bollinger, Ema, Macd, Rsi, Sma
+from smarttrade.keyspace import bar_footprint_key, bar_index_key, bar_key, calc_key
+from smarttrade.symbols import SymbolSpec
+
+TIMEFRAMES = {"1m": 60, "5m": 300, "15m": 900}
+BAR_TTL = 2 * 86_400  # bars and their footprints
+BAR_INDEX_MAX = 5_000  # bars listed per symbol and timeframe
+PRIMARY_TF = "1m"  # calc:SYMBOL:rsi is RSI 14 on these closes
+
+Op = tuple[str, int, str, list[Any]]  # command, db, key, arguments
+
+
+def parse_timeframes(text: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in text.split(","):
+        name = item.strip()
+        if not name:
+            continue
+        unit = {"s": 1, "m": 60, "h": 3600}.get(name[-1:])
+        if unit is None or not name[:-1].isdigit() or int(name[:-1]) <= 0:
+            raise ValueError(f"timeframe {name!r} is not like 1m, 5m, 15m or 1h")
+        seconds = int(name[:-1]) * unit
+        if 3600 % seconds and seconds % 3600:
+            raise ValueError(f"timeframe {name!r} must divide an hour, or be whole hours")
+        out[name] = seconds
+    if not out:
+        raise ValueError("no timeframes")
+    return out
+
+
+@dataclass
+class Indicators:
+    """The per-timeframe set; names and parameters are documented in docs/keyspace.md."""
+
+    rsi: Rsi = field(default_factory=lambda: Rsi(14))
+    sma: Sma = field(default_factory=lambda: Sma(20))
+    ema: Ema = field(default_factory=lambda: Ema(20))
+    macd: Macd = field(default_factory=Macd)
+    bb: Bollinger = field(default_factory=lambda: Bollinger(20, 2.0, 2.0))
+    atr: Atr = field(default_factory=lambda: Atr(14))
+
+    def update(self, high: float, low: float, close: float) -> dict[str, tuple[float | None, int | None]]:
+        rsi = self.rsi.update(close)
+        sma = self.sma.update(close)
+        ema = self.ema.update(close)
+        macd = self.macd.update(close)
+        bb = self.bb.update(close)
+        atr = self.atr.update(high, low, close)
+        return self._named(rsi, sma, ema, macd, bb, atr)
+
+    def peek(self, high: float, low: float, close: float) -> dict[str, tuple[float | None, int | None]]:
+        return self._named(
+            self.rsi.peek(close),
+            self.sma.peek(close),
+            self.ema.peek(close),
+            self.macd.peek(close),
+            self.bb.peek(close),
+            self.atr.peek(high, low, close),
+        )
+
+    def _named(self, rsi, sma, ema, macd, bb, atr) -> dict[str, tuple[float | None, int | None]]:  # type: ignore[no-untyped-def]
+        macd = macd or (None, None, None)
+        bb = bb or (None, None, None)
+        return {
+            "rsi_14": (rsi, 14),
+            "sma_20": (sma, 20),
+            "ema_20": (ema, 20),
+            "macd": (macd[0], None),
+            "macd_signal": (macd[1], None),
+            "macd_hist": (macd[2], None),
+            "bb_upper": (bb[0], 20),
+            "bb_middle": (bb[1], 20),
+            "bb_lower": (bb[2], 20),
+            "atr_14": (atr, 14),
+        }
+
+    def state(self) -> dict[str, Any]:
+        return {name: getattr(self, name).state() for name in ("rsi", "sma", "ema", "macd", "bb", "atr")}
+
+    def load(self, s: dict[str, Any]) -> None:
+        for name, value in s.items():
+            getattr(self, name).load(value)
+
+
+@dataclass
+class Bar:
+    start: int  # epoch seconds
+    session: str  # YYYY-MM-DD/name
+    kind: str  # regular, after, off...
+    open: int
+    high: int
+    low: int
+    close: int
+    volume: int = 0
+    buy: int = 0
+    sell: int = 0
+    trades: int = 0
+    cum_delta: int = 0  # the session's cumulative delta at this bar
+
+
+@dataclass
+class Frame:
+    """One timeframe of one symbol: the forming bar, the session's cumulative delta, indicators."""
+
+    seconds: int
+    bar: Bar | None = None
+    cum_delta: int = 0
+    cum_session: str = ""
+    indicators: Indicators = field(default_factory=Indicators)
+
+
+class SymbolAnalytics:
+    def __init__(
+        self,
+        symbol: str,
+        spec: SymbolSpec,
+        calendar: Calendar,
+        timeframes: dict[str, int],
+        dbs: tuple[int, int, int],  # bars (order flow db), bar footprints (footprint db), calc
+        calc_ttl: int,
+    ) -> None:
+        self.symbol = symbol
+        self.spec = spec
+        self.calendar = calendar
+        self.frames = {name: Frame(seconds) for name, seconds in timeframes.items()}
+        self.db_bars, self.db_fp, self.db_calc = dbs
+        self.calc_ttl = calc_ttl
+        self.vwap_session = ""
+        self.vwap_pv = 0  # sum(price level * qty units): exact integers
+        self.vwap_qty = 0
+
+    # -- state ------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "frames": {
+                name: {
+                    "bar": None if f.bar is None else vars(f.bar),
+                    "cum_delta": f.cum_delta,
+                    "cum_session": f.cum_session,
+                    "indicators": f.indicators.state(),
+                }
+                for name, f in self.frames.items()
+            },
+            "vwap": [self.vwap_session, self.vwap_pv, self.vwap_qty],
+        }
+
+    def load(self, s: dict[str, Any]) -> None:
+        for name, fs in s["frames"].items():
+            frame = self.frames.get(name)
+            if frame is None:
+                continue  # a timeframe no longer configured
+            frame.bar = None if fs["bar"] is None else Bar(**fs["bar"])
+            frame.cum_delta, frame.cum_session = fs["cum_delta"], fs["cum_session"]
+            frame.indicators.load(fs["indicators"])
+        self.vwap_session, self.vwap_pv, self.vwap_qty = s["vwap"]
+
+    # -- applying a commit's trades -----------------------------------------------------------
+
+    def apply(
+        self,
+        price: np.ndarray,
+        qty: np.ndarray,
+        side: np.ndarray,
+        time_us: np.ndarray,
+        cancel: np.ndarray,
+    ) -> list[Op]:
+        ops: list[Op] = []
+        epoch_s = time_us // 1_000_000
+        local, day, index, began = self.calendar.locate(epoch_s)
+        offset = local - epoch_s
+        live = ~cancel
+        self._vwap(price[live], qty[live], day[live], index[live], ops, int(epoch_s[-1]))
+        for name, frame in self.frames.items():
+            aligned = (local // frame.seconds) * frame.seconds
+            starts = np.maximum(aligned, day * 86_400 + began) - offset  # back to epoch seconds
+            self._frame(name, frame, price, qty, side, starts, day, index, cancel, ops)
+        return ops
+
+    def _vwap(self, price, qty, day, index, ops: list[Op], stamp: int) -> None:  # type: ignore[no-untyped-def]
+        if not price.size:
+            return
+        key = day * 16 + (index + 1)  # one number per (day, session)
+        cuts = np.flatnonzero(np.diff(key)) + 1
+        pq = price * qty
+        for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), key.size], strict=True):
+            session = self.calendar.session_name(int(day[a]), int(index[a]))
+            if session != self.vwap_session:
+                self.vwap_session, self.vwap_pv, self.vwap_qty = session, 0, 0
+            self.vwap_pv += int(pq[a:b].sum())
+            self.vwap_qty += int(qty[a:b].sum())
+        value = self.vwap_pv / self.vwap_qty / self.spec.price_scale
+        ops.append(_calc(self.db_calc, self.symbol, "vwap", value, None, stamp, self.calc_ttl))
+
+    def _frame(self, name, frame: Frame, price, qty, side, starts, day, index, cancel, ops: list[Op]) -> None:  # type: ignore[no-untyped-def]
+        live = np.flatnonzero(~cancel)
+        touched: dict[int, Bar] = {}
+        fp: dict[int, dict[tuple[int, int], int]] = {}  # bar start -> (level, side) -> qty
+        if live.size:
+            s = np.maximum.accumulate(starts[live])  # late trades join the forming bar
+            if frame.bar is not None:
+                s = np.maximum(s, frame.bar.start)
+            cuts = np.flatnonzero(np.diff(s)) + 1
+            for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), s.size], strict=True):
+                rows = live[a:b]
+                start = int(s[a])
+                bar = frame.bar
+                if bar is None or bar.start != start:
+                    if bar is not None:
+                        self._close(name, frame, bar, ops)
+                    first = int(rows[0])
+                    session = self.calendar.session_name(int(day[first]), int(index[first]))
+                    kind = self.calendar.kind(int(index[first]))
+                    if session != frame.cum_session:
+                        frame.cum_delta, frame.cum_session = 0, session
+                    p0 = int(price[first])
+                    bar = frame.bar = Bar(start, session, kind, p0, p0, p0, p0, cum_delta=frame.cum_delta)
+                p, q, sd = price[rows], qty[rows], side[rows]
+                bar.high = max(bar.high, int(p.max()))
+                bar.low = min(bar.low, int(p.min()))
+                bar.close = int(p[-1])
+                buy = int(q[sd > 0].sum())
+                sell = int(q[sd < 0].sum())
+                bar.volume += buy + sell
+                bar.buy += buy
+                bar.sell += sell
+                bar.trades += int(rows.size)
+                frame.cum_delta += buy - sell
+                bar.cum_delta = frame.cum_delta
+                touched[bar.start] = bar
+                _add_levels(fp.setdefault(bar.start, {}), p, q, sd, 1)
+        late: list[Op] = []  # cancels of closed bars: after the bars' own writes below
+        for i in np.flatnonzero(cancel).tolist():  # back out of the bar it was counted in
+            start = int(starts[i])
+            q, sd = int(qty[i]), int(side[i])
+            bar = frame.bar
+            if bar is not None and bar.start <= start:
+                start = bar.start
+                bar.volume -= q
+                bar.buy -= q if sd > 0 else 0
+                bar.sell -= q if sd < 0 else 0
+                frame.cum_delta -= q if sd > 0 else -q
+                bar.cum_delta = frame.cum_delta
+                touched[start] = bar
+            else:
+                key = bar_key(self.symbol, name, start)
+                delta = -q if sd > 0 else q
+                changes = ["volume", -q, "buy" if sd > 0 else "sell", -q, "delta", delta]
+                late.append(("HINCRBY", self.db_bars, key, changes))
+            _add_levels(fp.setdefault(start, {}), price[i : i + 1], qty[i : i + 1], side[i : i + 1], -1)
+        for start, bar in touched.items():
+            ops.append(("HSET", self.db_bars, bar_key(self.symbol, name, start), self._fields(bar)))
+            ops.append(("EXPIRE", self.db_bars, bar_key(self.symbol, name, start), [BAR_TTL]))
+            index_key = bar_index_key(self.symbol, name)
+            ops.append(("ZADD", self.db_bars, index_key, [start, start]))
+            ops.append(("ZREMRANGEBYRANK", self.db_bars, index_key, [0, -(BAR_INDEX_MAX + 1)]))
+            ops.append(("EXPIRE", self.db_bars, index_key, [BAR_TTL]))
+        ops += late
+        for start, levels in fp.items():
+            key = bar_footprint_key(self.symbol, name, start)
+            pairs: list[Any] = []
+            for (level, sd), q in levels.items():
+                if q:
+                    pairs += [f"{'b' if sd > 0 else 's'}:{level}", q]
+            if pairs:
+                ops.append(("HINCRBY", self.db_fp, key, pairs))
+            ops.append(("EXPIRE", self.db_fp, key, [BAR_TTL]))
+
+    def _fields(self, bar: Bar) -> list[Any]:
+        text = self.spec.price_text
+        return [
+            "start", bar.start, "session", bar.session, "open", text(bar.open), "high", text(bar.high),
+            "low", text(bar.low), "close", text(bar.close), "volume", bar.volume, "buy", bar.buy,
+            "sell", bar.sell, "delta", bar.buy - bar.sell, "trades", bar.trades, "cum_delta", bar.cum_delta,
+        ]  # fmt: skip
+
+    def _close(self, name: str, frame: Frame, bar: Bar, ops: list[Op]) -> None:
+        """A bar is done: feed the indicators (regular session only) and write their values."""
+        key = bar_key(self.symbol, name, bar.start)
+        if bar.kind != REGULAR:
+            ops.append(("HSET", self.db_bars, key, ["closed", 1]))
+            return
+        scale = self.spec.price_scale
+        values = frame.indicators.update(bar.high / scale, bar.low / scale, bar.close / scale)
+        stamp = bar.start + frame.seconds
+        fields: list[Any] = []
+        for indicator, (value, period) in values.items():
+            if value is None:
+                continue
+            fields += [indicator, repr(value)]
+            ops.append(
+                _calc(self.db_calc, self.symbol, f"{indicator}_{name}", value, period, stamp, self.calc_ttl)
+            )
+            if indicator == "rsi_14" and name == PRIMARY_TF:
+                ops.append(_calc(self.db_calc, self.symbol, "rsi", value, 14, stamp, self.calc_ttl))
+        ops.append(("HSET", self.db_bars, key, ["closed", 1, *fields]))
+
+    def peek(self, name: str) -> dict[str, tuple[float | None, int | None]]:
+        """Indicator values as if the forming bar closed now."""
+        frame = self.frames[name]
+        bar = frame.bar
+        if bar is None or bar.kind != REGULAR:
+            return {}
+        scale = self.spec.price_scale
+        return frame.indicators.peek(bar.high / scale, bar.low / scale, bar.close / scale)
+
+
+def _add_levels(out: dict[tuple[int, int], int], price, qty, side, sign: int) -> None:  # type: ignore[no-untyped-def]
+    """Add signed volume per (level, side) into ``out``, grouped with numpy."""
+    if price.size == 1:
+        key = (int(price[0]), int(side[0]))
+        out[key] = out.get(key, 0) + sign * int(qty[0])
+        return
+    combined = price * 2 + (side > 0)  # level and side in one integer
+    keys, inverse = np.unique(combined, return_inverse=True)
+    sums = np.bincount(inverse, weights=qty).astype(np.int64)
+    for k, q in zip(keys.tolist(), sums.tolist(), strict=True):
+        key = (k >> 1, 1 if k & 1 else -1)
+        out[key] = out.get(key, 0) + sign * q
+
+
+def _calc(db: int, symbol: str, name: str, value: float, period: int | None, stamp: int, ttl: int) -> Op:
+    period_text = "null" if period is None else str(period)
+    body = f'{{"indicator":"{name}","value":{value!r},"timestamp":{stamp},"period":{period_text}}}'
+    return ("SET", db, calc_key(symbol, name), [body, "EX", ttl])

@@ -1,0 +1,133 @@
+"""Reading analytics back for people and machines: recent bars with their footprint metrics, and
+the current indicator values (closed bars from the calculations store, plus a peek at the forming
+bar from the ingester's saved state)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from smarttrade.analytics.bars import SymbolAnalytics, parse_timeframes
+from smarttrade.analytics.calendar import Calendar
+from smarttrade.analytics.footprint import BarFootprint, FootprintParams, dense, metrics
+from smarttrade.keyspace import CHECKPOINT_PREFIX, Store, bar_footprint_key, bar_index_key, bar_key
+from smarttrade.redis.connections import RedisPools, redis_errors
+from smarttrade.settings import Settings
+from smarttrade.stores import Stores
+from smarttrade.symbols import spec_for
+
+
+@dataclass
+class BarView:
+    timeframe: str
+    start: int
+    fields: dict[str, str]
+    footprint: BarFootprint | None
+
+    def as_json(self, price_scale: int) -> dict[str, Any]:
+        fp = self.footprint
+        out: dict[str, Any] = {"timeframe": self.timeframe, "start": self.start, **self.fields}
+        if fp is not None:
+            out["footprint"] = {
+                "poc": fp.poc / price_scale,
+                "value_area": [fp.value_area[0] / price_scale, fp.value_area[1] / price_scale],
+                "delta": fp.delta,
+                "volume": fp.volume,
+                "unfinished_high": fp.unfinished_high,
+                "unfinished_low": fp.unfinished_low,
+                "stacked": [[side, lo / price_scale, hi / price_scale] for side, lo, hi in fp.stacked],
+                "levels": [
+                    {
+                        "price": lv / price_scale,
+                        "bid": s,
+                        "ask": b,
+                        "delta": b - s,
+                        "buy_imbalance": bi,
+                        "sell_imbalance": si,
+                    }
+                    for lv, b, s, bi, si in zip(
+                        fp.levels.tolist(),
+                        fp.buy.tolist(),
+                        fp.sell.tolist(),
+                        fp.buy_imbalance.tolist(),
+                        fp.sell_imbalance.tolist(),
+                        strict=True,
+                    )
+                ],
+            }
+        return out
+
+
+def footprint_params(settings: Settings) -> FootprintParams:
+    return FootprintParams(
+        ratio=settings.smarttrade_imbalance_ratio,
+        min_volume=settings.smarttrade_imbalance_min_volume,
+        stacked=settings.smarttrade_stacked_levels,
+        value_area=settings.smarttrade_value_area,
+    )
+
+
+async def recent_bars(
+    pools: RedisPools, settings: Settings, symbol: str, timeframe: str, count: int
+) -> list[BarView]:
+    """The last ``count`` bars of a symbol and timeframe, oldest first, with footprint metrics."""
+    spec = spec_for(symbol)
+    if timeframe not in parse_timeframes(settings.smarttrade_timeframes):
+        raise ValueError(f"timeframe {timeframe!r} is not one of {settings.smarttrade_timeframes}")
+    bars = pools.client(settings.db(Store.ORDERFLOW))
+    fps = pools.client(settings.db(Store.FOOTPRINT))
+    params = footprint_params(settings)
+    out: list[BarView] = []
+    with redis_errors(pools.url):
+        starts = [int(s) for s in await bars.zrevrange(bar_index_key(symbol, timeframe), 0, count - 1)]
+        for start in reversed(starts):
+            raw = await bars.hgetall(bar_key(symbol, timeframe, start))
+            if not raw:
+                continue  # expired
+            fields = {k.decode(): v.decode() for k, v in raw.items()}
+            volumes: dict[int, list[int]] = {}
+            for name, value in (await fps.hgetall(bar_footprint_key(symbol, timeframe, start))).items():
+                side, _, level = name.decode().partition(":")
+                entry = volumes.setdefault(int(level), [0, 0])
+                entry[0 if side == "b" else 1] += int(value)
+            footprint = None
+            if any(b or s for b, s in volumes.values()):
+                levels, buy, sell = dense({k: (b, s) for k, (b, s) in volumes.items()}, spec.tick_units)
+                footprint = metrics(levels, buy, sell, params)
+            out.append(BarView(timeframe, start, fields, footprint))
+    return out
+
+
+async def forming_peek(pools: RedisPools, settings: Settings, symbol: str) -> dict[str, dict[str, Any]]:
+    """Per timeframe, indicator values as if the forming bar closed now (from the newest saved
+    ingest state of the symbol); empty when no ingester has saved one."""
+    client = pools.client(settings.db(Store.QUOTES))
+    best: tuple[int, bytes] | None = None
+    with redis_errors(pools.url):
+        async for key in client.scan_iter(match=f"{CHECKPOINT_PREFIX}:*:{symbol}", count=500):
+            ordinal, state = await client.hmget(key, "ordinal", "analytics")
+            if state and (best is None or int(ordinal or 0) > best[0]):
+                best = (int(ordinal or 0), state)
+    if best is None:
+        return {}
+    s = settings
+    analytics = SymbolAnalytics(
+        symbol,
+        spec_for(symbol),
+        Calendar.parse(s.smarttrade_sessions),
+        parse_timeframes(s.smarttrade_timeframes),
+        (s.db(Store.ORDERFLOW), s.db(Store.FOOTPRINT), s.db(Store.CALC)),
+        s.ttl(Store.CALC) or 0,
+    )
+    analytics.load(msgspec.json.decode(best[1]))
+    return {
+        tf: {name: value for name, (value, _) in analytics.peek(tf).items() if value is not None}
+        for tf in analytics.frames
+    }
+
+
+async def indicator_values(stores: Stores, symbol: str) -> dict[str, Any]:
+    calcs = await stores.calc.all(symbol)
+    return {name: msgspec.to_builtins(c) for name, c in calcs.items()}
