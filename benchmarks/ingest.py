@@ -49,11 +49,11 @@ def flush(url: str) -> None:
         r.flushall()  # our own private server
 
 
-def replay(url: str, trades: int, workdir: Path) -> dict:
+def replay(url: str, trades: int, workdir: Path, env_extra: dict[str, str] | None = None) -> dict:
     exe = Path(sys.executable).parent / "smarttrade"
     cmd = [str(exe), "ingest", "--synthetic", "--count", str(trades), "--seed", "7"]
-    cmd += ["--start-day", DAY.isoformat(), "--symbols", ",".join(SYMBOLS), "--json"]
-    env = {**os.environ, "REDIS_URL": url}
+    cmd += ["--start-day", DAY.isoformat(), "--symbols", ",".join(SYMBOLS), "--json", "--reset"]
+    env = {**os.environ, "REDIS_URL": url, **(env_extra or {})}
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -94,8 +94,8 @@ async def live_path(url: str, n: int) -> dict:
     pools = RedisPools(url, {settings.db(s) for s in Store}, 12)
     trades = records(n, seed=8)
     engine = Engine(pools, settings, "bench-live")
-    engine.start()
     live = LiveIngest(engine)
+    await live.start()
     started = time.perf_counter()
     for trade in trades:
         await live.submit(trade)
@@ -162,8 +162,8 @@ async def latency(url: str, rate: int, seconds: float) -> dict:
     for _ in SYMBOLS:
         await sub.get_message(timeout=1)
     engine = Engine(pools, settings, "bench-latency")
-    engine.start()
     live = LiveIngest(engine)
+    await live.start()
     accepted: dict[str, list[float]] = {s: [] for s in SYMBOLS}
     latencies: list[float] = []
     n = int(rate * seconds)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -257,8 +258,8 @@ def _speed(text: str) -> float | None:
         value = float(text)
     except ValueError:
         raise typer.BadParameter(f"{text!r} is neither 'max' nor a number", param_hint="--speed") from None
-    if not value > 0:
-        raise typer.BadParameter("must be positive", param_hint="--speed")
+    if not (value > 0 and math.isfinite(value)):
+        raise typer.BadParameter("must be a positive number", param_hint="--speed")
     return value
 
 
@@ -352,7 +353,15 @@ def ingest(
     result = _run(job)
     if as_json:
         stats = dict(vars(result.stats), elapsed=result.stats.elapsed)
-        _dump({**stats, "rejected": result.rejected, "reasons": result.reasons, "restarts": result.restarts})
+        _dump(
+            {
+                **stats,
+                "rejected": result.rejected,
+                "reasons": result.reasons,
+                "restarts": result.restarts,
+                "skipped": result.skipped,
+            }
+        )
     else:
         out.print(summary(result, str(dead_letter)))
 

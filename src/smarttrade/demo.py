@@ -1,8 +1,8 @@
 """The demo: the live synthetic B3 feed through the ingest engine, plus a demo user.
 
-Besides what the engine writes (quotes, order flow, footprint, the trade stream), the demo keeps a
-session VWAP per symbol in the calculations store and a demo user's session and settings, so every
-store has something to show.
+Besides what the engine writes (quotes, order flow, footprint, the trade stream, bars and
+indicators), the demo keeps a demo user's session and settings, so every store has something to
+show.
 """
 
 from __future__ import annotations
@@ -14,20 +14,16 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from smarttrade.errors import OutOfMemory
-from smarttrade.feeds.chunk import Chunk
 from smarttrade.feeds.synthetic import LiveSyntheticFeed
 from smarttrade.ingest.engine import IngestStats
 from smarttrade.ingest.run import ChunkFeed, run_feed
 from smarttrade.redis.connections import RedisPools
 from smarttrade.settings import Settings
 from smarttrade.stores import Stores
-from smarttrade.symbols import spec_for
 
 DEMO_USER = "demo"
-CALC_EVERY_S = 1.0
+DEMO_SESSIONS = "regular=00:00-23:59"
 TOUCH_EVERY_S = 30.0
 
 
@@ -46,25 +42,6 @@ class DemoStats:
     @property
     def trades(self) -> int:
         return self.ingest.trades
-
-
-@dataclass
-class _Vwap:
-    """Session VWAP per symbol: sum(price * qty) / sum(qty), in exact integer units."""
-
-    pv: dict[str, int] = field(default_factory=dict)
-    qty: dict[str, int] = field(default_factory=dict)
-
-    def add(self, chunk: Chunk) -> None:
-        for code, symbol in enumerate(chunk.symbols):
-            mask = chunk.code == code
-            if mask.any():
-                q = chunk.qty[mask]
-                self.pv[symbol] = self.pv.get(symbol, 0) + int(np.dot(chunk.price[mask], q))
-                self.qty[symbol] = self.qty.get(symbol, 0) + int(q.sum())
-
-    def value(self, symbol: str) -> float:
-        return self.pv[symbol] / self.qty[symbol] / spec_for(symbol).price_scale
 
 
 async def _guarded(stats: DemoStats, write: Awaitable[object]) -> None:
@@ -103,7 +80,9 @@ async def run_demo(
     ``stats`` is updated as it goes, so a caller interrupted mid-way still has the figures.
     """
     stats = stats if stats is not None else DemoStats()
-    vwap = _Vwap()
+    # The demo trades around the clock: one all-day regular session, so bars get indicators at
+    # any hour (a real B3 calendar would call 3 a.m. trades off-session).
+    settings = settings.model_copy(update={"smarttrade_sessions": DEMO_SESSIONS})
     live = LiveSyntheticFeed(symbols, seed=seed, rate=rate)
     feed = ChunkFeed(live.chunks, f"demo-{live.name}", live=True)
     await _setup_user(stores, symbols, stats)
@@ -116,18 +95,12 @@ async def run_demo(
         stats.waiting = message
         on_tick(stats)
 
-    async def side_writes() -> None:
-        next_touch = time.monotonic() + TOUCH_EVERY_S
+    async def keep_session() -> None:
         while True:
-            await asyncio.sleep(CALC_EVERY_S)
-            for symbol in list(vwap.qty):
-                await _guarded(stats, stores.calc.put(symbol, "vwap", vwap.value(symbol)))
-            if time.monotonic() > next_touch:
-                await _guarded(stats, stores.sessions.touch(DEMO_USER))
-                next_touch += TOUCH_EVERY_S
-            on_tick(stats)
+            await asyncio.sleep(TOUCH_EVERY_S)
+            await _guarded(stats, stores.sessions.touch(DEMO_USER))
 
-    writer = asyncio.create_task(side_writes())
+    writer = asyncio.create_task(keep_session())
     try:
         result = await run_feed(
             pools,
@@ -137,11 +110,8 @@ async def run_demo(
             duration=duration,
             on_progress=progress,
             on_wait=waiting,
-            on_chunk=vwap.add,
         )
         stats.ingest = result.stats
-        for symbol in list(vwap.qty):  # the last word, so a short demo has its calculations too
-            await _guarded(stats, stores.calc.put(symbol, "vwap", vwap.value(symbol)))
     finally:
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -66,12 +66,11 @@ LAST_QUOTE_TTL = 86_400  # a quiet market still shows its last price for a tradi
 
 # Ingest (docs/keyspace.md): a checkpoint per (source, symbol) in the quotes db, never evicted
 # (no TTL; one per source and symbol; `smarttrade ingest --reset` removes them); a trade stream per
-# symbol in the order-flow db, trimmed to about STREAM_MAXLEN entries (one entry per commit) and
-# expiring with the order-flow TTL when idle; a pub/sub channel per symbol.
+# symbol in the order-flow db, one entry per commit, trimmed to the order-flow TTL's window
+# (XADD MINID) and expiring with it when idle; a pub/sub channel per symbol.
 CHECKPOINT_PREFIX = "ingest:checkpoint"
 STREAM_PREFIX = "stream:trades"
 CHANNEL_PREFIX = "trades"
-STREAM_MAXLEN = 10_000
 # Analytics (docs/keyspace.md): a hash per bar in the order-flow db, its footprint (a hash of
 # b:LEVEL / s:LEVEL volumes) in the footprint db, and a sorted set listing a symbol's bars per
 # timeframe; all expire (analytics.bars.BAR_TTL) and the list is trimmed.

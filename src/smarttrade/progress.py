@@ -61,6 +61,7 @@ def summary(result: RunResult, dead_letter: str | None) -> Table:
         ("trades committed", f"{st.trades:,}"),
         ("cancels applied", f"{st.cancels:,}"),
         ("rejected", f"{result.rejected:,}"),
+        ("skipped (instruments not tracked)", f"{result.skipped:,}"),
         ("already committed (resumed)", f"{st.resumed:,}"),
         ("commits", f"{st.commits:,} (max batch {st.max_batch:,} trades)"),
         ("elapsed", f"{st.elapsed:.2f} s ({st.trades / max(st.elapsed, 1e-9):,.0f} trades/s)"),

@@ -151,32 +151,37 @@ class SymbolAnalytics:
         self.vwap_session = ""
         self.vwap_pv = 0  # sum(price level * qty units): exact integers
         self.vwap_qty = 0
+        self.closed_since_save = False  # a bar closed: the indicator state must be saved
 
     # -- state ------------------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
+        """The forming bars, cumulative deltas and VWAP: small, saved with every commit."""
         return {
             "frames": {
-                name: {
-                    "bar": None if f.bar is None else vars(f.bar),
-                    "cum_delta": f.cum_delta,
-                    "cum_session": f.cum_session,
-                    "indicators": f.indicators.state(),
-                }
+                name: {"bar": None if f.bar is None else vars(f.bar), "cum_delta": f.cum_delta,
+                       "cum_session": f.cum_session}
                 for name, f in self.frames.items()
             },
             "vwap": [self.vwap_session, self.vwap_pv, self.vwap_qty],
-        }
+        }  # fmt: skip
 
-    def load(self, s: dict[str, Any]) -> None:
+    def indicator_state(self) -> dict[str, Any]:
+        """The indicator recursions: they change only when a bar closes, and are saved then."""
+        self.closed_since_save = False
+        return {name: f.indicators.state() for name, f in self.frames.items()}
+
+    def load(self, s: dict[str, Any], indicators: dict[str, Any] | None = None) -> None:
         for name, fs in s["frames"].items():
             frame = self.frames.get(name)
             if frame is None:
                 continue  # a timeframe no longer configured
             frame.bar = None if fs["bar"] is None else Bar(**fs["bar"])
             frame.cum_delta, frame.cum_session = fs["cum_delta"], fs["cum_session"]
-            frame.indicators.load(fs["indicators"])
         self.vwap_session, self.vwap_pv, self.vwap_qty = s["vwap"]
+        for name, state in (indicators or {}).items():
+            if name in self.frames:
+                self.frames[name].indicators.load(state)
 
     # -- applying a commit's trades -----------------------------------------------------------
 
@@ -218,6 +223,7 @@ class SymbolAnalytics:
     def _frame(self, name, frame: Frame, price, qty, side, starts, day, index, cancel, ops: list[Op]) -> None:  # type: ignore[no-untyped-def]
         live = np.flatnonzero(~cancel)
         touched: dict[int, Bar] = {}
+        created: set[int] = set()
         fp: dict[int, dict[tuple[int, int], int]] = {}  # bar start -> (level, side) -> qty
         if live.size:
             s = np.maximum.accumulate(starts[live])  # late trades join the forming bar
@@ -238,6 +244,7 @@ class SymbolAnalytics:
                         frame.cum_delta, frame.cum_session = 0, session
                     p0 = int(price[first])
                     bar = frame.bar = Bar(start, session, kind, p0, p0, p0, p0, cum_delta=frame.cum_delta)
+                    created.add(start)
                 p, q, sd = price[rows], qty[rows], side[rows]
                 bar.high = max(bar.high, int(p.max()))
                 bar.low = min(bar.low, int(p.min()))
@@ -273,11 +280,12 @@ class SymbolAnalytics:
             _add_levels(fp.setdefault(start, {}), price[i : i + 1], qty[i : i + 1], side[i : i + 1], -1)
         for start, bar in touched.items():
             ops.append(("HSET", self.db_bars, bar_key(self.symbol, name, start), self._fields(bar)))
-            ops.append(("EXPIRE", self.db_bars, bar_key(self.symbol, name, start), [BAR_TTL]))
-            index_key = bar_index_key(self.symbol, name)
-            ops.append(("ZADD", self.db_bars, index_key, [start, start]))
-            ops.append(("ZREMRANGEBYRANK", self.db_bars, index_key, [0, -(BAR_INDEX_MAX + 1)]))
-            ops.append(("EXPIRE", self.db_bars, index_key, [BAR_TTL]))
+            if start in created:  # once per bar: its TTL and its place in the list
+                ops.append(("EXPIRE", self.db_bars, bar_key(self.symbol, name, start), [BAR_TTL]))
+                index_key = bar_index_key(self.symbol, name)
+                ops.append(("ZADD", self.db_bars, index_key, [start, start]))
+                ops.append(("ZREMRANGEBYRANK", self.db_bars, index_key, [0, -(BAR_INDEX_MAX + 1)]))
+                ops.append(("EXPIRE", self.db_bars, index_key, [BAR_TTL]))
         ops += late
         for start, levels in fp.items():
             key = bar_footprint_key(self.symbol, name, start)
@@ -287,7 +295,8 @@ class SymbolAnalytics:
                     pairs += [f"{'b' if sd > 0 else 's'}:{level}", q]
             if pairs:
                 ops.append(("HINCRBY", self.db_fp, key, pairs))
-            ops.append(("EXPIRE", self.db_fp, key, [BAR_TTL]))
+            if start in created:
+                ops.append(("EXPIRE", self.db_fp, key, [BAR_TTL]))
 
     def _fields(self, bar: Bar) -> list[Any]:
         text = self.spec.price_text
@@ -305,6 +314,7 @@ class SymbolAnalytics:
             return
         scale = self.spec.price_scale
         values = frame.indicators.update(bar.high / scale, bar.low / scale, bar.close / scale)
+        self.closed_since_save = True
         stamp = bar.start + frame.seconds
         fields: list[Any] = []
         for indicator, (value, period) in values.items():

@@ -104,12 +104,12 @@ async def forming_peek(pools: RedisPools, settings: Settings, symbol: str) -> di
     """Per timeframe, indicator values as if the forming bar closed now (from the newest saved
     ingest state of the symbol); empty when no ingester has saved one."""
     client = pools.client(settings.db(Store.QUOTES))
-    best: tuple[int, bytes] | None = None
+    best: tuple[int, bytes, bytes | None] | None = None
     with redis_errors(pools.url):
         async for key in client.scan_iter(match=f"{CHECKPOINT_PREFIX}:*:{symbol}", count=500):
-            ordinal, state = await client.hmget(key, "ordinal", "analytics")
+            ordinal, state, indicators = await client.hmget(key, "ordinal", "analytics", "indicators")
             if state and (best is None or int(ordinal or 0) > best[0]):
-                best = (int(ordinal or 0), state)
+                best = (int(ordinal or 0), state, indicators)
     if best is None:
         return {}
     s = settings
@@ -121,7 +121,7 @@ async def forming_peek(pools: RedisPools, settings: Settings, symbol: str) -> di
         (s.db(Store.ORDERFLOW), s.db(Store.FOOTPRINT), s.db(Store.CALC)),
         s.ttl(Store.CALC) or 0,
     )
-    analytics.load(msgspec.json.decode(best[1]))
+    analytics.load(msgspec.json.decode(best[1]), msgspec.json.decode(best[2]) if best[2] else None)
     return {
         tf: {name: value for name, (value, _) in analytics.peek(tf).items() if value is not None}
         for tf in analytics.frames

@@ -27,10 +27,18 @@ class Parsed:
 
 
 def read_lines(paths: Sequence[str | Path]) -> Iterator[Line]:
+    """Lines of every file in order, never more than MAX_LINE_BYTES + 1 bytes of one in memory
+    (a file without newlines must not be loaded whole); an oversized line keeps only its start."""
     ordinal = 0
     for path in paths:
         with open(path, "rb") as fh:
-            for number, raw in enumerate(fh, 1):
+            number = 0
+            while raw := fh.readline(MAX_LINE_BYTES + 1):
+                if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                    rest = raw
+                    while rest and not rest.endswith(b"\n"):  # skip to the end of this line
+                        rest = fh.readline(1 << 20)
+                number += 1
                 ordinal += 1
                 yield Line(ordinal, str(path), number, raw)
 
@@ -47,7 +55,7 @@ class LineParser:
 def parse_lines(parser: LineParser, lines: Iterator[Line]) -> Iterator[Parsed]:
     for line in lines:
         if len(line.raw) > MAX_LINE_BYTES:
-            yield Parsed(line, error=f"line is {len(line.raw)} bytes; the limit is {MAX_LINE_BYTES}")
+            yield Parsed(line, error=f"line is over {MAX_LINE_BYTES} bytes")
             continue
         try:
             text = line.raw.decode("utf-8")
@@ -64,6 +72,8 @@ def parse_lines(parser: LineParser, lines: Iterator[Line]) -> Iterator[Parsed]:
             record = parser.parse(text, line)
         except BadRecord as exc:
             yield Parsed(line, error=str(exc))
+        except Exception as exc:  # a parser bug must not stop the run: the line is kept aside
+            yield Parsed(line, error=f"unreadable ({type(exc).__name__}: {str(exc)[:80]})")
         else:
             if record is not None:
                 yield Parsed(line, record=record)

@@ -33,10 +33,17 @@ def record_from(fields: dict[str, str]) -> TradeRecord:
         qty=qty_units(spec, fields["volume"]),
         side=side_of(fields["side"]),
         time_us=time_us_of(fields["time"]),
-        trade_id=fields["trade_id"].strip()[:64],
+        trade_id=_trade_id(fields["trade_id"]),
         bid=price_units(spec, bid, "bid") if bid else 0,
         ask=price_units(spec, ask, "ask") if ask else 0,
     )
+
+
+def _trade_id(text: str) -> str:
+    value = text.strip()
+    if "," in value or len(value) > 64 or not value.isprintable():
+        raise BadRecord(f"trade_id: {value[:40]!r} must be printable, at most 64 chars, without commas")
+    return value
 
 
 class CsvParser(LineParser):
@@ -53,7 +60,7 @@ class CsvParser(LineParser):
         except csv.Error as exc:
             raise BadRecord(f"broken CSV: {exc}") from None
         if self.columns is None or line.number == 1:
-            names = [c.strip().lower() for c in cells]
+            names = [c.strip().lstrip("\ufeff").lower() for c in cells]  # Excel's BOM
             missing = [c for c in REQUIRED if c not in names]
             if missing:
                 raise BadRecord(f"header lacks column(s) {', '.join(missing)}")
@@ -74,6 +81,8 @@ class JsonLinesParser(LineParser):
             obj = msgspec.json.decode(text)
         except msgspec.DecodeError as exc:
             raise BadRecord(f"broken JSON: {exc}") from None
+        except RecursionError:
+            raise BadRecord("broken JSON: nested too deeply") from None
         if not isinstance(obj, dict):
             raise BadRecord("not a JSON object")
         fields: dict[str, str] = {}

@@ -19,6 +19,7 @@ from smarttrade.feeds.record import (
     UNKNOWN,
     BadRecord,
     TradeRecord,
+    digits,
     price_units,
     qty_units,
     symbol_spec,
@@ -53,7 +54,7 @@ class Mt5Parser(LineParser):
                 raise BadRecord(
                     f"DATE/TIME: {day[:12]!r} {clock[:14]!r} is not YYYY.MM.DD HH:MM:SS.mmm"
                 ) from None
-        if not flags.isdigit():
+        if not digits(flags):
             raise BadRecord(f"FLAGS: {flags[:10]!r} is not a number")
         if bid:
             self.bid = price_units(self.spec, bid, "BID")
@@ -73,7 +74,7 @@ class Mt5Parser(LineParser):
             qty=qty_units(self.spec, volume or "0", "VOLUME"),
             side=side,
             time_us=time_us,
-            trade_id=f"{line.path.rsplit('/', 1)[-1]}:{line.number}",
+            trade_id=str(line.ordinal),  # the export has none; its place in the input is unique
             bid=self.bid,
             ask=self.ask,
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from msgspec import Struct
 
@@ -38,14 +38,36 @@ def symbol_spec(symbol: str) -> SymbolSpec:
         raise BadRecord(str(exc)) from None
 
 
-def decimal_of(text: str, field: str) -> Decimal:
+MAX_DIGITS = 15  # prices, quantities and times stay well inside exact doubles and int64
+
+
+def known_symbol(symbol: str) -> bool:
     try:
-        value = Decimal(text.strip())
-    except InvalidOperation:
-        raise BadRecord(f"{field}: {text.strip()[:40]!r} is not a number") from None
+        spec_for(symbol)
+    except ValidationError:
+        return False
+    return True
+
+
+def decimal_of(text: str, field: str) -> Decimal:
+    """A decimal with at most 15 digits before the point (``1e999999`` is rejected at once)."""
+    raw = text.strip()
+    if not raw.isascii():
+        raise BadRecord(f"{field}: {raw[:40]!r} is not a number")
+    try:
+        value = Decimal(raw)
+    except ArithmeticError:  # InvalidOperation, Overflow
+        raise BadRecord(f"{field}: {raw[:40]!r} is not a number") from None
     if not value.is_finite():
-        raise BadRecord(f"{field}: {text.strip()[:40]!r} is not a finite number")
+        raise BadRecord(f"{field}: {raw[:40]!r} is not a finite number")
+    if value and value.adjusted() >= MAX_DIGITS:
+        raise BadRecord(f"{field}: {raw[:40]} is too large")
     return value
+
+
+def digits(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also accepts superscripts such as '²')."""
+    return text.isascii() and text.isdigit()
 
 
 def price_units(spec: SymbolSpec, text: str, field: str = "price", comma: bool = False) -> int:
@@ -54,6 +76,8 @@ def price_units(spec: SymbolSpec, text: str, field: str = "price", comma: bool =
     if value <= 0:
         raise BadRecord(f"{field}: must be positive (got {text.strip()[:40]})")
     units = value * spec.price_scale
+    if units >= 2**53:
+        raise BadRecord(f"{field}: {text.strip()[:40]} is too large")
     if units != units.to_integral_value():
         raise BadRecord(f"{field}: {text.strip()} has more decimals than {spec.root}'s price scale")
     level = int(units)

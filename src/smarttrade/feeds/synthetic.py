@@ -7,6 +7,7 @@ what lets a restarted replay skip exactly what was already committed. Generation
 
 from __future__ import annotations
 
+import hashlib
 import time as wallclock
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -98,7 +99,12 @@ class SyntheticFeed:
 
     @property
     def name(self) -> str:
-        return f"synthetic-{'-'.join(self.symbols)}-s{self.seed}-{self.start_day.isoformat()}"
+        """Every parameter that shapes the trades is in the name: resuming with other ones is
+        another source, never a mix of two."""
+        session = "always" if self.session is None else f"{self.session.open}-{self.session.close}"
+        params = f"{self.count}|{self.rate}|{session}|{self.chunk}"
+        digest = hashlib.sha1(params.encode()).hexdigest()[:8]
+        return f"synthetic-{'-'.join(self.symbols)}-s{self.seed}-{self.start_day.isoformat()}-{digest}"
 
     def _opens(self) -> Iterator[int]:
         """Unix microseconds of each session open (continuous days when there is no session)."""

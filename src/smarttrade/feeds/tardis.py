@@ -11,6 +11,7 @@ from smarttrade.feeds.record import (
     MAX_TIME_US,
     BadRecord,
     TradeRecord,
+    digits,
     price_units,
     qty_units,
     side_of,
@@ -24,7 +25,7 @@ class TardisParser(LineParser):
     name = "tardis"
 
     def parse(self, text: str, line: Line) -> TradeRecord | None:
-        cells = text.split(",")
+        cells = text.lstrip("\ufeff").split(",")
         if cells[0] == HEADER[0] and line.number == 1:
             if tuple(c.strip() for c in cells) != HEADER:
                 raise BadRecord(f"header is not {','.join(HEADER)}")
@@ -34,7 +35,7 @@ class TardisParser(LineParser):
         symbol = cells[1].strip()
         spec = symbol_spec(symbol)
         stamp = cells[2].strip()
-        if not stamp.isdigit() or not 0 < int(stamp) < MAX_TIME_US:
+        if not digits(stamp) or len(stamp) > 18 or not 0 < int(stamp) < MAX_TIME_US:
             raise BadRecord(f"timestamp: {stamp[:20]!r} is not microseconds since the epoch")
         return TradeRecord(
             symbol=symbol,
@@ -42,5 +43,5 @@ class TardisParser(LineParser):
             qty=qty_units(spec, cells[7], "amount"),
             side=side_of(cells[5]),
             time_us=int(stamp),
-            trade_id=cells[4].strip()[:64],
+            trade_id=cells[4].strip()[:64],  # a comma cannot be in it: it splits the line
         )

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from smarttrade.analytics.bars import Op
+from smarttrade.errors import SmartTradeError
 from smarttrade.feeds.chunk import SIDE_SOURCE_LETTERS
 from smarttrade.keyspace import (
-    STREAM_MAXLEN,
     checkpoint_key,
     footprint_key,
     last_quote_key,
@@ -27,6 +27,7 @@ from smarttrade.keyspace import (
 from smarttrade.models import encode
 from smarttrade.symbols import SymbolSpec
 
+_EXACT = 2**53  # Lua adds quantities as doubles: exact below this
 _US = "\x1f"  # separates an analytics op's parts (never in our keys, numbers or JSON)
 _SIDES = np.array(['"sell"', "", '"buy"'], dtype=object)  # indexed by side + 1
 _MS_TEXT = ["." + f"{k:03d}".rstrip("0") if k else "" for k in range(1000)]
@@ -163,8 +164,15 @@ def build_commit(
     # the latest quote is the one of the newest second, which sorts last
     # footprint: signed deltas per level (a cancel subtracts)
     signed = np.where(sl.cancel, -sl.qty, sl.qty)
-    buys = np.bincount(inverse, weights=np.where(sl.side > 0, signed, 0), minlength=levels.size)
-    sells = np.bincount(inverse, weights=np.where(sl.side < 0, signed, 0), minlength=levels.size)
+    buys = np.zeros(levels.size, dtype=np.int64)  # integer sums: a float would round past 2**53
+    sells = np.zeros(levels.size, dtype=np.int64)
+    np.add.at(buys, inverse, np.where(sl.side > 0, signed, 0))
+    np.add.at(sells, inverse, np.where(sl.side < 0, signed, 0))
+    if max(int(np.abs(buys).max()), int(np.abs(sells).max()), int(np.abs(sl.qty).sum())) >= _EXACT:
+        raise SmartTradeError(
+            f"{symbol}: quantities too large to add exactly in one commit (>= 2**53 units of "
+            f"10**-{decimals}); lower the symbol's quantity decimals"
+        )
     keys_l: list[str] = []
     args_l: list[str] = []
     for lv, bv, sv in zip(levels.tolist(), buys.tolist(), sells.tolist(), strict=True):
@@ -206,7 +214,7 @@ def build_commit(
         f"{layout.db_quotes} {layout.db_orderflow} {layout.db_footprint}",
         f"{layout.ttl_quotes} {layout.ttl_orderflow} {layout.ttl_footprint} {layout.ttl_last}",
         decimals,
-        STREAM_MAXLEN,
+        0,  # unused: the stream is trimmed by time
         trades_channel(symbol),
         f"{len(keys_q)} {len(keys_b)} {len(keys_l)} {len(args_c)} {len(ops)}",
         sym_json,

@@ -46,16 +46,20 @@ class DeadLetters:
         self._write(line.path, line.number, line.ordinal, line.raw, reason)
 
     def reject_record(self, ordinal: int, raw: bytes, reason: str) -> None:
-        """A rejected trade of the live API (no file: the line number is its ordinal)."""
-        self._write("live", ordinal, ordinal, raw, reason)
+        """A rejected trade of the live API (no file: the line number is its ordinal, and a later
+        session's ordinals start over, so nothing is deduplicated)."""
+        self._write("live", ordinal, ordinal, raw, reason, dedupe=False)
 
-    def _write(self, path: str, number: int, ordinal: int, raw_bytes: bytes, reason: str) -> None:
+    def _write(
+        self, path: str, number: int, ordinal: int, raw_bytes: bytes, reason: str, dedupe: bool = True
+    ) -> None:
         self.count += 1
         kind = reason.split(":", 1)[0] if ":" in reason[:40] else reason[:40]
         self.reasons[kind] = self.reasons.get(kind, 0) + 1
-        if self.path is None or ordinal in self._seen:
+        if self.path is None or (dedupe and ordinal in self._seen):
             return
-        self._seen.add(ordinal)
+        if dedupe:
+            self._seen.add(ordinal)
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = self.path.open("ab")

@@ -29,7 +29,7 @@ from smarttrade.errors import OutOfMemory, RedisUnavailable, SmartTradeError
 from smarttrade.feeds.chunk import Chunk
 from smarttrade.ingest.commit import Commit, Layout, SymbolSlice, build_commit
 from smarttrade.ingest.wire import CommitWire
-from smarttrade.keyspace import CHECKPOINT_PREFIX, LAST_QUOTE_TTL, SPECS, Store, glob_escape
+from smarttrade.keyspace import CHECKPOINT_PREFIX, LAST_QUOTE_TTL, SPECS, Store, checkpoint_key, glob_escape
 from smarttrade.redis.connections import RedisPools, redis_errors
 from smarttrade.redis.scripts import INGEST_COMMIT
 from smarttrade.settings import Settings, redact
@@ -103,9 +103,12 @@ class Engine:
         self._calendar = Calendar.parse(settings.smarttrade_sessions)
         self._timeframes = parse_timeframes(settings.smarttrade_timeframes)
         self.analytics: dict[str, SymbolAnalytics] = {}
-        self._saved_analytics: dict[str, dict[str, Any]] = {}  # states read with the checkpoints
+        # states read with the checkpoints: (forming bars and VWAP, indicator recursions)
+        self._saved_analytics: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {}
         self.checkpoints: dict[str, Checkpoint] = {}  # as acknowledged by Redis
         self._next_seq: dict[str, int] = {}  # the seq the next commit of a symbol is built with
+        self._start_seq: dict[str, int] = {}  # checkpoints when this run began
+        self.skip_committed = True  # drop trades at or below a checkpoint's ordinal (replays)
         self._inflight_count = 0
         self.stats = IngestStats()
         # Called when the queue runs dry: the live API hands over what it has gathered.
@@ -122,20 +125,32 @@ class Engine:
     # -- checkpoints ------------------------------------------------------------------------
 
     async def load_checkpoints(self) -> dict[str, Checkpoint]:
+        """Adopt this source's checkpoints (and saved analytics state) as the starting point."""
+        found, saved = await self._read_checkpoints()
+        self.checkpoints = found
+        self._saved_analytics = saved
+        self._start_seq = {symbol: cp.seq for symbol, cp in found.items()}
+        self._next_seq = {}
+        self.analytics = {}  # rebuilt from the saved states as commits need them
+        return found
+
+    async def _read_checkpoints(
+        self,
+    ) -> tuple[dict[str, Checkpoint], dict[str, tuple[dict[str, Any], dict[str, Any] | None]]]:
         prefix = f"{CHECKPOINT_PREFIX}:{self.source}:"
         found: dict[str, Checkpoint] = {}
+        saved: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {}
         with redis_errors(self.pools.url):
             async for key in self.redis.scan_iter(match=glob_escape(prefix) + "*", count=500):
                 name = key.decode(errors="surrogateescape")
-                values = await self.redis.hmget(name, "seq", "ordinal", "analytics")
+                values = await self.redis.hmget(name, "seq", "ordinal", "analytics", "indicators")
                 if values[0] is not None:
                     symbol = name[len(prefix) :]
                     found[symbol] = Checkpoint(int(values[0]), int(values[1] or 0))
                     if values[2]:
-                        self._saved_analytics[symbol] = msgspec.json.decode(values[2])
-        self.checkpoints = found
-        self.analytics = {}  # rebuilt from the saved states as commits need them
-        return found
+                        indicators = msgspec.json.decode(values[3]) if values[3] else None
+                        saved[symbol] = (msgspec.json.decode(values[2]), indicators)
+        return found, saved
 
     async def reset(self) -> int:
         """Forget this source's checkpoints (the data it wrote stays until its TTLs)."""
@@ -172,7 +187,7 @@ class Engine:
         """Queue a chunk; waits while the queue is full. Already-committed trades are dropped."""
         if self._error is not None:
             raise self._error
-        if len(chunk) and self.checkpoints:
+        if len(chunk) and self.checkpoints and self.skip_committed:
             skip = np.array([self.checkpoints.get(s, Checkpoint()).ordinal for s in chunk.symbols])
             keep = chunk.ordinal > skip[chunk.code]
             if not keep.all():
@@ -302,6 +317,16 @@ class Engine:
                 analytics = self._symbol_analytics(symbol, spec)
                 ops = analytics.apply(sl.price, sl.qty, sl.side, sl.time_us, sl.cancel)
                 state = msgspec.json.encode(analytics.state()).decode()
+                if analytics.closed_since_save:  # saved in the same commit as the bar's close
+                    saved = msgspec.json.encode(analytics.indicator_state()).decode()
+                    ops.append(
+                        (
+                            "HSET",
+                            self.layout.db_quotes,
+                            checkpoint_key(self.source, symbol),
+                            ["indicators", saved],
+                        )
+                    )
             commits.append(build_commit(sl, spec, self.source, seq, end_ordinal, self.layout, ops, state))
         return commits
 
@@ -315,7 +340,7 @@ class Engine:
             )
             saved = self._saved_analytics.get(symbol)
             if saved is not None:
-                analytics.load(saved)
+                analytics.load(*saved)
             self.analytics[symbol] = analytics
         return analytics
 
@@ -373,6 +398,7 @@ class Engine:
             except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
                 errors = [exc] * len(todo)
                 continue
+            gaps_before = any(isinstance(e, rexc.ResponseError) and "GAP" in str(e) for e in errors)
             todo_next, errors = [], []
             for c, r in zip(todo, replies, strict=True):
                 if _applied(r):
@@ -381,6 +407,14 @@ class Engine:
                     todo_next.append(c)
                     errors.append(r)
             todo = todo_next
+            first = errors[0] if errors else None
+            if gaps_before and isinstance(first, rexc.ResponseError) and "GAP" in str(first):
+                # resent in order and still refused: the checkpoint went back (a reset, a flush,
+                # or another ingester on this source); carrying on would count trades twice
+                raise SmartTradeError(
+                    f"ingest checkpoint of {todo[0].symbol} moved backwards ({first}); another "
+                    "ingester on this source, or a reset while running? Stopping."
+                )
         if self.stats.waiting:
             self.stats.waiting = ""
             self.on_wait("")
@@ -398,7 +432,12 @@ class Engine:
             self.stats.cancels += c.cancels
             self.stats.repaired += repaired
             self.stats.missed_cancels += missed
-        else:  # already applied (a resend after a lost reply): same effect, once
+        elif int(c.args[0]) > self._start_seq.get(c.symbol, 0):  # ours: its reply was lost
+            cp.seq = max(cp.seq, seq)
+            self.stats.commits += 1
+            self.stats.trades += c.trades
+            self.stats.cancels += c.cancels
+        else:  # applied by an earlier run: same effect, once
             cp.seq = max(cp.seq, seq)
             self.stats.skipped_commits += 1
         cp.ordinal = int(c.args[1])
@@ -418,10 +457,12 @@ class Engine:
         return replies
 
     async def _check_not_behind(self) -> None:
-        """After an outage: if Redis came back without commits we made, start over from there."""
-        mine = {s: cp.seq for s, cp in self.checkpoints.items()}
-        theirs = await self.load_checkpoints()
-        behind = [s for s, seq in mine.items() if theirs.get(s, Checkpoint()).seq < seq]
+        """After an outage: if Redis came back without commits we made, start over from there.
+
+        Only reads: the engine's own state (analytics included) stays as it is unless we rewind.
+        """
+        theirs, _ = await self._read_checkpoints()
+        behind = [s for s, cp in self.checkpoints.items() if theirs.get(s, Checkpoint()).seq < cp.seq]
         if behind:
             raise Rewind(f"Redis lost commits of {', '.join(sorted(behind))}; resuming from its checkpoints")
 

@@ -34,6 +34,13 @@ class LiveIngest:
         builder = self.norm.builder
         return builder.take(self.ordinal) if len(builder) else None
 
+    async def start(self) -> None:
+        """Continue this source's sequence numbers (a second session must not reuse them) and
+        start the engine. Live trades have no replayable position: nothing is skipped."""
+        await self.engine.load_checkpoints()
+        self.engine.skip_committed = False
+        self.engine.start()
+
     async def submit(self, trade: TradeRecord) -> bool:
         """Queue one trade; False (and a dead letter) when it is rejected."""
         self.ordinal += 1

@@ -6,6 +6,7 @@ the start rebuilds exactly the state (last prices, sides, cancel window) an unin
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from smarttrade.ingest.deadletter import DeadLetters
 
 DEFAULT_TOLERANCE_S = 5.0
 CANCEL_WINDOW = 200_000  # trades remembered per source for B3 cancels
+FUTURE_LIMIT_S = 86_400  # a trade stamped further ahead than this is rejected
 
 
 @dataclass(slots=True)
@@ -69,6 +71,7 @@ class Normalizer:
         self.window: OrderedDict[tuple[str, str], tuple[int, int, int, int, int]] = OrderedDict()
         self.builder = ChunkBuilder()
         self.skipped = 0  # records already committed by an earlier run
+        self.horizon_us = int((time.time() + FUTURE_LIMIT_S) * 1e6)
 
     def feed(self, item: Parsed) -> None:
         """One parsed line: accepted into the builder, or dead-lettered with its reason."""
@@ -90,9 +93,15 @@ class Normalizer:
             if kept is None:
                 return f"cancel: trade id {rec.trade_id!r} of {rec.symbol} is not known"
             price, qty, side, source, time_us = kept
+            if (rec.price, rec.qty) != (price, qty):
+                self.window[(rec.symbol, rec.trade_id)] = kept  # not this trade's cancel
+                return f"cancel: trade id {rec.trade_id!r} of {rec.symbol} has another price or quantity"
             original = TradeRecord(rec.symbol, price, qty, side, time_us, rec.trade_id, cancel=True)
             self._add(original, side, source, ordinal)
             return None
+        if rec.time_us > self.horizon_us:
+            # never let one mistyped date hold back every later trade of the symbol
+            return f"time: {(rec.time_us - time.time() * 1e6) / 86_400e6:.1f} days in the future"
         if rec.time_us < state.max_time_us - self.tolerance_us:
             behind = (state.max_time_us - rec.time_us) / 1e6
             return (

@@ -47,6 +47,7 @@ class FileFeed:
     done: int = 0
     resumed: int = 0
     live: bool = False
+    skipped: int = 0  # lines of instruments not tracked (B3 files hold the whole market)
 
     def __post_init__(self) -> None:
         self.total = sum(p.stat().st_size for p in self.paths)
@@ -62,7 +63,8 @@ class FileFeed:
                 self.done += len(line.raw)
                 yield line
 
-        for item in parse_lines(self.parser(), counted()):
+        parser = self.parser()
+        for item in parse_lines(parser, counted()):
             norm.feed(item)
             last = item.line.ordinal
             if len(norm.builder) >= CHUNK:
@@ -71,6 +73,7 @@ class FileFeed:
         if len(norm.builder):
             yield norm.builder.take(last)
         self.resumed = norm.skipped
+        self.skipped = getattr(parser, "skipped", 0)
 
 
 @dataclass
@@ -97,6 +100,7 @@ class RunResult:
     rejected: int
     reasons: dict[str, int] = field(default_factory=dict)
     restarts: int = 0
+    skipped: int = 0
 
 
 async def _paced(chunk: Chunk, speed: float | None, clock: dict[str, float]) -> Iterator[Chunk]:
@@ -170,7 +174,8 @@ async def run_feed(
                     engine.stats.abandoned = engine.pending
             engine.stats.resumed += feed.resumed
             on_progress(engine, dead, feed)
-            return RunResult(engine.stats, dead.count, dict(dead.reasons), restarts)
+            skipped = getattr(feed, "skipped", 0)
+            return RunResult(engine.stats, dead.count, dict(dead.reasons), restarts, skipped)
         except Rewind as exc:
             on_wait(str(exc))
             await engine.abort()

@@ -62,8 +62,19 @@ def file_feed(
             return B3Parser(only=only)
     else:
         parser = {Format.CSV: CsvParser, Format.JSONL: JsonLinesParser, Format.TARDIS: TardisParser}[fmt]
-    default = f"{fmt.value}-{'+'.join(p.name for p in paths)}"
+    default = f"{fmt.value}-{'+'.join(p.name for p in paths)}-{_fingerprint(paths)}"
     return FileFeed(parser, paths, source_name(name or default), tolerance_s)
+
+
+def _fingerprint(paths: list[Path]) -> str:
+    """Which files these are: another file of the same name is another source. The size is
+    left out on purpose, so a file that grows (a day still being written) keeps its checkpoints."""
+    digest = hashlib.sha1()
+    for path in paths:
+        digest.update(str(path.resolve()).encode())
+        with path.open("rb") as fh:
+            digest.update(fh.read(65_536))
+    return digest.hexdigest()[:10]
 
 
 def synthetic_feed(

@@ -170,7 +170,7 @@ return 1
 # KEYS: checkpoint, latest quote, stream, then nq quote keys, nb bucket keys, nl level keys,
 #       per cancel its bucket key and its quote key, and one key per analytics op.
 # ARGV: 1 seq, 2 ordinal, 3 "dbq dbo dbf", 4 "ttl_q ttl_o ttl_f ttl_last", 5 qty_decimals,
-#       6 stream maxlen, 7 channel, 8 "nq nb nl nc no", 9 symbol (JSON string), 10 the pub/sub
+#       6 (unused), 7 channel, 8 "nq nb nl nc no", 9 symbol (JSON string), 10 the pub/sub
 #       message's tail (after its trades), 11 stream ids, 12 stream side sources, 13 the message's
 #       head (before its trades), 14 timestamp of the last quote, 15 cancelled trades (JSON
 #       array), 16 analytics state (JSON, or empty), then per quote (head up to "volume":,
@@ -265,8 +265,11 @@ end
 -- the commit's trades, once: sent as the buckets' lists, joined here for the stream and message
 local trades = '[' .. table.concat(lists, ',') .. ']'
 if nb > 0 or nc > 0 then
-  redis.call('XADD', stream, 'MAXLEN', '~', ARGV[6], '*', 'seq', seq, 'trades', trades,
-    'ids', ARGV[11], 'src', ARGV[12], 'cancelled', ARGV[15])
+  -- the stream keeps the order-flow window: entries older than its TTL are trimmed
+  local now = redis.call('TIME')
+  local oldest = (tonumber(now[1]) - tonumber(ttl_o)) * 1000
+  redis.call('XADD', stream, 'MINID', '~', string.format('%d', oldest), '*', 'seq', seq,
+    'trades', trades, 'ids', ARGV[11], 'src', ARGV[12], 'cancelled', ARGV[15])
   redis.call('EXPIRE', stream, ttl_o)
 end
 k, a = k + nb, a + nb
