@@ -33,6 +33,7 @@ class DemoStats:
     refused: int = 0  # demo writes Redis refused for lack of memory
     last_refusal: str = ""
     waiting: str = ""  # what the engine is waiting for, if anything
+    last_wait: str = ""  # the last thing it waited for (kept after it cleared)
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -93,6 +94,7 @@ async def run_demo(
 
     def waiting(message: str) -> None:
         stats.waiting = message
+        stats.last_wait = message or stats.last_wait
         on_tick(stats)
 
     async def keep_session() -> None:
