@@ -7,6 +7,7 @@ prices such as 5234.500 exactly). Inside the engine prices stay integers in that
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import date
@@ -42,8 +43,13 @@ class SymbolSpec:
 
     def price_text(self, level: int) -> str:
         """The exact decimal text of a level's price, for JSON (5234500 -> ``5234.5``)."""
-        text = f"{Decimal(level) / self.price_scale:f}"
-        return text.rstrip("0").rstrip(".") if "." in text else text
+        return _price_text(level, self.price_scale)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _price_text(level: int, scale: int) -> str:
+    text = f"{Decimal(level) / scale:f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 SPECS: dict[str, SymbolSpec] = {

@@ -221,10 +221,24 @@ class SymbolAnalytics:
         ops.append(_calc(self.db_calc, self.symbol, "vwap", value, None, stamp, self.calc_ttl))
 
     def _frame(self, name, frame: Frame, price, qty, side, starts, day, index, cancel, ops: list[Op]) -> None:  # type: ignore[no-untyped-def]
-        live = np.flatnonzero(~cancel)
         touched: dict[int, Bar] = {}
         created: set[int] = set()
         fp: dict[int, dict[tuple[int, int], int]] = {}  # bar start -> (level, side) -> qty
+        bar = frame.bar
+        if bar is not None and price.size <= 64 and not cancel.any() and int(starts.max()) <= bar.start:
+            # a live commit's few trades, all in the forming bar: plain Python beats numpy here
+            prices, qtys, sides = price.tolist(), qty.tolist(), side.tolist()
+            bar.high = max(bar.high, *prices)
+            bar.low = min(bar.low, *prices)
+            bar.close = prices[-1]
+            buy = sum(q for q, sd in zip(qtys, sides, strict=True) if sd > 0)
+            sell = sum(qtys) - buy
+            self._add_volume(frame, bar, buy, sell, len(prices))
+            touched[bar.start] = bar
+            _add_levels(fp.setdefault(bar.start, {}), price, qty, side, 1)
+            live = np.zeros(0, dtype=np.int64)
+        else:
+            live = np.flatnonzero(~cancel)
         if live.size:
             s = np.maximum.accumulate(starts[live])  # late trades join the forming bar
             if frame.bar is not None:
@@ -249,14 +263,7 @@ class SymbolAnalytics:
                 bar.high = max(bar.high, int(p.max()))
                 bar.low = min(bar.low, int(p.min()))
                 bar.close = int(p[-1])
-                buy = int(q[sd > 0].sum())
-                sell = int(q[sd < 0].sum())
-                bar.volume += buy + sell
-                bar.buy += buy
-                bar.sell += sell
-                bar.trades += int(rows.size)
-                frame.cum_delta += buy - sell
-                bar.cum_delta = frame.cum_delta
+                self._add_volume(frame, bar, int(q[sd > 0].sum()), int(q[sd < 0].sum()), int(rows.size))
                 touched[bar.start] = bar
                 _add_levels(fp.setdefault(bar.start, {}), p, q, sd, 1)
         late: list[Op] = []  # cancels of closed bars: after the bars' own writes below
@@ -297,6 +304,15 @@ class SymbolAnalytics:
                 ops.append(("HINCRBY", self.db_fp, key, pairs))
             if start in created:
                 ops.append(("EXPIRE", self.db_fp, key, [BAR_TTL]))
+
+    @staticmethod
+    def _add_volume(frame: Frame, bar: Bar, buy: int, sell: int, trades: int) -> None:
+        bar.volume += buy + sell
+        bar.buy += buy
+        bar.sell += sell
+        bar.trades += trades
+        frame.cum_delta += buy - sell
+        bar.cum_delta = frame.cum_delta
 
     def _fields(self, bar: Bar) -> list[Any]:
         text = self.spec.price_text
@@ -339,10 +355,12 @@ class SymbolAnalytics:
 
 
 def _add_levels(out: dict[tuple[int, int], int], price, qty, side, sign: int) -> None:  # type: ignore[no-untyped-def]
-    """Add signed volume per (level, side) into ``out``, grouped with numpy."""
-    if price.size == 1:
-        key = (int(price[0]), int(side[0]))
-        out[key] = out.get(key, 0) + sign * int(qty[0])
+    """Add signed volume per (level, side) into ``out``: numpy for many trades, plain Python for
+    the few of a live commit (numpy's fixed cost dominates there)."""
+    if price.size <= 64:
+        for p, q, s in zip(price.tolist(), qty.tolist(), side.tolist(), strict=True):
+            key = (p, 1 if s > 0 else -1)
+            out[key] = out.get(key, 0) + sign * q
         return
     combined = price * 2 + (side > 0)  # level and side in one integer
     keys, inverse = np.unique(combined, return_inverse=True)

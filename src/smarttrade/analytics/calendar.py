@@ -7,6 +7,7 @@ The default calendar is B3's futures day: ``regular=09:00-18:25`` and an after-h
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -56,19 +57,20 @@ class Calendar:
 
     def _offset_s(self, day: int) -> int:
         """The zone's UTC offset on a local day (days since the epoch), at noon."""
-        moment = datetime(1970, 1, 1, 12, tzinfo=UTC) + timedelta(days=day)
-        offset = moment.astimezone(self.tz).utcoffset()
-        assert offset is not None
-        return int(offset.total_seconds())
+        return _offset(self.tz, day)
 
     def locate(self, epoch_s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per trade: local time (epoch seconds shifted by the zone's offset), local day (days
         since the epoch), session index (-1: off) and where that session began (local seconds of
         the day: its open, or for ``off`` the last close before, else midnight)."""
         guess = (epoch_s - 3 * 3600) // 86_400  # close enough to find each day's offset
-        offsets = np.zeros_like(epoch_s)
-        for day in np.unique(guess).tolist():
-            offsets[guess == day] = self._offset_s(day)
+        first, last = int(guess[0]), int(guess[-1])
+        if first == last and guess.min() == first:  # the usual case: one day
+            offsets = np.full_like(epoch_s, self._offset_s(first))
+        else:
+            offsets = np.zeros_like(epoch_s)
+            for day in np.unique(guess).tolist():
+                offsets[guess == day] = self._offset_s(day)
         local = epoch_s + offsets
         day = local // 86_400
         second = local - day * 86_400
@@ -88,3 +90,11 @@ class Calendar:
 
     def kind(self, index: int) -> str:
         return self.spans[index].name if index >= 0 else OFF
+
+
+@functools.lru_cache(maxsize=4096)
+def _offset(tz: ZoneInfo, day: int) -> int:
+    moment = datetime(1970, 1, 1, 12, tzinfo=UTC) + timedelta(days=day)
+    offset = moment.astimezone(tz).utcoffset()
+    assert offset is not None
+    return int(offset.total_seconds())
