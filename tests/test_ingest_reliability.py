@@ -22,7 +22,7 @@ from smarttrade.redis.embedded import EmbeddedRedis, find_redis_binary
 from tests.conftest import FAST
 
 REPLAY = [
-    *("--json", "--synthetic", "--count", "600000", "--seed", "11"),
+    *("--json", "--synthetic", "--count", "1500000", "--seed", "11"),
     *("--start-day", "2025-11-24", "--symbols", "DOL,WDO,WIN"),
 ]
 
@@ -64,20 +64,24 @@ def dump(server: EmbeddedRedis) -> dict[str, object]:
     """Every quote, order-flow bucket, footprint level, bar, bar footprint, bar list and
     calculation, whatever its type (streams and checkpoints aside: they carry times of the run)."""
     out: dict[str, object] = {}
+    read = {b"string": "get", b"hash": "hgetall", b"zset": "zrange"}
     for n in (0, 1, 2, 3):
         with redis.Redis(port=server.port, db=n) as r:
-            for key in r.scan_iter(count=5000):
-                if key.startswith((b"ingest:", b"stream:")):
-                    continue
-                kind = r.type(key)
-                if kind == b"string":
-                    out[f"{n}/{key.decode()}"] = r.get(key)
-                elif kind == b"hash":
-                    out[f"{n}/{key.decode()}"] = r.hgetall(key)
-                elif kind == b"zset":
-                    out[f"{n}/{key.decode()}"] = r.zrange(key, 0, -1, withscores=True)
-                else:
-                    raise AssertionError(f"unexpected {kind!r} at {key!r}")
+            keys = [k for k in r.scan_iter(count=5000) if not k.startswith((b"ingest:", b"stream:"))]
+            for i in range(0, len(keys), 5000):
+                batch = keys[i : i + 5000]
+                pipe = r.pipeline(transaction=False)
+                for key in batch:
+                    pipe.type(key)
+                kinds = pipe.execute()
+                pipe = r.pipeline(transaction=False)
+                for key, kind in zip(batch, kinds, strict=True):
+                    assert kind in read, f"unexpected {kind!r} at {key!r}"
+                    if kind == b"zset":
+                        pipe.zrange(key, 0, -1, withscores=True)
+                    else:
+                        getattr(pipe, read[kind])(key)
+                out.update({f"{n}/{k.decode()}": v for k, v in zip(batch, pipe.execute(), strict=True)})
     return out
 
 
@@ -98,24 +102,40 @@ def expected(make_server, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     return result
 
 
+def wait_for_progress(server: EmbeddedRedis, proc: subprocess.Popen[str], before: int = 0) -> None:
+    """Until the ingester has committed something past ``before`` (or stopped)."""
+    deadline = time.monotonic() + 60
+    while checkpoint_seq(server) <= before and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def checkpoint_seq(server: EmbeddedRedis) -> int:
+    with redis.Redis(port=server.port) as r:
+        seqs = [int(r.hget(k, "seq") or 0) for k in r.scan_iter(match="ingest:checkpoint:*", count=100)]
+    return sum(seqs)
+
+
 def test_kill_9_at_random_moments_changes_nothing(make_server, expected, tmp_path: Path) -> None:
+    """Each run is killed at a random moment soon after it has committed something new, so six
+    kills land mid-replay however fast this machine is."""
+    replay = REPLAY
     assert len(expected) > 50_000
     assert any(k.startswith("1/bar:") for k in expected) and any(k.startswith("3/calc:") for k in expected)
     server = make_server("killed")
     rng = random.Random(2026)
     kills = 0
-    for _ in range(12):
-        proc = ingest(server.url, tmp_path, *REPLAY)
-        time.sleep(rng.uniform(0.6, 1.0))
-        if proc.poll() is not None:  # it finished before the kill
+    while kills < 6:
+        before = checkpoint_seq(server)
+        proc = ingest(server.url, tmp_path, *replay)
+        wait_for_progress(server, proc, before)
+        time.sleep(rng.uniform(0.0, 0.12))
+        if proc.poll() is not None:  # it finished first: the remaining kills are not possible
             break
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         kills += 1
-        if kills >= 6:
-            break
     assert kills >= 5
-    final = ingest(server.url, tmp_path, *REPLAY)
+    final = ingest(server.url, tmp_path, *replay)
     stdout, stderr = final.communicate(timeout=300)
     assert final.returncode == 0, stderr
     assert summary(stdout)["resumed"] > 0, (stdout, stderr)  # the killed runs committed part of it
@@ -129,7 +149,7 @@ def test_redis_stopped_mid_replay_is_waited_for(make_server, expected, tmp_path:
     err_path = tmp_path / "stderr.txt"
     with err_path.open("w") as err:
         proc = ingest(server.url, tmp_path, *REPLAY, stderr=err)
-        time.sleep(1.2)
+        wait_for_progress(server, proc)
         assert proc.poll() is None
         server.stop(save=True)  # SHUTDOWN SAVE
         time.sleep(1.5)
@@ -149,7 +169,8 @@ def test_redis_killed_without_persistence_makes_the_run_start_over(
     err_path = tmp_path / "stderr.txt"
     with err_path.open("w") as err:
         proc = ingest(server.url, tmp_path, *REPLAY, stderr=err)
-        time.sleep(1.2)
+        wait_for_progress(server, proc, before=9)  # a few rounds in, and acknowledged
+        time.sleep(0.05)
         assert proc.poll() is None
         assert server.process is not None
         server.process.kill()  # kill -9: no save, and it had no persistence anyway
