@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
 
+import msgspec
 from redis.commands.core import AsyncScript
 
 from smarttrade.errors import ValidationError
@@ -101,6 +102,13 @@ class BaseStore:
     @staticmethod
     def decode(kind: type[T], raw: bytes, key: str) -> T:
         return decode(kind, raw, key)
+
+    @staticmethod
+    def decode_filled(kind: type[T], raw: bytes, key: str, **from_key: Any) -> T:
+        """Decode, then fill the fields a hand-written value left out from what the key says."""
+        value = decode(kind, raw, key)
+        missing = {name: v for name, v in from_key.items() if getattr(value, name) is None and v is not None}
+        return msgspec.structs.replace(value, **missing) if missing else value  # type: ignore[type-var]
 
     @staticmethod
     def whole_units(value: float, decimals: int, where: str) -> None:

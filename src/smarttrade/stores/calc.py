@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 import time
 
-import msgspec
-
 from smarttrade.errors import ValidationError
 from smarttrade.keyspace import SPECS, Store, calc_key, glob_escape
 from smarttrade.models import Calc, encode
@@ -48,10 +46,7 @@ class CalcStore(BaseStore):
         return calc
 
     def _read(self, raw: bytes, key: str, indicator: str) -> Calc:
-        calc = self.decode(Calc, raw, key)
-        if calc.indicator is None:
-            calc = msgspec.structs.replace(calc, indicator=indicator)
-        return calc
+        return self.decode_filled(Calc, raw, key, indicator=indicator)
 
     async def get(self, symbol: str, indicator: str) -> Calc | None:
         key = calc_key(check_symbol(symbol), check_indicator(indicator))

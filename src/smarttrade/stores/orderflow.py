@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-import msgspec
-
 from smarttrade.errors import ValidationError
 from smarttrade.keyspace import SPECS, Store, orderflow_key
 from smarttrade.models import OrderFlowBucket, Trade, encode
@@ -38,10 +36,7 @@ class OrderFlowStore(BaseStore):
         return int(await self.run_script(ORDERFLOW_APPEND, keys, args))
 
     def _read(self, raw: bytes, key: str, symbol: str) -> OrderFlowBucket:
-        bucket = self.decode(OrderFlowBucket, raw, key)
-        if bucket.symbol is None:
-            bucket = msgspec.structs.replace(bucket, symbol=symbol)
-        return bucket
+        return self.decode_filled(OrderFlowBucket, raw, key, symbol=symbol)
 
     async def second(self, symbol: str, epoch_s: int) -> OrderFlowBucket | None:
         key = orderflow_key(check_symbol(symbol), epoch_s)

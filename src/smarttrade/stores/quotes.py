@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import time
 
-import msgspec
-
 from smarttrade.errors import DecodeError, ValidationError
 from smarttrade.keyspace import LAST_QUOTE_TTL, SPECS, Store, last_quote_key, quote_key
 from smarttrade.models import Quote, encode
@@ -36,14 +34,7 @@ class QuoteStore(BaseStore):
         )
 
     def _read(self, raw: bytes, key: str, symbol: str, second: int | None) -> Quote:
-        quote = self.decode(Quote, raw, key)
-        if quote.symbol is None or (quote.timestamp is None and second is not None):
-            quote = msgspec.structs.replace(
-                quote,
-                symbol=quote.symbol or symbol,
-                timestamp=quote.timestamp if quote.timestamp is not None else second,
-            )
-        return quote
+        return self.decode_filled(Quote, raw, key, symbol=symbol, timestamp=second)
 
     async def get(self, symbol: str, epoch_s: int) -> Quote | None:
         key = quote_key(check_symbol(symbol), epoch_s)

@@ -31,10 +31,7 @@ class SessionStore(BaseStore):
         return session
 
     def _read(self, raw: bytes, key: str, user_id: str) -> Session:
-        session = self.decode(Session, raw, key)
-        if session.user_id is None:
-            session = msgspec.structs.replace(session, user_id=user_id)
-        return session
+        return self.decode_filled(Session, raw, key, user_id=user_id)
 
     async def get(self, user_id: str) -> Session | None:
         key = session_key(check_user(user_id))
