@@ -40,6 +40,10 @@ async def test_cancelled_trade_leaves_no_trace_in_bar_footprints(server, pools, 
     assert got[nine] == {(125000, "b"): 5, (125005, "b"): 2, (125000, "s"): 4}  # no 125005 x3
     bar = flow.hgetall(f"bar:WINZ25:1m:{nine}")
     assert (bar["volume"], bar["buy"], bar["sell"], bar["delta"]) == ("11", "7", "4", "3")
+    # the session VWAP leaves the cancelled trade out too: (125000*5 + 125005*2 + 125000*4 +
+    # 124995*1) / 12
+    vwap = json.loads(redis.Redis(port=server.port, db=3).get("calc:WINZ25:vwap"))
+    assert abs(vwap["value"] - 1_500_005 / 12) < 1e-9
 
 
 async def test_bar_volumes_add_up_to_the_trades(server, pools, settings) -> None:
@@ -99,3 +103,17 @@ def test_footprint_and_indicators_commands(cli, tmp_path) -> None:
     assert missing.returncode == 1 and "no 1m bars for DOL" in missing.stderr
     wrong = cli.smarttrade("footprint", "WIN", "--tf", "7m")
     assert wrong.returncode == 1 and "is not one of" in wrong.stderr
+
+
+def test_cancelled_levels_do_not_stretch_the_ladder(cli, tmp_path) -> None:
+    """A level whose only trade was cancelled holds 0 in the bar's footprint hash: it is not a
+    traded level, so it neither widens the ladder nor moves the POC tie-break."""
+    result = cli.smarttrade(
+        "ingest", "--format", "b3", str(DATA / "b3_trades.txt"), "--dead-letter", str(tmp_path / "d")
+    )
+    assert result.returncode == 0, result.stderr
+    bars = json.loads(cli.smarttrade("footprint", "WINZ25", "--tf", "1m", "--bars", "5", "--json").stdout)
+    nine = sao_paulo_us("2025-11-24T09:00:00") // 1_000_000
+    (bar,) = [b for b in bars if b["start"] == nine]
+    levels = {lv["price"]: (lv["ask"], lv["bid"]) for lv in bar["footprint"]["levels"]}
+    assert levels == {125000.0: (5, 4), 125005.0: (2, 0)}

@@ -43,8 +43,8 @@ def parse_timeframes(text: str) -> dict[str, int]:
         if unit is None or not name[:-1].isdigit() or int(name[:-1]) <= 0:
             raise ValueError(f"timeframe {name!r} is not like 1m, 5m, 15m or 1h")
         seconds = int(name[:-1]) * unit
-        if 3600 % seconds and seconds % 3600:
-            raise ValueError(f"timeframe {name!r} must divide an hour, or be whole hours")
+        if 3600 % seconds and (seconds % 3600 or 86_400 % seconds):
+            raise ValueError(f"timeframe {name!r} must divide an hour, or a day in whole hours")
         out[name] = seconds
     if not out:
         raise ValueError("no timeframes")
@@ -151,6 +151,7 @@ class SymbolAnalytics:
         self.vwap_session = ""
         self.vwap_pv = 0  # sum(price level * qty units): exact integers
         self.vwap_qty = 0
+        self.vwap_key = -1  # (day, session) of the VWAP, as one increasing number
         self.closed_since_save = False  # a bar closed: the indicator state must be saved
 
     # -- state ------------------------------------------------------------------------------
@@ -163,7 +164,7 @@ class SymbolAnalytics:
                        "cum_session": f.cum_session}
                 for name, f in self.frames.items()
             },
-            "vwap": [self.vwap_session, self.vwap_pv, self.vwap_qty],
+            "vwap": [self.vwap_session, self.vwap_pv, self.vwap_qty, self.vwap_key],
         }  # fmt: skip
 
     def indicator_state(self) -> dict[str, Any]:
@@ -178,7 +179,7 @@ class SymbolAnalytics:
                 continue  # a timeframe no longer configured
             frame.bar = None if fs["bar"] is None else Bar(**fs["bar"])
             frame.cum_delta, frame.cum_session = fs["cum_delta"], fs["cum_session"]
-        self.vwap_session, self.vwap_pv, self.vwap_qty = s["vwap"]
+        self.vwap_session, self.vwap_pv, self.vwap_qty, self.vwap_key = s["vwap"]
         for name, state in (indicators or {}).items():
             if name in self.frames:
                 self.frames[name].indicators.load(state)
@@ -197,28 +198,40 @@ class SymbolAnalytics:
         epoch_s = time_us // 1_000_000
         local, day, index, began = self.calendar.locate(epoch_s)
         offset = local - epoch_s
-        live = ~cancel
-        self._vwap(price[live], qty[live], day[live], index[live], ops, int(epoch_s[-1]))
+        self._vwap(price, qty, day, index, cancel, ops, int(epoch_s[-1]))
         for name, frame in self.frames.items():
             aligned = (local // frame.seconds) * frame.seconds
             starts = np.maximum(aligned, day * 86_400 + began) - offset  # back to epoch seconds
             self._frame(name, frame, price, qty, side, starts, day, index, cancel, ops)
         return ops
 
-    def _vwap(self, price, qty, day, index, ops: list[Op], stamp: int) -> None:  # type: ignore[no-untyped-def]
-        if not price.size:
-            return
-        key = day * 16 + (index + 1)  # one number per (day, session)
-        cuts = np.flatnonzero(np.diff(key)) + 1
-        pq = price * qty
+    def _vwap(self, price, qty, day, index, cancel, ops: list[Op], stamp: int) -> None:  # type: ignore[no-untyped-def]
+        """Session VWAP in exact integers. A newer session starts it over; a late trade from an
+        older one counts in the current session (as it does in the bars); a cancel takes its
+        trade out again."""
+        key = day * 16 + (index + 1)  # orders (day, session) in time
+        cuts = np.flatnonzero(np.diff(key) | np.diff(cancel.astype(np.int64))) + 1
+        small = int(price.max()) * int(qty.sum()) < 2**62  # int64 products and sums stay exact
         for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), key.size], strict=True):
-            session = self.calendar.session_name(int(day[a]), int(index[a]))
-            if session != self.vwap_session:
-                self.vwap_session, self.vwap_pv, self.vwap_qty = session, 0, 0
-            self.vwap_pv += int(pq[a:b].sum())
-            self.vwap_qty += int(qty[a:b].sum())
-        value = self.vwap_pv / self.vwap_qty / self.spec.price_scale
-        ops.append(_calc(self.db_calc, self.symbol, "vwap", value, None, stamp, self.calc_ttl))
+            k = int(key[a])
+            if k > self.vwap_key:
+                self.vwap_key = k
+                self.vwap_session = self.calendar.session_name(int(day[a]), int(index[a]))
+                self.vwap_pv = self.vwap_qty = 0
+            if small:
+                pv, q = int(np.dot(price[a:b], qty[a:b])), int(qty[a:b].sum())
+            else:
+                pv = sum(p * v for p, v in zip(price[a:b].tolist(), qty[a:b].tolist(), strict=True))
+                q = sum(qty[a:b].tolist())
+            if cancel[a]:
+                if k != self.vwap_key:
+                    continue  # a cancel of an earlier session's trade: that VWAP is gone
+                pv, q = -pv, -q
+            self.vwap_pv += pv
+            self.vwap_qty += q
+        if self.vwap_qty > 0:
+            value = self.vwap_pv / self.vwap_qty / self.spec.price_scale
+            ops.append(_calc(self.db_calc, self.symbol, "vwap", value, None, stamp, self.calc_ttl))
 
     def _frame(self, name, frame: Frame, price, qty, side, starts, day, index, cancel, ops: list[Op]) -> None:  # type: ignore[no-untyped-def]
         touched: dict[int, Bar] = {}
@@ -284,11 +297,13 @@ class SymbolAnalytics:
                 delta = -q if sd > 0 else q
                 changes = ["volume", -q, "buy" if sd > 0 else "sell", -q, "delta", delta]
                 late.append(("HINCRBY", self.db_bars, key, changes))
+                late.append(("EXPIRE", self.db_bars, key, [BAR_TTL]))
             _add_levels(fp.setdefault(start, {}), price[i : i + 1], qty[i : i + 1], side[i : i + 1], -1)
         for start, bar in touched.items():
             ops.append(("HSET", self.db_bars, bar_key(self.symbol, name, start), self._fields(bar)))
-            if start in created:  # once per bar: its TTL and its place in the list
-                ops.append(("EXPIRE", self.db_bars, bar_key(self.symbol, name, start), [BAR_TTL]))
+            # the TTL with every write: a key evicted or expired meanwhile must not come back forever
+            ops.append(("EXPIRE", self.db_bars, bar_key(self.symbol, name, start), [BAR_TTL]))
+            if start in created:  # once per bar: its place in the list
                 index_key = bar_index_key(self.symbol, name)
                 ops.append(("ZADD", self.db_bars, index_key, [start, start]))
                 ops.append(("ZREMRANGEBYRANK", self.db_bars, index_key, [0, -(BAR_INDEX_MAX + 1)]))
@@ -302,7 +317,6 @@ class SymbolAnalytics:
                     pairs += [f"{'b' if sd > 0 else 's'}:{level}", q]
             if pairs:
                 ops.append(("HINCRBY", self.db_fp, key, pairs))
-            if start in created:
                 ops.append(("EXPIRE", self.db_fp, key, [BAR_TTL]))
 
     @staticmethod
@@ -364,7 +378,8 @@ def _add_levels(out: dict[tuple[int, int], int], price, qty, side, sign: int) ->
         return
     combined = price * 2 + (side > 0)  # level and side in one integer
     keys, inverse = np.unique(combined, return_inverse=True)
-    sums = np.bincount(inverse, weights=qty).astype(np.int64)
+    sums = np.zeros(keys.size, dtype=np.int64)  # integer sums: float weights round past 2**53
+    np.add.at(sums, inverse, qty)
     for k, q in zip(keys.tolist(), sums.tolist(), strict=True):
         key = (k >> 1, 1 if k & 1 else -1)
         out[key] = out.get(key, 0) + sign * q

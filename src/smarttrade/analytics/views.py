@@ -18,6 +18,8 @@ from smarttrade.settings import Settings
 from smarttrade.stores import Stores
 from smarttrade.symbols import spec_for
 
+MAX_LADDER_LEVELS = 20_000
+
 
 @dataclass
 class BarView:
@@ -28,7 +30,7 @@ class BarView:
 
     def as_json(self, price_scale: int) -> dict[str, Any]:
         fp = self.footprint
-        out: dict[str, Any] = {"timeframe": self.timeframe, "start": self.start, **self.fields}
+        out: dict[str, Any] = {**self.fields, "timeframe": self.timeframe, "start": self.start}
         if fp is not None:
             out["footprint"] = {
                 "poc": fp.poc / price_scale,
@@ -92,9 +94,16 @@ async def recent_bars(
                 side, _, level = name.decode().partition(":")
                 entry = volumes.setdefault(int(level), [0, 0])
                 entry[0 if side == "b" else 1] += int(value)
+            traded = {k: (b, s) for k, (b, s) in volumes.items() if b > 0 or s > 0}  # cancels leave 0s
             footprint = None
-            if any(b or s for b, s in volumes.values()):
-                levels, buy, sell = dense({k: (b, s) for k, (b, s) in volumes.items()}, spec.tick_units)
+            if traded:
+                span = (max(traded) - min(traded)) // spec.tick_units + 1
+                if span > MAX_LADDER_LEVELS:
+                    raise ValueError(
+                        f"{symbol} {timeframe} bar {start} spans {span} levels (a bad print?); "
+                        f"the ladder shows at most {MAX_LADDER_LEVELS}"
+                    )
+                levels, buy, sell = dense(traded, spec.tick_units)
                 footprint = metrics(levels, buy, sell, params)
             out.append(BarView(timeframe, start, fields, footprint))
     return out
@@ -104,12 +113,16 @@ async def forming_peek(pools: RedisPools, settings: Settings, symbol: str) -> di
     """Per timeframe, indicator values as if the forming bar closed now (from the newest saved
     ingest state of the symbol); empty when no ingester has saved one."""
     client = pools.client(settings.db(Store.QUOTES))
-    best: tuple[int, bytes, bytes | None] | None = None
+    best: tuple[int, bytes, bytes | None] | None = None  # the source with the newest forming bar
     with redis_errors(pools.url):
         async for key in client.scan_iter(match=f"{CHECKPOINT_PREFIX}:*:{symbol}", count=500):
-            ordinal, state, indicators = await client.hmget(key, "ordinal", "analytics", "indicators")
-            if state and (best is None or int(ordinal or 0) > best[0]):
-                best = (int(ordinal or 0), state, indicators)
+            state, indicators = await client.hmget(key, "analytics", "indicators")
+            if not state:
+                continue
+            frames = msgspec.json.decode(state)["frames"].values()
+            newest = max((f["bar"]["start"] for f in frames if f["bar"]), default=0)
+            if best is None or newest > best[0]:
+                best = (newest, state, indicators)
     if best is None:
         return {}
     s = settings

@@ -144,20 +144,28 @@ class Engine:
             async for key in self.redis.scan_iter(match=glob_escape(prefix) + "*", count=500):
                 name = key.decode(errors="surrogateescape")
                 values = await self.redis.hmget(name, "seq", "ordinal", "analytics", "indicators")
+                symbol = name[len(prefix) :]
                 if values[0] is not None:
-                    symbol = name[len(prefix) :]
                     found[symbol] = Checkpoint(int(values[0]), int(values[1] or 0))
-                    if values[2]:
-                        indicators = msgspec.json.decode(values[3]) if values[3] else None
-                        saved[symbol] = (msgspec.json.decode(values[2]), indicators)
+                if values[2]:
+                    indicators = msgspec.json.decode(values[3]) if values[3] else None
+                    saved[symbol] = (msgspec.json.decode(values[2]), indicators)
         return found, saved
 
-    async def reset(self) -> int:
-        """Forget this source's checkpoints (the data it wrote stays until its TTLs)."""
+    async def reset(self, keep_analytics: bool = False) -> int:
+        """Forget this source's checkpoints (the data it wrote stays until its TTLs).
+
+        ``keep_analytics`` keeps the forming bars and indicator recursions: a live feed that
+        starts again carries on the bar it was in instead of overwriting it.
+        """
         await self.load_checkpoints()
         with redis_errors(self.pools.url):
             for symbol in self.checkpoints:
-                await self.redis.unlink(f"{CHECKPOINT_PREFIX}:{self.source}:{symbol}")
+                key = checkpoint_key(self.source, symbol)
+                if keep_analytics:
+                    await self.redis.hdel(key, "seq", "ordinal")
+                else:
+                    await self.redis.unlink(key)
         count = len(self.checkpoints)
         self.checkpoints = {}
         return count

@@ -145,7 +145,7 @@ async def run_feed(
     while True:
         engine = Engine(pools, settings, feed.name, on_wait=on_wait)
         if reset or feed.live:
-            await engine.reset()
+            await engine.reset(keep_analytics=feed.live and not reset)
             reset = False
         await engine.load_checkpoints()
         dead = DeadLetters(dead_letter, feed.name)
