@@ -58,6 +58,11 @@ async def test_bar_volumes_add_up_to_the_trades(server, pools, settings) -> None
         starts = bars.zrange(f"bars:WDO:{tf}", 0, -1)
         assert sum(int(bars.hget(f"bar:WDO:{tf}:{s}", "volume")) for s in starts) == total
         assert sum(sum(v.values()) for v in bar_footprints(server, "WDO", tf).values()) == total
+        # every bar, bar footprint and bar list expires (BAR_TTL, two days)
+        fps = redis.Redis(port=server.port, db=2)
+        assert all(0 < bars.ttl(f"bar:WDO:{tf}:{s}") <= 2 * 86_400 for s in starts)
+        assert all(0 < fps.ttl(f"fpbar:WDO:{tf}:{s}") <= 2 * 86_400 for s in starts)
+        assert 0 < bars.ttl(f"bars:WDO:{tf}") <= 2 * 86_400
 
 
 async def test_sessions_are_kept_apart(server, pools, settings, tmp_path) -> None:

@@ -296,13 +296,13 @@ class SymbolAnalytics:
                 key = bar_key(self.symbol, name, start)
                 delta = -q if sd > 0 else q
                 changes = ["volume", -q, "buy" if sd > 0 else "sell", -q, "delta", delta]
-                late.append(("HINCRBY", self.db_bars, key, changes))
-                late.append(("EXPIRE", self.db_bars, key, [BAR_TTL]))
+                late.append(("HINCRBYEX", self.db_bars, key, [BAR_TTL, *changes]))
             _add_levels(fp.setdefault(start, {}), price[i : i + 1], qty[i : i + 1], side[i : i + 1], -1)
         for start, bar in touched.items():
-            ops.append(("HSET", self.db_bars, bar_key(self.symbol, name, start), self._fields(bar)))
             # the TTL with every write: a key evicted or expired meanwhile must not come back forever
-            ops.append(("EXPIRE", self.db_bars, bar_key(self.symbol, name, start), [BAR_TTL]))
+            ops.append(
+                ("HSETEX", self.db_bars, bar_key(self.symbol, name, start), [BAR_TTL, *self._fields(bar)])
+            )
             if start in created:  # once per bar: its place in the list
                 index_key = bar_index_key(self.symbol, name)
                 ops.append(("ZADD", self.db_bars, index_key, [start, start]))
@@ -316,8 +316,7 @@ class SymbolAnalytics:
                 if q:
                     pairs += [f"{'b' if sd > 0 else 's'}:{level}", q]
             if pairs:
-                ops.append(("HINCRBY", self.db_fp, key, pairs))
-                ops.append(("EXPIRE", self.db_fp, key, [BAR_TTL]))
+                ops.append(("HINCRBYEX", self.db_fp, key, [BAR_TTL, *pairs]))
 
     @staticmethod
     def _add_volume(frame: Frame, bar: Bar, buy: int, sell: int, trades: int) -> None:

@@ -177,12 +177,13 @@ return 1
 #       the commit's volume in that second, the rest, timestamp), nb trade lists,
 #       3*nl (price, buy, sell), nc trades to cancel (each exactly as written to its bucket), and
 #       no analytics ops, one string each: command, db and arguments joined by \031 (its key is in
-#       KEYS); HINCRBY takes field, amount pairs.
+#       KEYS); HINCRBY takes field, amount pairs; HSETEX and HINCRBYEX take a TTL first and set it
+#       after the write.
 INGEST_COMMIT = (
     LIB
     + r"""
 local ALLOWED_OPS = {HSET = true, HINCRBY = true, EXPIRE = true, ZADD = true, ZREMRANGEBYRANK = true,
-  SET = true}
+  SET = true, HSETEX = true, HINCRBYEX = true}
 local seq, ordinal = tonumber(ARGV[1]), ARGV[2]
 local dbq, dbo, dbf = string.match(ARGV[3], '(%d+) (%d+) (%d+)')
 local ttl_q, ttl_o, ttl_f, ttl_last = string.match(ARGV[4], '(%d+) (%d+) (%d+) (%d+)')
@@ -338,11 +339,16 @@ for i = 1, no do
     redis.call('SELECT', op[2])
     selected = op[2]
   end
-  if op[1] == 'HINCRBY' then  -- field, amount pairs
-    for j = 3, #op, 2 do redis.call('HINCRBY', key, op[j], op[j + 1]) end
-  else
-    redis.call(op[1], key, unpack(op, 3))
+  local command, first = op[1], 3
+  if command == 'HSETEX' or command == 'HINCRBYEX' then  -- ours: the TTL first, then as below
+    command, first = string.sub(command, 1, -3), 4
   end
+  if command == 'HINCRBY' then  -- field, amount pairs
+    for j = first, #op, 2 do redis.call('HINCRBY', key, op[j], op[j + 1]) end
+  else
+    redis.call(command, key, unpack(op, first))
+  end
+  if first == 4 then redis.call('EXPIRE', key, op[3]) end
 end
 
 redis.call('SELECT', dbq)
