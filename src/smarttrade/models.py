@@ -75,7 +75,6 @@ class AlertRule(Struct, forbid_unknown_fields=True):
 
 Theme = Literal["dark", "light"]
 Watchlist = Annotated[list[Symbol], Meta(max_length=500)]
-Alerts = dict[Symbol, AlertRule]
 
 T = TypeVar("T")
 _encoder = msgspec.json.Encoder()

@@ -14,7 +14,6 @@ from smarttrade.feeds.record import TradeRecord
 
 # Where a trade's side came from.
 SIDE_SOURCE, SIDE_QUOTE, SIDE_TICK, SIDE_DEFAULT = 0, 1, 2, 3
-SIDE_SOURCE_NAMES = ("source", "quote", "tick", "default")
 SIDE_SOURCE_LETTERS = "sqtd"
 
 

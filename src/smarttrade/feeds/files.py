@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +77,3 @@ def parse_lines(parser: LineParser, lines: Iterator[Line]) -> Iterator[Parsed]:
         else:
             if record is not None:
                 yield Parsed(line, record=record)
-
-
-ParserFactory = Callable[[], LineParser]

@@ -126,6 +126,3 @@ class Normalizer:
             self.skipped += 1
             return
         self.builder.add(rec, side, source, ordinal)
-
-
-__all__ = ["SIDE_TICK", "Normalizer", "SymbolState", "classify"]
