@@ -75,6 +75,25 @@ BAD_VALUES = [
     ("SMARTTRADE_STACKED_LEVELS", "two", "must be a whole number from 1"),
     ("SMARTTRADE_VALUE_AREA", "1.5", "must be between 0 and 1"),
     ("SMARTTRADE_SYMBOLS", "BTCUSDT:0.1:6,ETH:x:2", "TICK is a decimal"),
+    ("REDIS_RENAMED_COMMANDS", "CONFIG", "'CONFIG' is not COMMAND=NEW_NAME"),
+    ("REDIS_RENAMED_COMMANDS", "CONFIG=a b", "is not COMMAND=NEW_NAME"),
+    ("SMARTTRADE_BACKUP_KEEP", "0", "must be a whole number from 1"),
+    *[
+        (f"SMARTTRADE_ALERT_MEMORY_{level}", v, "must be a size such as 400mb or a percentage")
+        for level in ("WARN", "CRIT")
+        for v in ("lots", "0%", "101%", "-5%")
+    ],
+    *[
+        (f"SMARTTRADE_ALERT_CLIENTS_{level}", "0", "must be a whole number from 1")
+        for level in ("WARN", "CRIT")
+    ],
+    *[(f"SMARTTRADE_ALERT_HIT_RATE_{level}", "80", "must be between 0 and 1") for level in ("WARN", "CRIT")],
+    *[(f"SMARTTRADE_ALERT_OPS_{level}", "-1", "must be a whole number from 1") for level in ("WARN", "CRIT")],
+    *[
+        (f"SMARTTRADE_ALERT_BACKUP_{level}_HOURS", v, "must be")
+        for level in ("WARN", "CRIT")
+        for v in ("0", "never", "99999")
+    ],
     ("REDIS_URL", "http://localhost:6380", "scheme must be redis://, rediss:// or unix://"),
     ("REDIS_URL", "redis://localhost:port", "cannot parse"),
     ("REDIS_URL", "redis://", "no host"),
@@ -100,7 +119,10 @@ def test_bad_values_name_the_variable(
 
 def test_every_variable_is_checked() -> None:
     tested = {var for var, _, _ in BAD_VALUES}
-    assert tested == {name.upper() for name in Settings.model_fields} - {"SMARTTRADE_DATA_DIR"}
+    assert tested == {name.upper() for name in Settings.model_fields} - {
+        "SMARTTRADE_DATA_DIR",
+        "SMARTTRADE_BACKUP_DIR",
+    }
 
 
 @pytest.mark.parametrize(

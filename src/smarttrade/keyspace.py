@@ -77,7 +77,56 @@ CHANNEL_PREFIX = "trades"
 BAR_PREFIX = "bar"
 BAR_INDEX_PREFIX = "bars"
 BAR_FOOTPRINT_PREFIX = "fpbar"
+BAR_TTL = 2 * 86_400  # bars and their footprints
+# Operations (docs/operations.md), in the quotes db: per-store hit counters that our processes
+# publish, running ingesters' figures, and the last alerts check. All expire.
+OPS_PREFIX = "ops"
+STORE_HITS_KEY = f"{OPS_PREFIX}:storehits"  # hash STORE:hits / STORE:misses
+INGEST_STATS_PREFIX = f"{OPS_PREFIX}:ingest"  # hash per running ingester source
+ALERTS_KEY = f"{OPS_PREFIX}:alerts"  # hash: the counters the last `smarttrade alerts` saw
+OPS_TTL = 7 * 86_400
+INGEST_STATS_TTL = 30  # gone half a minute after its ingester stops
 SOURCE_RE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyFamily:
+    """Keys sharing a prefix: which store's database holds them and how long they should live.
+
+    ``ttl`` None with ``must_expire`` means the store's TTL setting; ``must_expire`` False marks
+    keys that are permanent on purpose (user settings, ingest checkpoints).
+    """
+
+    prefix: str
+    store: Store
+    must_expire: bool
+    ttl: int | None = None
+
+
+FAMILIES: tuple[KeyFamily, ...] = (
+    *(KeyFamily(s.prefix, s.store, s.market_data) for s in SPECS.values()),
+    KeyFamily(LAST_QUOTE_PREFIX, Store.QUOTES, True, LAST_QUOTE_TTL),
+    KeyFamily(CHECKPOINT_PREFIX, Store.QUOTES, False),
+    KeyFamily(OPS_PREFIX, Store.QUOTES, True, OPS_TTL),
+    KeyFamily(STREAM_PREFIX, Store.ORDERFLOW, True),
+    KeyFamily(BAR_PREFIX, Store.ORDERFLOW, True, BAR_TTL),
+    KeyFamily(BAR_INDEX_PREFIX, Store.ORDERFLOW, True, BAR_TTL),
+    KeyFamily(BAR_FOOTPRINT_PREFIX, Store.FOOTPRINT, True, BAR_TTL),
+)
+
+
+def families(store: Store) -> list[KeyFamily]:
+    """The store's own prefix first, then the extra keys kept in its database."""
+    return [f for f in FAMILIES if f.store is store]
+
+
+def family_of(key: str, store: Store) -> KeyFamily | None:
+    """The family of ``key`` within ``store``'s database; None for a key that is not ours."""
+    for fam in sorted(families(store), key=lambda f: -len(f.prefix)):  # ingest:checkpoint before ingest
+        if key.startswith(fam.prefix + ":"):
+            return fam
+    return None
+
 
 _GLOB_SPECIALS = "\\*?[]"
 

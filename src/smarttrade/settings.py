@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import parse_qs, urlsplit
 
-from pydantic import BeforeValidator, ValidationError
+from pydantic import BeforeValidator, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from smarttrade.analytics.bars import parse_timeframes
@@ -78,6 +78,53 @@ def _memory(value: object) -> str:
     if not _MEMORY_RE.match(text):
         raise ValueError(f"must be a Redis memory size such as 512mb, 2gb or 1073741824 (got {text!r})")
     return text
+
+
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2, "g": 1000**3, "gb": 1024**3}
+
+
+def memory_bytes(text: str) -> int:
+    """A Redis memory size in bytes, with redis.conf's units (1k = 1000, 1kb = 1024)."""
+    number = text.rstrip("bkmgBKMG")
+    return int(number) * _UNITS[text[len(number) :].lower()]
+
+
+def _threshold_memory(value: object) -> str:
+    """A memory alert level: a size (400mb) or a share of maxmemory (90%)."""
+    text = _as_text(value)
+    if text.endswith("%"):
+        number = _whole(text[:-1])
+        if number is None or not 1 <= number <= 100:
+            raise ValueError(
+                f"must be a size such as 400mb or a percentage of maxmemory from 1% to 100% (got {text!r})"
+            )
+        return text
+    if not _MEMORY_RE.match(text):
+        raise ValueError(
+            f"must be a size such as 400mb or a percentage of maxmemory from 1% to 100% (got {text!r})"
+        )
+    return text
+
+
+_COMMAND_RE = re.compile(r"^[A-Za-z]{1,32}$")
+_RENAMED_RE = re.compile(r"^[A-Za-z0-9_.-]{0,64}$")
+
+
+def _renamed(value: object) -> str:
+    """``CONFIG=cfg-9f2,FLUSHDB=`` : what each command is called on this server (empty: disabled)."""
+    text = _as_text(value)
+    for item in filter(None, (i.strip() for i in text.split(","))):
+        name, eq, renamed = item.partition("=")
+        if not eq or not _COMMAND_RE.match(name.strip()) or not _RENAMED_RE.match(renamed.strip()):
+            raise ValueError(f"{item!r} is not COMMAND=NEW_NAME (an empty NEW_NAME means disabled)")
+    return text
+
+
+def _hours(value: object) -> float:
+    number = _ratio(value)
+    if number > 24 * 366:
+        raise ValueError(f"must be at most a year of hours (got {_as_text(value)!r})")
+    return number
 
 
 _PASSWORD_RE = re.compile(r"(//[^/@:]*:)[^@/]*@")
@@ -170,6 +217,9 @@ Sessions = Annotated[str, BeforeValidator(_sessions)]
 Ratio = Annotated[float, BeforeValidator(_ratio)]
 Fraction = Annotated[float, BeforeValidator(_fraction)]
 Count = Annotated[int, BeforeValidator(_count)]
+MemoryLevel = Annotated[str, BeforeValidator(_threshold_memory)]
+RenamedCommands = Annotated[str, BeforeValidator(_renamed)]
+Hours = Annotated[float, BeforeValidator(_hours)]
 
 
 def _default_data_dir() -> Path:
@@ -208,6 +258,50 @@ class Settings(BaseSettings):
     smarttrade_imbalance_min_volume: Count = 5
     smarttrade_stacked_levels: Count = 3
     smarttrade_value_area: Fraction = 0.70
+    # Operations (docs/operations.md). Commands renamed or disabled in the server's redis.conf.
+    redis_renamed_commands: RenamedCommands = ""
+    smarttrade_backup_dir: Path | None = None  # default: DATA_DIR/backups
+    smarttrade_backup_keep: Count = 7
+    # The runbook's alert thresholds, each with a warning and a critical level.
+    smarttrade_alert_memory_warn: MemoryLevel = "400mb"
+    smarttrade_alert_memory_crit: MemoryLevel = "90%"
+    smarttrade_alert_clients_warn: Count = 50
+    smarttrade_alert_clients_crit: Count = 100
+    smarttrade_alert_hit_rate_warn: Fraction = 0.80
+    smarttrade_alert_hit_rate_crit: Fraction = 0.50
+    smarttrade_alert_ops_warn: Count = 1000
+    smarttrade_alert_ops_crit: Count = 50_000
+    smarttrade_alert_backup_warn_hours: Hours = 26
+    smarttrade_alert_backup_crit_hours: Hours = 50
+
+    @model_validator(mode="after")
+    def _levels_in_order(self) -> Settings:
+        """A critical level the warning level cannot reach first would make the warning silent."""
+        pairs = (
+            ("clients", self.smarttrade_alert_clients_warn, self.smarttrade_alert_clients_crit, 1),
+            ("ops", self.smarttrade_alert_ops_warn, self.smarttrade_alert_ops_crit, 1),
+            ("backup", self.smarttrade_alert_backup_warn_hours, self.smarttrade_alert_backup_crit_hours, 1),
+            ("hit_rate", self.smarttrade_alert_hit_rate_warn, self.smarttrade_alert_hit_rate_crit, -1),
+        )
+        for name, warn, crit, direction in pairs:
+            if (crit - warn) * direction < 0:
+                suffix = "_HOURS" if name == "backup" else ""
+                word = "at least" if direction > 0 else "at most"
+                warn_var = f"SMARTTRADE_ALERT_{name.upper()}_WARN{suffix}"
+                raise SettingsError(
+                    f"SMARTTRADE_ALERT_{name.upper()}_CRIT{suffix}",
+                    f"must be {word} the warning level, {warn_var} ({warn:g})",
+                )
+        return self
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.smarttrade_backup_dir or self.smarttrade_data_dir / "backups"
+
+    def renamed(self) -> dict[str, str]:
+        """Upper-case command -> its name on the server ("" when disabled)."""
+        pairs = (i.partition("=") for i in self.redis_renamed_commands.split(",") if i.strip())
+        return {name.strip().upper(): new.strip() for name, _, new in pairs}
 
     def db(self, store: Store | StoreSpec) -> int:
         spec = store if isinstance(store, StoreSpec) else SPECS[store]

@@ -22,11 +22,10 @@ import numpy as np
 
 from smarttrade.analytics.calendar import REGULAR, Calendar
 from smarttrade.analytics.indicators import Atr, Bollinger, Ema, Macd, Rsi, Sma
-from smarttrade.keyspace import bar_footprint_key, bar_index_key, bar_key, calc_key
+from smarttrade.keyspace import BAR_TTL, bar_footprint_key, bar_index_key, bar_key, calc_key
 from smarttrade.symbols import SymbolSpec
 
 TIMEFRAMES = {"1m": 60, "5m": 300, "15m": 900}
-BAR_TTL = 2 * 86_400  # bars and their footprints
 BAR_INDEX_MAX = 5_000  # bars listed per symbol and timeframe
 PRIMARY_TF = "1m"  # calc:SYMBOL:rsi is RSI 14 on these closes
 

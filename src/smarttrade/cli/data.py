@@ -1,81 +1,34 @@
-"""The ``smarttrade`` command line (Typer + Rich).
-
-Expected failures (Redis unreachable, a bad setting, a bad key) print one line and exit non-zero;
-only a bug shows a traceback.
-"""
+"""Data commands: status, stats, get, demo, ingest, footprint, indicators."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
-import signal
-import sys
-from collections.abc import Awaitable, Callable
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import msgspec
 import typer
-from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
 from smarttrade.analytics.views import BarView, forming_peek, indicator_values, recent_bars
+from smarttrade.cli.common import JsonOpt, admin_for, app, dump, err, human_bytes, out, run
 from smarttrade.demo import DemoStats, run_demo
 from smarttrade.errors import SmartTradeError
 from smarttrade.feeds.synthetic import synthetic_symbols
 from smarttrade.ingest.run import RunResult, run_feed
 from smarttrade.ingest.sources import Format, file_feed, synthetic_feed
-from smarttrade.ops import health
+from smarttrade.keyspace import Store
+from smarttrade.ops import health, keys
 from smarttrade.progress import IngestProgress, summary
-from smarttrade.runtime import Runtime, connect
-from smarttrade.settings import load_settings
+from smarttrade.runtime import Runtime
 from smarttrade.symbols import check_symbol, spec_for
 from smarttrade.symbols import register as register_symbols
 from smarttrade.views import indicator_table, ladder
-
-app = typer.Typer(
-    help="Smart-Trade real-time market-data layer on Redis.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-T = TypeVar("T")
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines instead of tables.")]
-
-
-def _run(job: Callable[[Runtime], Awaitable[T]]) -> T:
-    """Load settings, connect, run ``job``; expected failures become one line and an exit code."""
-
-    async def main() -> T:
-        # SIGTERM/SIGHUP end the command like Ctrl-C does, so an embedded server we started is
-        # stopped cleanly instead of being left behind.
-        task = asyncio.current_task()
-        assert task is not None
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            loop.add_signal_handler(sig, task.cancel)
-        async with connect(load_settings()) as rt:
-            return await job(rt)
-
-    try:
-        return asyncio.run(main())
-    except SmartTradeError as exc:
-        err.print(str(exc), markup=False, highlight=False)
-        raise typer.Exit(exc.exit_code) from None
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        raise typer.Exit(130) from None
-
-
-def _dump(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
 
 
 @app.command()
@@ -85,9 +38,9 @@ def status(as_json: JsonOpt = False) -> None:
     async def job(rt: Runtime) -> health.Status:
         return await health.status(rt.pools, rt.settings, rt.where)
 
-    st = _run(job)
+    st = run(job)
     if as_json:
-        _dump(msgspec.to_builtins(st))
+        dump(msgspec.to_builtins(st))
         return
     mem = st.used_memory_human
     if st.maxmemory:
@@ -128,17 +81,48 @@ def _keys_table(rows: list[health.StoreKeys], title: str = "keys per store") -> 
 
 
 @app.command()
-def stats(as_json: JsonOpt = False) -> None:
-    """Keys per store by name, expiring vs persistent (INFO keyspace, no scan)."""
+def stats(
+    sample: Annotated[
+        int, typer.Option(min=0, max=100_000, help="Keys per store to sample for memory and TTLs (0: none).")
+    ] = 200,
+    as_json: JsonOpt = False,
+) -> None:
+    """Keys per store (INFO keyspace), with memory and TTLs estimated from a SCAN sample."""
 
-    async def job(rt: Runtime) -> list[health.StoreKeys]:
-        return await health.store_keys(rt.pools, rt.settings)
+    async def job(rt: Runtime) -> tuple[list[health.StoreKeys], dict[Store, keys.StoreSample]]:
+        rows = await health.store_keys(rt.pools, rt.settings)
+        samples = {}
+        if sample:
+            admin = admin_for(rt)
+            for row in rows:
+                client = rt.pools.client(row.db)
+                samples[row.store] = await keys.store_sample(admin, client, row.store, row.keys, sample)
+        return rows, samples
 
-    rows = _run(job)
+    rows, samples = run(job)
     if as_json:
-        _dump([{**msgspec.to_builtins(r), "persistent": r.persistent} for r in rows])
-    else:
-        out.print(_keys_table(rows))
+        out_rows = []
+        for r in rows:
+            item = {**msgspec.to_builtins(r), "persistent": r.persistent}
+            if r.store in samples:
+                item.update(samples[r.store].as_json())
+            out_rows.append(item)
+        dump(out_rows)
+        return
+    out.print(_keys_table(rows))
+    if samples:
+        out.print(_sample_table(samples, sample))
+
+
+def _sample_table(samples: dict[Store, keys.StoreSample], size: int) -> Table:
+    table = Table(title=f"memory and TTLs, estimated from up to {size} keys per store")
+    for col in ("store", "sampled", "memory (estimate)", "TTL left: median", "no TTL (should have)"):
+        table.add_column(col, justify="left" if col == "store" else "right")
+    for store, smp in samples.items():
+        mem = "n/a (MEMORY denied)" if smp.memory is None else human_bytes(smp.memory.estimate_bytes)
+        table.add_row(store.value, f"{smp.ttl.keys:,}", mem, smp.median_ttl_label(), f"{smp.ttl.missing:,}")
+    table.caption = "MEMORY USAGE over a SCAN sample, scaled to the db's key count: an estimate"
+    return table
 
 
 @app.command()
@@ -154,12 +138,12 @@ def get(
         except ValueError as exc:
             raise SmartTradeError(str(exc)) from None
 
-    kv = _run(job)
+    kv = run(job)
     if kv.value is None:
         err.print(f"{key}: not found (store {kv.store.value}, db {kv.db})", markup=False)
         raise typer.Exit(1)
     if as_json:
-        _dump(kv.value)
+        dump(kv.value)
         return
     ttl = "no TTL" if kv.ttl == -1 else f"TTL {kv.ttl} s"
     err.print(Text(f"{key}  store {kv.store.value}, db {kv.db}, {ttl}", style="dim"))
@@ -185,8 +169,10 @@ def demo(
     rate: Annotated[float, typer.Option(min=0.1, max=100_000, help="Trades/s per symbol.")] = 50,
     seed: Annotated[int, typer.Option(help="Random seed, for a repeatable feed.")] = 1,
 ) -> None:
-    """Run the demo: a private Redis (unless REDIS_URL is set), the live synthetic B3 feed through
-    the ingest engine, and a demo user."""
+    """Run the demo: a live synthetic B3 feed through the ingest engine, and a demo user.
+
+    Uses a private Redis unless REDIS_URL is set.
+    """
     symbol_list = _symbols(symbols)
 
     async def job(rt: Runtime) -> tuple[DemoStats, list[health.StoreKeys]]:
@@ -232,7 +218,7 @@ def demo(
         keys = await health.store_keys(rt.pools, rt.settings)
         return result, keys
 
-    result, keys = _run(job)
+    result, keys = run(job)
     ing = result.ingest
     out.print(
         f"done: {ing.trades:,} trades in {result.elapsed:.1f} s through the ingest engine, "
@@ -350,10 +336,10 @@ def ingest(
                 on_wait=bar.wait,
             )
 
-    result = _run(job)
+    result = run(job)
     if as_json:
         stats = dict(vars(result.stats), elapsed=result.stats.elapsed)
-        _dump(
+        dump(
             {
                 **stats,
                 "rejected": result.rejected,
@@ -382,10 +368,10 @@ def footprint(
         except ValueError as exc:
             raise SmartTradeError(str(exc)) from None
 
-    views = _run(job)
+    views = run(job)
     scale = spec_for(symbol).price_scale
     if as_json:
-        _dump([v.as_json(scale) for v in views])
+        dump([v.as_json(scale) for v in views])
         return
     if not views:
         err.print(f"no {tf} bars for {symbol} (run an ingest or the demo first)", markup=False)
@@ -405,19 +391,11 @@ def indicators(
     async def job(rt: Runtime) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         return await indicator_values(rt.stores, symbol), await forming_peek(rt.pools, rt.settings, symbol)
 
-    closed, peek = _run(job)
+    closed, peek = run(job)
     if as_json:
-        _dump({"closed": closed, "forming": peek})
+        dump({"closed": closed, "forming": peek})
         return
     if not closed:
         err.print(f"no indicators for {symbol} yet (they follow closed regular-session bars)", markup=False)
         raise typer.Exit(1)
     out.print(indicator_table(symbol, closed, peek))
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,96 @@
+"""What every command shares: the Typer app, the consoles, and ``run`` (errors -> one line)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+
+from smarttrade.errors import SmartTradeError
+from smarttrade.keyspace import Store
+from smarttrade.ops.server import Admin
+from smarttrade.runtime import Runtime, connect
+from smarttrade.settings import load_settings
+
+app = typer.Typer(
+    help="Smart-Trade real-time market-data layer on Redis.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+T = TypeVar("T")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines instead of tables.")]
+StoreArg = Annotated[
+    Store, typer.Argument(help="The store: quotes, orderflow, footprint, calc, sessions or config.")
+]
+
+
+def admin_for(rt: Runtime) -> Admin:
+    """Ops commands talk to the server through the quotes db's pool, with its command names."""
+    return Admin(rt.pools.client(rt.settings.db(Store.QUOTES)), rt.settings, rt.url)
+
+
+def run_async(main: Callable[[], Awaitable[T]]) -> T:
+    """Run ``main`` with SIGTERM/SIGHUP acting as Ctrl-C; expected failures become one line."""
+
+    async def wrapped() -> T:
+        # SIGTERM/SIGHUP end the command like Ctrl-C does, so an embedded server we started is
+        # stopped cleanly instead of being left behind.
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(sig, task.cancel)
+        return await main()
+
+    try:
+        return asyncio.run(wrapped())
+    except SmartTradeError as exc:
+        fail(str(exc), exc.exit_code)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        raise typer.Exit(130) from None
+
+
+def run(job: Callable[[Runtime], Awaitable[T]]) -> T:
+    """Load settings, connect, run ``job``; expected failures become one line and an exit code."""
+
+    async def main() -> T:
+        async with connect(load_settings()) as rt:
+            return await job(rt)
+
+    return run_async(main)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(message, markup=False, highlight=False)
+    raise typer.Exit(code)
+
+
+def dump(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if abs(n) < 1024:
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n:,.1f} GiB"
+
+
+def confirm(question: str) -> bool:
+    """Ask on stderr; no answer (no terminal, end of input) counts as no."""
+    try:
+        return typer.confirm(question, default=False, err=True)
+    except typer.Abort:
+        err.print()
+        return False

@@ -1,0 +1,427 @@
+"""Inspect and watch: info, keys, ttl, slowlog, latency, monitor, alerts, exporter."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import redis.exceptions as rexc
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from smarttrade.cli.common import JsonOpt, StoreArg, admin_for, app, dump, err, fail, human_bytes, out, run
+from smarttrade.ops import alerts, inspect, keys, published
+from smarttrade.ops.backup import newest_age_s
+from smarttrade.ops.sample import rates, take
+from smarttrade.ops.watch import Observation, Watcher
+from smarttrade.progress import counting
+from smarttrade.runtime import Runtime
+
+LEVEL_STYLE = {alerts.Level.OK: "green", alerts.Level.WARNING: "yellow", alerts.Level.CRITICAL: "bold red"}
+
+
+def _ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+_BYTES = ("used_memory", "used_memory_rss", "used_memory_peak", "maxmemory", "total_system_memory")
+
+
+def _info_table(section: str, data: dict[str, Any]) -> Table:
+    table = Table(title=f"INFO {section}", show_header=False)
+    table.add_column("field", style="cyan", no_wrap=True)
+    table.add_column("value")
+    for name, value in data.items():
+        shown = str(value)
+        if name in _BYTES and isinstance(value, int):
+            shown = f"{value:,} ({human_bytes(value)})"
+        elif isinstance(value, dict):
+            shown = ", ".join(f"{k}={v}" for k, v in value.items())
+        table.add_row(name, shown)
+    return table
+
+
+def _fragmentation(data: dict[str, Any]) -> Table:
+    table = Table(title="fragmentation")
+    for col in ("ratio", "value", "what it means"):
+        table.add_column(col)
+    table.add_row(
+        "mem_fragmentation_ratio",
+        str(data.get("mem_fragmentation_ratio", "?")),
+        "RSS / used: includes freed pages the OS has not taken back; near 1 at rest, high after a purge",
+    )
+    table.add_row(
+        "allocator_frag_ratio",
+        str(data.get("allocator_frag_ratio", "n/a (Redis < 4 or not jemalloc)")),
+        "jemalloc's own fragmentation: what activedefrag can fix; above 1.2 is worth a look",
+    )
+    return table
+
+
+@app.command()
+def info(
+    sections: Annotated[
+        list[str] | None,
+        typer.Argument(help="server, clients, memory, stats, persistence, replication (default: all)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """INFO sections as readable tables; memory adds the two fragmentation ratios side by side."""
+    wanted = sections or list(inspect.SECTIONS)
+    for s in wanted:
+        if s not in inspect.SECTIONS:
+            raise typer.BadParameter(
+                f"{s!r} is not one of {', '.join(inspect.SECTIONS)}", param_hint="SECTIONS"
+            )
+
+    async def job(rt: Runtime) -> dict[str, dict[str, Any]]:
+        admin = admin_for(rt)
+        return {s: await inspect.info_section(admin, s) for s in wanted}
+
+    data = run(job)
+    if as_json:
+        dump(data)
+        return
+    for section, fields in data.items():
+        out.print(_info_table(section, fields))
+        if section == "memory":
+            out.print(_fragmentation(fields))
+
+
+Limit = Annotated[int, typer.Option(min=1, max=100_000, help="Show about this many keys.")]
+
+
+@app.command("keys")
+def keys_cmd(
+    store: StoreArg,
+    pattern: Annotated[str | None, typer.Option(help="SCAN MATCH pattern, e.g. 'quote:DOL:*'.")] = None,
+    limit: Limit = 50,
+    cursor: Annotated[int, typer.Option(min=0, help="Continue from the cursor a previous page printed.")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Browse a store's keys with their type and TTL: SCAN with a COUNT, paged (never KEYS)."""
+
+    async def job(rt: Runtime) -> keys.KeyPage:
+        client = rt.pools.client(rt.settings.db(store))
+        return await keys.browse(client, rt.url, store, pattern, limit, cursor)
+
+    page = run(job)
+    if as_json:
+        dump(
+            {"keys": [{"key": r.key, "type": r.type, "ttl": r.ttl} for r in page.rows], "cursor": page.cursor}
+        )
+        return
+    table = Table(title=f"{store.value} keys" + (f" matching {pattern}" if pattern else ""))
+    table.add_column("key", overflow="fold")
+    table.add_column("type")
+    table.add_column("TTL", justify="right")
+    for row in page.rows:
+        table.add_row(row.key, row.type, "none" if row.ttl == -1 else f"{row.ttl} s")
+    out.print(table)
+    if page.cursor:
+        err.print(
+            f"more: smarttrade keys {store.value} --cursor {page.cursor}"
+            + (f" --pattern '{pattern}'" if pattern else "")
+        )
+    else:
+        err.print(f"{len(page.rows)} keys; the scan is complete")
+
+
+def ttl_table(report: keys.TtlReport) -> Table:
+    table = Table(title=f"TTLs of {report.store.value} ({report.keys:,} keys)")
+    table.add_column("TTL left")
+    table.add_column("keys", justify="right")
+    table.add_column("share", justify="right")
+    table.add_column("")
+    total = max(1, report.keys)
+    rows = [(keys.bucket_label(i), n) for i, n in enumerate(report.buckets)]
+    rows += [("none, on purpose", report.persistent), ("none, but should expire", report.missing)]
+    for label, n in rows:
+        bar = "█" * round(30 * n / total)
+        style = "bold red" if label.startswith("none, but") and n else ""
+        table.add_row(Text(label, style=style), f"{n:,}", f"{n / total:.1%}", bar)
+    return table
+
+
+@app.command()
+def ttl(
+    store: StoreArg,
+    sample: Annotated[
+        int | None, typer.Option(min=1, help="Stop after this many keys (default: all).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """TTL histogram of a store, and the keys that have no TTL but should (fix: `cleanup --apply`)."""
+
+    async def job(rt: Runtime) -> keys.TtlReport:
+        client = rt.pools.client(rt.settings.db(store))
+        with counting(err, f"scanning {store.value}") as tick:
+            return await keys.ttl_report(client, rt.url, store, sample, tick)
+
+    report = run(job)
+    if as_json:
+        labels = [keys.bucket_label(i) for i in range(len(report.buckets))]
+        dump(
+            {
+                "store": store.value,
+                "keys": report.keys,
+                "buckets": dict(zip(labels, report.buckets, strict=True)),
+                "persistent": report.persistent,
+                "missing_ttl": report.missing,
+                "missing_examples": report.missing_keys,
+                "by_prefix": report.by_family,
+            }
+        )
+        return
+    out.print(ttl_table(report))
+    if report.missing:
+        out.print(f"[red]{report.missing:,} keys have no TTL but should[/], e.g.:")
+        for key in report.missing_keys:
+            out.print(f"  {key}", markup=False, highlight=False)
+        out.print(f"fix: smarttrade cleanup {store.value} --apply")
+
+
+@app.command("slowlog")
+def slowlog_cmd(
+    count: Annotated[int, typer.Argument(min=1, max=10_000, help="How many entries.")] = 10,
+    as_json: JsonOpt = False,
+) -> None:
+    """The newest slow-log entries (SLOWLOG GET N)."""
+
+    async def job(rt: Runtime) -> tuple[list[inspect.SlowEntry], int]:
+        return await inspect.slowlog(admin_for(rt), count)
+
+    entries, length = run(job)
+    if as_json:
+        dump({"length": length, "entries": [_slow(e) for e in entries]})
+        return
+    table = Table(title=f"slow log ({len(entries)} of {length})")
+    for col in ("id", "when (UTC)", "µs", "command", "client"):
+        table.add_column(col)
+    for e in entries:
+        when = datetime.fromtimestamp(e.at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(str(e.id), when, f"{e.micros:,}", Text(e.command), e.client)
+    out.print(table)
+
+
+def _slow(e: inspect.SlowEntry) -> dict[str, Any]:
+    return {"id": e.id, "at": e.at, "micros": e.micros, "command": e.command, "client": e.client}
+
+
+@app.command("latency")
+def latency_cmd(
+    count: Annotated[int, typer.Option(min=1, max=100_000, help="PING round trips to time.")] = 200,
+    as_json: JsonOpt = False,
+) -> None:
+    """Client round-trip percentiles (PING), plus LATENCY LATEST and DOCTOR where permitted."""
+
+    async def job(rt: Runtime) -> inspect.Latency:
+        return await inspect.latency(admin_for(rt), count)
+
+    lat = run(job)
+    if as_json:
+        dump(dataclasses.asdict(lat))
+        return
+    table = Table(title=f"round trip over {lat.samples} PINGs (ms)")
+    for col in ("p50", "p90", "p99", "max"):
+        table.add_column(col, justify="right")
+    table.add_row(*(f"{v:.3f}" for v in (lat.p50_ms, lat.p90_ms, lat.p99_ms, lat.max_ms)))
+    out.print(table)
+    if lat.unavailable:
+        err.print(f"LATENCY: {lat.unavailable}", markup=False)
+        return
+    if lat.latest:
+        events = Table(title="LATENCY LATEST")
+        for col in ("event", "when (UTC)", "latest ms", "max ms"):
+            events.add_column(col)
+        for event, at, latest, worst in lat.latest:
+            when = datetime.fromtimestamp(at, UTC).strftime("%H:%M:%S")
+            events.add_row(event, when, str(latest), str(worst))
+        out.print(events)
+    out.print(Text(lat.doctor.strip(), style="dim"))
+
+
+# -- monitor ---------------------------------------------------------------------------------------
+
+
+def _checks_table(checks: list[alerts.Check]) -> Table:
+    table = Table(title="alerts")
+    for col in ("check", "level", "value", "detail"):
+        table.add_column(col)
+    for c in checks:
+        table.add_row(c.name, Text(c.level.label, style=LEVEL_STYLE[c.level]), c.value, Text(c.message))
+    return table
+
+
+def monitor_view(obs: Observation, where: str) -> Group:
+    s, r = obs.sample, obs.rates
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="cyan", no_wrap=True)
+    head.add_column()
+    head.add_row("Redis", f"{where}  up {s.uptime_s // 3600} h {s.uptime_s % 3600 // 60} min")
+    used = human_bytes(s.used_memory)
+    if s.maxmemory:
+        share = s.used_memory / s.maxmemory
+        bar = "█" * round(20 * min(share, 1)) + "░" * (20 - round(20 * min(share, 1)))
+        used += f" of {human_bytes(s.maxmemory)}  {bar} {share:.0%}"
+    head.add_row("memory", f"{used}  ({s.maxmemory_policy})")
+    head.add_row("fragmentation", f"rss/used {s.frag_ratio:.2f}, allocator {s.allocator_frag_ratio:.2f}")
+    ops = f"{r.ops_s:,.0f}/s" if r else f"{s.ops_per_sec:,}/s (server figure; rates after the next refresh)"
+    head.add_row("ops", ops)
+    head.add_row("clients", f"{s.clients} ({s.blocked_clients} blocked)")
+    window = f", last {r.seconds:.1f} s {_ratio(r.hit_rate)}" if r else ""
+    head.add_row("hit rate", f"{_ratio(s.hit_rate)} since start{window}")
+    if r:
+        head.add_row("evictions", Text(f"{r.evicted_s:,.1f}/s", style="bold red" if r.evicted else ""))
+        head.add_row("expired", f"{r.expired_s:,.1f}/s")
+    head.add_row("keys", ", ".join(f"db{db} {k:,}" for db, (k, _e) in sorted(s.keyspace.items())) or "none")
+
+    stores = Table(title="per-store hit rate (published by our processes)")
+    for col in ("store", "hits", "misses", "hit rate", "last interval"):
+        stores.add_column(col, justify="left" if col == "store" else "right")
+    for st in obs.stores:
+        stores.add_row(
+            st.store.value, f"{st.hits:,}", f"{st.misses:,}", _ratio(st.ratio), _ratio(st.window_ratio)
+        )
+
+    parts: list[Any] = [head, stores]
+    if obs.ingesters:
+        ing = Table(title="ingest")
+        for col in ("source", "lag ms", "batch", "max batch", "trades", "commits", "seen"):
+            ing.add_column(col, justify="left" if col == "source" else "right")
+        for f in obs.ingesters:
+            ing.add_row(
+                f.source,
+                f"{f.lag_ms:,.1f}",
+                f"{f.batch:,}",
+                f"{f.max_batch:,}",
+                f"{f.trades:,}",
+                f"{f.commits:,}",
+                f"{f.age_s:.0f} s ago",
+            )
+        parts.append(ing)
+    else:
+        parts.append(Text("ingest: no ingester running", style="dim"))
+    parts.append(_checks_table(obs.checks))
+    return Group(*parts)
+
+
+@app.command()
+def monitor(
+    interval: Annotated[float, typer.Option(min=0.2, max=60, help="Seconds between refreshes.")] = 1.0,
+    duration: Annotated[float | None, typer.Option(min=0, help="Stop after this many seconds.")] = None,
+    once: Annotated[bool, typer.Option(help="Print one reading (two samples, for rates) and exit.")] = False,
+) -> None:
+    """Live view of the server, the stores, the ingesters and the alerts (Ctrl-C to stop).
+
+    Memory vs maxmemory, ops/s, clients, hit rates (server and per store), evictions,
+    expirations, ingest lag and batch sizes, and the alert state.
+    """
+
+    async def job(rt: Runtime) -> None:
+        watcher = Watcher(admin_for(rt), rt.settings)
+        obs = await watcher.poll()
+        if once:
+            await asyncio.sleep(interval)
+            out.print(monitor_view(await watcher.poll(), rt.where))
+            return
+        started = time.monotonic()
+        with (
+            Live(monitor_view(obs, rt.where), console=out, refresh_per_second=4) as live,
+            contextlib.suppress(asyncio.CancelledError),
+        ):
+            while duration is None or time.monotonic() - started < duration:
+                await asyncio.sleep(interval)
+                live.update(monitor_view(await watcher.poll(), rt.where))
+
+    run(job)
+
+
+# -- alerts ----------------------------------------------------------------------------------------
+
+
+@app.command("alerts")
+def alerts_cmd(
+    interval: Annotated[
+        float, typer.Option(min=0.1, max=60, help="Seconds between the two samples (ops/s).")
+    ] = 1.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check the runbook's thresholds (memory, connections, hit rate, ops/s, evictions, last backup).
+
+    Exit 0 when all are ok, 1 on a warning, 2 on a critical: ready for cron. Thresholds:
+    SMARTTRADE_ALERT_* (docs/operations.md).
+    """
+
+    async def job(rt: Runtime) -> list[alerts.Check]:
+        admin = admin_for(rt)
+        first = await take(admin)
+        await asyncio.sleep(interval)
+        second = await take(admin)
+        prev = None
+        with contextlib.suppress(rexc.RedisError):  # e.g. a user without access to ops:*
+            prev = await published.previous_check(admin.client)
+        age = newest_age_s(rt.settings.backup_dir)
+        checks = alerts.evaluate(rt.settings, second, rates(first, second), prev, age)
+        with contextlib.suppress(rexc.RedisError):  # a read-only user cannot keep the state: not fatal
+            await published.save_check(admin.client, second)
+        return checks
+
+    checks = run(job)
+    level = alerts.worst(checks)
+    if as_json:
+        dump({"status": level.label, "exit_code": int(level), "checks": [c.as_json() for c in checks]})
+    else:
+        out.print(_checks_table(checks))
+        out.print(Text(f"status: {level.label}", style=LEVEL_STYLE[level]))
+    raise typer.Exit(int(level))
+
+
+# -- exporter --------------------------------------------------------------------------------------
+
+
+@app.command()
+def exporter(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port for /metrics.")] = 9187,
+    bind: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    duration: Annotated[float | None, typer.Option(min=0, help="Stop after this many seconds.")] = None,
+) -> None:
+    """Serve Prometheus metrics at http://BIND:PORT/metrics (redis_exporter names plus ours)."""
+    from prometheus_client import start_http_server
+    from prometheus_client.registry import CollectorRegistry
+
+    from smarttrade.ops.metrics import SmartTradeCollector, threadsafe_fetch
+
+    async def job(rt: Runtime) -> None:
+        watcher = Watcher(admin_for(rt), rt.settings)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(SmartTradeCollector(threadsafe_fetch(watcher, asyncio.get_running_loop()), watcher))
+        try:
+            server, thread = start_http_server(port, addr=bind, registry=registry)
+        except OSError as exc:
+            fail(f"cannot listen on {bind}:{port}: {exc.strerror or exc}", 2)
+        err.print(
+            f"serving http://{bind}:{port}/metrics for {rt.where} (Ctrl-C to stop)",
+            markup=False,
+            highlight=False,
+        )
+        try:
+            if duration is None:
+                await asyncio.Event().wait()
+            else:
+                await asyncio.sleep(duration)
+        finally:
+            server.shutdown()
+            thread.join(timeout=5)
+
+    run(job)
+
+
+__all__ = ["keys_cmd", "monitor_view", "ttl_table"]

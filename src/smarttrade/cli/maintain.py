@@ -1,0 +1,468 @@
+"""Maintain and protect: cleanup, flush, profile, audit, backup, restore, export, import."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from smarttrade.cli.common import (
+    JsonOpt,
+    StoreArg,
+    admin_for,
+    app,
+    confirm,
+    dump,
+    err,
+    fail,
+    out,
+    run,
+    run_async,
+)
+from smarttrade.errors import SmartTradeError
+from smarttrade.keyspace import Store
+from smarttrade.ops import audit as audit_ops
+from smarttrade.ops import backup as backup_ops
+from smarttrade.ops import keys, transfer
+from smarttrade.ops import profile as profile_ops
+from smarttrade.progress import counting
+from smarttrade.runtime import Runtime
+from smarttrade.settings import load_settings
+
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+SEVERITY_STYLE = {
+    audit_ops.Severity.OK: "green",
+    audit_ops.Severity.INFO: "cyan",
+    audit_ops.Severity.WARNING: "yellow",
+    audit_ops.Severity.CRITICAL: "bold red",
+}
+
+
+@app.command()
+def cleanup(
+    store: Annotated[
+        Store | None, typer.Argument(help="One store (default: every store that must expire).")
+    ] = None,
+    apply: Annotated[bool, typer.Option(help="Give the keys their TTL (default: only report).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find keys that should expire but have no TTL; --apply gives each its TTL.
+
+    Dry run by default. User settings and ingest checkpoints are permanent on purpose and never touched.
+    """
+
+    async def job(rt: Runtime) -> list[keys.CleanupResult]:
+        targets = [store] if store else [s for s in Store if rt.settings.ttl(s) is not None]
+        results = []
+        for s in targets:
+            client = rt.pools.client(rt.settings.db(s))
+            results.append(await keys.cleanup(client, rt.url, rt.settings, s, apply))
+        return results
+
+    results = run(job)
+    if as_json:
+        dump([r.__dict__ | {"store": r.store.value} for r in results])
+        return
+    table = Table(title="keys without a TTL that should have one" + ("" if apply else " (dry run)"))
+    for col in ("store", "scanned", "missing TTL", "fixed", "e.g."):
+        table.add_column(col, justify="left" if col in ("store", "e.g.") else "right")
+    for r in results:
+        table.add_row(
+            r.store.value, f"{r.scanned:,}", f"{r.missing:,}", f"{r.fixed:,}", ", ".join(r.examples[:3])
+        )
+    out.print(table)
+    missing = sum(r.missing for r in results)
+    if missing and not apply:
+        out.print("run again with --apply to give them their TTL")
+
+
+@app.command()
+def flush(
+    store: StoreArg,
+    yes: Yes = False,
+    include_settings: Annotated[
+        bool, typer.Option("--include-user-settings", help="Required to flush the user-settings store.")
+    ] = False,
+    flushdb: Annotated[
+        bool,
+        typer.Option(
+            "--flushdb", help="Use FLUSHDB ASYNC on the store's db (only when it holds nothing else)."
+        ),
+    ] = False,
+) -> None:
+    """Delete every key of one store (SCAN+UNLINK of its prefixes; never another store's keys).
+
+    Asks first (--yes skips). The user-settings store is permanent data: it also needs
+    --include-user-settings.
+    """
+    if store is Store.CONFIG and not include_settings:
+        fail("the user-settings store holds permanent user data; add --include-user-settings to flush it", 2)
+    settings = load_settings()
+    db = settings.db(store)
+    if not yes:
+        shared = [s.value for s in Store if s is not store and settings.db(s) == db]
+        how = "FLUSHDB (every key in the db)" if flushdb else "SCAN+UNLINK of its keys"
+        note = f"; db {db} is shared with {', '.join(shared)}" if shared else ""
+        if flushdb and shared:
+            fail(f"--flushdb would also delete {', '.join(shared)} (same db {db}); leave it out", 2)
+        if not confirm(f"Delete all {store.value} keys in db {db} by {how}{note}?"):
+            fail("nothing deleted", 1)
+
+    async def job(rt: Runtime) -> keys.FlushResult:
+        client = rt.pools.client(db)
+        with counting(err, f"flushing {store.value}") as tick:
+            return await keys.flush_store(admin_for(rt), client, store, flushdb, tick)
+
+    result = run(job)
+    if result.note:
+        err.print(result.note, markup=False)
+    out.print(f"{store.value}: {result.deleted:,} keys deleted ({result.how}, db {db})")
+
+
+# -- profile ---------------------------------------------------------------------------------------
+
+profile_app = typer.Typer(
+    help="The trading profile: render a redis.conf fragment, check or apply it.", no_args_is_help=True
+)
+app.add_typer(profile_app, name="profile")
+
+
+@profile_app.command("render")
+def profile_render(
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Write the fragment here (default: stdout).")
+    ] = None,
+    secrets_file: Annotated[
+        Path, typer.Option("--secrets", help="Where the role passwords go (mode 0600).")
+    ] = Path("smarttrade-acl.env"),
+    bind: Annotated[str, typer.Option(help="bind addresses.")] = "127.0.0.1 -::1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 6379,
+    data_dir: Annotated[
+        str, typer.Option("--dir", help="The server's data folder.")
+    ] = "/var/lib/smarttrade/redis",
+    rename_dangerous: Annotated[
+        bool, typer.Option(help="Also rename CONFIG/FLUSHDB and disable FLUSHALL/KEYS (rename-command).")
+    ] = False,
+) -> None:
+    """Write the trading profile as a redis.conf fragment, with least-privilege ACL users.
+
+    Memory, eviction, notifications, keepalive, timeout, bind, protected mode, persistence, and
+    the users ingest, gateway, operator and exporter with fresh passwords (in --secrets).
+    """
+    try:
+        settings = load_settings()
+    except SmartTradeError as exc:
+        fail(str(exc), exc.exit_code)
+    rendered = profile_ops.render(settings, bind, port, data_dir, rename_dangerous=rename_dangerous)
+    host = bind.split()[0].lstrip("-")
+    fd = os.open(secrets_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(profile_ops.secrets_env(rendered, host, port))
+    if out_file is None:
+        out.out(rendered.conf, end="", highlight=False)
+    else:
+        out_file.write_text(rendered.conf)
+        err.print(f"profile written to {out_file}", markup=False)
+    err.print(f"role passwords written to {secrets_file} (mode 0600)", markup=False)
+
+
+def _diff_table(diffs: list[profile_ops.Difference], same: list[tuple[str, str]]) -> Table:
+    table = Table(title="trading profile vs the live server")
+    for col in ("setting", "profile", "server", ""):
+        table.add_column(col)
+    for d in diffs:
+        have = d.have if d.have is not None else "unknown"
+        table.add_row(d.name, d.want, have, Text("differs" if d.known else "cannot read", style="yellow"))
+    for name, value in same:
+        table.add_row(name, "", value, Text("ok", style="green"))
+    return table
+
+
+@profile_app.command("check")
+def profile_check(as_json: JsonOpt = False) -> None:
+    """Compare the live server with the profile; list each difference. Exit 1 when any differs."""
+
+    async def job(rt: Runtime) -> tuple[list[profile_ops.Difference], list[tuple[str, str]], str]:
+        return await profile_ops.check(admin_for(rt), rt.settings)
+
+    diffs, same, why = run(job)
+    if as_json:
+        rows = [{"setting": d.name, "profile": d.want, "server": d.have} for d in diffs]
+        dump({"differences": rows, "matching": dict(same), "unreadable_because": why})
+    else:
+        out.print(_diff_table(diffs, same))
+        if why:
+            err.print(f"some settings were read from INFO instead: {why}", markup=False)
+        out.print(
+            "matches the profile"
+            if not diffs
+            else f"{len(diffs)} differences; `smarttrade profile apply` fixes them"
+        )
+    raise typer.Exit(1 if diffs else 0)
+
+
+@profile_app.command("apply")
+def profile_apply(
+    yes: Yes = False,
+    rewrite: Annotated[
+        bool, typer.Option(help="Also CONFIG REWRITE, so the server's redis.conf keeps them.")
+    ] = False,
+) -> None:
+    """CONFIG SET each setting that differs from the profile (bind and ACL users need redis.conf)."""
+
+    async def job(rt: Runtime) -> tuple[list[profile_ops.Difference], list[tuple[str, str]]]:
+        admin = admin_for(rt)
+        diffs, _same, _why = await profile_ops.check(admin, rt.settings)
+        if not diffs:
+            return diffs, []
+        for d in diffs:
+            out.print(f"{d.name}: {d.have if d.have is not None else 'unknown'} -> {d.want}", markup=False)
+        if not yes and not confirm("Apply these with CONFIG SET?"):
+            fail("nothing changed", 1)
+        failed = await profile_ops.apply(admin, diffs)
+        if rewrite and len(failed) < len(diffs):
+            await admin.call("CONFIG", "REWRITE")
+        return diffs, failed
+
+    diffs, failed = run(job)
+    if not diffs:
+        out.print("the server already matches the profile")
+        return
+    for name, why in failed:
+        err.print(f"{name}: not applied: {why}", markup=False)
+    out.print(f"applied {len(diffs) - len(failed)} of {len(diffs)} settings")
+    raise typer.Exit(1 if failed else 0)
+
+
+# -- audit -----------------------------------------------------------------------------------------
+
+
+@app.command()
+def audit(as_json: JsonOpt = False) -> None:
+    """Security audit; exit 2 on a critical finding, 1 on a warning.
+
+    Bind, protected mode, password, dangerous commands, TLS, persistence of the user settings
+    and the eviction policy; each finding with a severity and a fix.
+    """
+
+    async def job(rt: Runtime) -> list[audit_ops.Finding]:
+        return await audit_ops.audit(admin_for(rt))
+
+    findings = run(job)
+    worst = max((f.severity for f in findings), default=audit_ops.Severity.OK)
+    code = 2 if worst is audit_ops.Severity.CRITICAL else 1 if worst is audit_ops.Severity.WARNING else 0
+    if as_json:
+        dump({"worst": worst.label, "findings": [f.as_json() for f in findings]})
+    else:
+        table = Table(title="security audit")
+        for col in ("check", "severity", "finding", "fix"):
+            table.add_column(col)
+        for f in findings:
+            table.add_row(f.check, Text(f.severity.label, style=SEVERITY_STYLE[f.severity]), f.detail, f.fix)
+        out.print(table)
+    raise typer.Exit(code)
+
+
+# -- backup and restore ----------------------------------------------------------------------------
+
+
+@app.command()
+def backup(
+    keep: Annotated[
+        int | None, typer.Option(min=1, help="Keep this many backups (default SMARTTRADE_BACKUP_KEEP).")
+    ] = None,
+    folder: Annotated[
+        Path | None, typer.Option("--to", help="Backup folder (default SMARTTRADE_BACKUP_DIR).")
+    ] = None,
+    rdb_file: Annotated[
+        Path | None, typer.Option(help="The server's dump.rdb, when CONFIG cannot tell.")
+    ] = None,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait for BGSAVE.")] = 600,
+    as_json: JsonOpt = False,
+) -> None:
+    """Back up the server: BGSAVE, then copy the RDB with a timestamp and sha256.
+
+    Waits until INFO persistence reports the save done and ok, copies through a temporary name
+    with fsync, and keeps the newest N backups.
+    """
+
+    async def job(rt: Runtime) -> backup_ops.BackupResult:
+        admin = admin_for(rt)
+        embedded_dir = rt.settings.smarttrade_data_dir if rt.embedded else None
+        source = rdb_file or await backup_ops.rdb_path(admin, embedded_dir)
+        target = folder or rt.settings.backup_dir
+        with counting(err, "backup", unit="bytes") as tick:
+            return await backup_ops.backup(
+                admin,
+                target,
+                keep or rt.settings.smarttrade_backup_keep,
+                source,
+                timeout,
+                on_wait=lambda m: None,
+                progress=tick,
+            )
+
+    result = run(job)
+    if as_json:
+        dump(
+            {
+                "file": str(result.file),
+                "sha256": result.sha256,
+                "bytes": result.size,
+                "bgsave_seconds": round(result.save_s, 3),
+                "pruned": [str(p) for p in result.pruned],
+            }
+        )
+        return
+    out.print(
+        f"backup: {result.file} ({result.size:,} bytes, BGSAVE {result.save_s:.2f} s)",
+        markup=False,
+        highlight=False,
+    )
+    out.print(f"sha256: {result.sha256}", markup=False, highlight=False)
+    for path in result.pruned:
+        out.print(f"removed old backup {path.name}", markup=False, highlight=False)
+
+
+@app.command()
+def backups(as_json: JsonOpt = False) -> None:
+    """List the backups in SMARTTRADE_BACKUP_DIR, newest last."""
+    settings = load_settings()
+    found = backup_ops.list_backups(settings.backup_dir)
+    if as_json:
+        dump([{"file": str(b.path), "created": b.created.isoformat(), "bytes": b.size} for b in found])
+        return
+    table = Table(title=f"backups in {settings.backup_dir}")
+    for col in ("file", "created (UTC)", "bytes", "age"):
+        table.add_column(col, no_wrap=True)
+    for b in found:
+        table.add_row(
+            b.path.name, b.created.strftime("%Y-%m-%d %H:%M:%S"), f"{b.size:,}", f"{b.age_s / 3600:.1f} h"
+        )
+    out.print(table)
+
+
+@app.command()
+def restore(
+    file: Annotated[Path, typer.Argument(help="A backup's .rdb file.")],
+    yes: Yes = False,
+    check_only: Annotated[
+        bool,
+        typer.Option("--check", help="Only verify the file (sha256 and redis-check-rdb); change nothing."),
+    ] = False,
+) -> None:
+    """Restore the embedded server from a backup (for your own server: prints the procedure).
+
+    Verifies the file (sha256, redis-check-rdb), stops the server without saving, sets the
+    current files aside, starts on the backup, verifies it and turns the AOF back on.
+    """
+    try:
+        settings = load_settings()
+        if check_only:
+            digest = backup_ops.verify_file(file)
+            out.print(f"{file}: ok (sha256 {digest})", markup=False, highlight=False)
+            return
+    except SmartTradeError as exc:
+        fail(str(exc), exc.exit_code)
+    if settings.redis_url:
+        fail(
+            "restore replaces a server's files, so smarttrade performs it only for the embedded server.\n"
+            "For your own server (docs/operations.md, 'Restore'):\n"
+            f"  1. smarttrade restore --check {file}\n"
+            "  2. stop the writers (ingester, gateway), then Redis: systemctl stop smarttrade-redis\n"
+            "     (never SHUTDOWN SAVE: it would overwrite the file you restore)\n"
+            "  3. move dump.rdb and appendonlydir/ in the server's dir aside\n"
+            f"  4. copy {file} to the server's dir as dump.rdb (owner redis)\n"
+            "  5. start it with appendonly no, check `smarttrade stats`,\n"
+            "     then `redis-cli CONFIG SET appendonly yes` and wait for the rewrite\n"
+            "  6. start the writers",
+            2,
+        )
+    data_dir = settings.smarttrade_data_dir
+    if not yes and not confirm(
+        f"Replace the embedded server's data in {data_dir} with {file}? (the current files are kept aside)"
+    ):
+        fail("nothing changed", 1)
+
+    async def main() -> backup_ops.RestoreResult:
+        with counting(err, "verifying", unit="bytes") as tick:
+            return await backup_ops.restore_embedded(
+                data_dir, file, settings.smarttrade_maxmemory, on_step=lambda s: err.print(s), progress=tick
+            )
+
+    result = run_async(main)
+    keys_text = ", ".join(f"db{db} {n:,}" for db, n in sorted(result.keys.items())) or "no keys"
+    out.print(
+        f"restored {result.file.name} (sha256 {result.sha256[:16]}…): {keys_text}",
+        markup=False,
+        highlight=False,
+    )
+    out.print(f"replaced files kept in {result.aside}", markup=False, highlight=False)
+    state = "running at " + result.url if result.running else "stopped (the next command starts it)"
+    out.print(f"embedded server {state}", markup=False, highlight=False)
+
+
+# -- export and import -----------------------------------------------------------------------------
+
+
+@app.command("export")
+def export_cmd(
+    store: StoreArg,
+    file: Annotated[Path, typer.Argument(help="Where to write (JSON lines).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy one store's keys to a file: DUMP + PTTL per key, read with SCAN (TTLs kept)."""
+
+    async def job(rt: Runtime) -> transfer.ExportResult:
+        db = rt.settings.db(store)
+        with counting(err, f"export {store.value}") as tick:
+            return await transfer.export_store(rt.pools.client(db), rt.url, store, db, file, tick)
+
+    result = run(job)
+    if as_json:
+        dump({"store": store.value, "file": str(file), "keys": result.keys, "gone": result.gone})
+        return
+    out.print(f"{store.value}: {result.keys:,} keys exported to {file}", markup=False, highlight=False)
+
+
+@app.command("import")
+def import_cmd(
+    file: Annotated[Path, typer.Argument(help="A file written by `smarttrade export`.")],
+    replace: Annotated[bool, typer.Option(help="Overwrite keys that exist (default: keep them).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Load a store export: RESTORE with each key's remaining TTL; expired keys are skipped."""
+    try:
+        header = transfer.read_header(file)
+        total = transfer.count_lines(file)
+    except (SmartTradeError, OSError) as exc:
+        fail(str(exc), 1)
+    store = Store(header["store"])
+
+    async def job(rt: Runtime) -> transfer.ImportResult:
+        client = rt.pools.client(rt.settings.db(store))
+        with counting(err, f"import {store.value}", total) as tick:
+            return await transfer.import_store(client, rt.url, file, replace, tick)
+
+    result = run(job)
+    if as_json:
+        dump(
+            {
+                "store": store.value,
+                "restored": result.restored,
+                "expired": result.expired,
+                "existed": result.existed,
+            }
+        )
+        return
+    out.print(
+        f"{store.value}: {result.restored:,} keys restored, {result.expired:,} expired since the export, "
+        f"{result.existed:,} kept as they were"
+        + ("" if replace or not result.existed else " (use --replace)"),
+        markup=False,
+        highlight=False,
+    )
