@@ -62,12 +62,13 @@ def ingest(url: str, cwd: Path, *args: str, stderr=subprocess.PIPE) -> subproces
 
 def dump(server: EmbeddedRedis) -> dict[str, object]:
     """Every quote, order-flow bucket, footprint level, bar, bar footprint, bar list and
-    calculation, whatever its type (streams and checkpoints aside: they carry times of the run)."""
+    calculation, whatever its type (streams, checkpoints and the ops:* figures aside: they carry
+    times of the run)."""
     out: dict[str, object] = {}
     read = {b"string": "get", b"hash": "hgetall", b"zset": "zrange"}
     for n in (0, 1, 2, 3):
         with redis.Redis(port=server.port, db=n) as r:
-            keys = [k for k in r.scan_iter(count=5000) if not k.startswith((b"ingest:", b"stream:"))]
+            keys = [k for k in r.scan_iter(count=5000) if not k.startswith((b"ingest:", b"stream:", b"ops:"))]
             for i in range(0, len(keys), 5000):
                 batch = keys[i : i + 5000]
                 pipe = r.pipeline(transaction=False)

@@ -14,17 +14,20 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from smarttrade.errors import OutOfMemory
+from smarttrade.errors import OutOfMemory, SmartTradeError
 from smarttrade.feeds.synthetic import LiveSyntheticFeed
 from smarttrade.ingest.engine import IngestStats
 from smarttrade.ingest.run import ChunkFeed, run_feed
 from smarttrade.redis.connections import RedisPools
 from smarttrade.settings import Settings
 from smarttrade.stores import Stores
+from smarttrade.symbols import spec_for
 
 DEMO_USER = "demo"
 DEMO_SESSIONS = "regular=00:00-23:59"
 TOUCH_EVERY_S = 30.0
+READ_EVERY_S = 0.5  # the demo user's dashboard polling the stores (per-store hit rates)
+INDICATORS = ("rsi", "vwap", "ema_20_1m")
 
 
 @dataclass
@@ -102,7 +105,24 @@ async def run_demo(
             await asyncio.sleep(TOUCH_EVERY_S)
             await _guarded(stats, stores.sessions.touch(DEMO_USER))
 
+    async def dashboard() -> None:
+        """Read like a dashboard does, so `monitor` has per-store hit rates to show."""
+        while True:
+            await asyncio.sleep(READ_EVERY_S)
+            now = int(time.time())
+            for symbol in symbols:
+                quote = await stores.quotes.latest(symbol)
+                await stores.quotes.get(symbol, now - 1)
+                await stores.orderflow.second(symbol, now - 1)
+                if quote is not None:
+                    await stores.footprint.level(symbol, spec_for(symbol).level(quote.price))
+                for name in INDICATORS:
+                    await stores.calc.get(symbol, name)
+            await stores.sessions.get(DEMO_USER)
+            await stores.configs.get(DEMO_USER, "theme")
+
     writer = asyncio.create_task(keep_session())
+    reader = asyncio.create_task(dashboard())
     try:
         result = await run_feed(
             pools,
@@ -115,7 +135,8 @@ async def run_demo(
         )
         stats.ingest = result.stats
     finally:
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
+        for task in (writer, reader):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, SmartTradeError):
+                await task
     return stats

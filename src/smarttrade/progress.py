@@ -1,6 +1,9 @@
-"""Progress bars and summaries for long work (ingest replays), in one place."""
+"""Progress bars and summaries for long work (replays, scans, backups, exports), in one place."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
@@ -9,6 +12,8 @@ from rich.table import Table
 from smarttrade.ingest.deadletter import DeadLetters
 from smarttrade.ingest.engine import Engine
 from smarttrade.ingest.run import Feed, RunResult
+
+Tick = Callable[..., None]  # tick(done, total=None)
 
 
 class IngestProgress:
@@ -80,3 +85,29 @@ def summary(result: RunResult, dead_letter: str | None) -> Table:
     for name, value in rows:
         table.add_row(name, value)
     return table
+
+
+@contextmanager
+def counting(console: Console, title: str, total: int | None = None, unit: str = "keys") -> Iterator[Tick]:
+    """A bar (or a counter when the total is unknown) for scans, backups, exports and imports.
+
+    Yields ``tick(done, total=None)``; transient, so only the command's result stays on screen.
+    """
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.completed:,.0f} " + unit),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+    task = progress.add_task(title, total=total)
+
+    def tick(done: int, new_total: int | None = None) -> None:
+        if new_total is not None:
+            progress.update(task, total=new_total)
+        progress.update(task, completed=done)
+
+    with progress:
+        yield tick

@@ -4,6 +4,7 @@ lost commits."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -11,18 +12,22 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import redis.exceptions as rexc
 
 from smarttrade.feeds.chunk import Chunk
 from smarttrade.feeds.files import LineParser, parse_lines, read_lines
 from smarttrade.ingest.deadletter import DeadLetters
 from smarttrade.ingest.engine import Engine, IngestStats, Rewind, _select
 from smarttrade.ingest.normalize import DEFAULT_TOLERANCE_S, Normalizer
+from smarttrade.keyspace import Store
+from smarttrade.ops.published import publish_ingest
 from smarttrade.redis.connections import RedisPools
 from smarttrade.settings import Settings
 
 CHUNK = 4096
 CLOSE_GRACE_S = 5.0  # a timed run waits this long for its last commits
 PACE_SLICE_S = 0.02  # wall time covered by one paced slice
+PUBLISH_EVERY_S = 1.0  # lag and batch sizes for `smarttrade monitor` and the exporter
 
 
 class Feed(Protocol):
@@ -140,10 +145,46 @@ async def run_feed(
     on_chunk: Callable[[Chunk], None] = lambda _: None,
 ) -> RunResult:
     """Run ``feed`` to its end (or for ``duration`` seconds), resuming from its checkpoints."""
+    current: list[Engine] = []
+    publisher = asyncio.create_task(_publish_figures(pools, settings, feed.name, current))
+    try:
+        args = (speed, reset, duration, on_progress, on_wait, on_chunk, current)
+        return await _run_feed(pools, settings, feed, dead_letter, *args)
+    finally:
+        publisher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await publisher
+
+
+async def _publish_figures(pools: RedisPools, settings: Settings, source: str, current: list[Engine]) -> None:
+    """Keep this ingester's figures fresh in Redis; an outage only skips a beat."""
+    client = pools.client(settings.db(Store.QUOTES))
+    while True:
+        await asyncio.sleep(PUBLISH_EVERY_S)
+        if not current:
+            continue
+        with contextlib.suppress(rexc.RedisError, OSError):
+            await publish_ingest(client, source, current[-1].stats)
+
+
+async def _run_feed(
+    pools: RedisPools,
+    settings: Settings,
+    feed: Feed,
+    dead_letter: Path | None,
+    speed: float | None,
+    reset: bool,
+    duration: float | None,
+    on_progress: Callable[[Engine, DeadLetters, Feed], None],
+    on_wait: Callable[[str], None],
+    on_chunk: Callable[[Chunk], None],
+    current: list[Engine],
+) -> RunResult:
     restarts = 0
     started = time.monotonic()
     while True:
         engine = Engine(pools, settings, feed.name, on_wait=on_wait)
+        current[:] = [engine]
         if reset or feed.live:
             await engine.reset(keep_analytics=feed.live and not reset)
             reset = False

@@ -38,6 +38,8 @@ def _reason(exc: BaseException) -> str:
             return os.strerror(seen.errno)
         seen = seen.__cause__ or seen.__context__
     text = str(exc).strip() or type(exc).__name__
+    if "authenticated" in text or text.startswith(("NOAUTH", "Authentication required")):
+        return "the server needs a password: put it in REDIS_URL (redis://USER:PASSWORD@host:port)"
     return text.splitlines()[0]
 
 

@@ -64,13 +64,18 @@ def ping(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
 
 
 def _pid_alive(pid: int) -> bool:
+    """True for a running process; a zombie (exited, not yet reaped by its parent) is not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 _PLAIN_RE = re.compile(r"^[A-Za-z0-9._/:@,+=-]+$")
@@ -94,6 +99,17 @@ def conf_quote(value: str) -> str:
         else:
             out.append(f"\\x{byte:02x}")
     return '"' + "".join(out) + '"'
+
+
+def _send_shutdown(port: int, save: bool) -> bool:
+    """Send SHUTDOWN [NO]SAVE; True when the server answered with an error (e.g. -NOAUTH)."""
+    command = b"SHUTDOWN SAVE\r\n" if save else b"SHUTDOWN NOSAVE\r\n"
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            sock.sendall(command)
+            return sock.recv(64).startswith(b"-")  # on success the connection just closes
+    except OSError:
+        return False
 
 
 @dataclass
@@ -199,13 +215,9 @@ class EmbeddedRedis:
         """SHUTDOWN (SAVE or NOSAVE); kill if it does not go in time."""
         if not self.process or self.process.poll() is not None:
             return
-        command = b"SHUTDOWN SAVE\r\n" if save else b"SHUTDOWN NOSAVE\r\n"
-        with (
-            contextlib.suppress(OSError),
-            socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock,
-        ):
-            sock.sendall(command)
-            sock.recv(64)  # the connection closes as the server exits
+        refused = _send_shutdown(self.port, save)
+        if refused:  # a password we do not have: SIGTERM saves like SHUTDOWN SAVE, SIGKILL does not
+            self.process.send_signal(signal.SIGTERM if save else signal.SIGKILL)
         try:
             self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -213,6 +225,29 @@ class EmbeddedRedis:
             self.process.wait(timeout=10)
         if self.process.stderr:
             self.process.stderr.close()
+
+    def detach(self) -> None:
+        """Leave the server running after this process exits (another command will attach)."""
+        if self.process and self.process.stderr:
+            self.process.stderr.close()
+        self.process = None
+
+    def wait_exit(self, timeout: float = 30.0) -> None:
+        if self.process:
+            self.process.wait(timeout=timeout)
+            if self.process.stderr:
+                self.process.stderr.close()
+
+    def shutdown_remote(self, pid: int, save: bool, timeout: float = 30.0) -> None:
+        """SHUTDOWN a server of ours that another process started, and wait until it is gone."""
+        if _send_shutdown(self.port, save):
+            os.kill(pid, signal.SIGTERM if save else signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        while _pid_alive(pid):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                deadline = time.monotonic() + 10
+            time.sleep(0.02)
 
     def __enter__(self) -> EmbeddedRedis:
         self.start()

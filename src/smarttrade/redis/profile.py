@@ -12,6 +12,8 @@ TRADING_PROFILE: dict[str, str] = {
     "notify-keyspace-events": "Ex",
     "tcp-keepalive": "300",
     "timeout": "0",
+    # LATENCY LATEST/DOCTOR record events slower than this many ms (0, the default, records none).
+    "latency-monitor-threshold": "50",
     # Persistence, for the user-settings store: AOF every second plus RDB snapshots.
     "appendonly": "yes",
     "appendfsync": "everysec",

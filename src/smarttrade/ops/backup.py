@@ -1,0 +1,353 @@
+"""Backups (BGSAVE, wait, copy with a timestamp and sha256, keep the last N) and the embedded
+server's restore.
+
+The restore procedure (docs/operations.md) is the runbook's "stop Redis, replace dump.rdb, start"
+made safe: the file is checked first (sha256, redis-check-rdb), the server is stopped *without*
+saving (a save would overwrite the file we restore), the append-only files are moved aside
+(with AOF on, Redis loads them instead of the RDB), the old files are kept for a rollback, and the
+server is started and verified before AOF is switched back on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+from smarttrade.errors import SmartTradeError
+from smarttrade.ops.server import Admin, CommandUnavailable
+from smarttrade.redis.connections import redis_errors
+from smarttrade.redis.embedded import (
+    STATE_FILE,
+    EmbeddedRedis,
+    _locked,
+    _recorded,
+    find_redis_binary,
+    running_server,
+)
+
+NAME_RE = re.compile(r"^smarttrade-(\d{8}T\d{6}\d{6}Z)\.rdb$")
+CHUNK = 1 << 20
+POLL_S = 0.1
+Progress = Callable[[int, int], None]  # (done, total) bytes
+
+
+class BackupError(SmartTradeError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class BackupFile:
+    path: Path
+    created: datetime
+    size: int
+
+    @property
+    def checksum_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".sha256")
+
+    @property
+    def age_s(self) -> float:
+        return max(0.0, time.time() - self.created.timestamp())
+
+
+def list_backups(folder: Path) -> list[BackupFile]:
+    """Our backups in ``folder``, oldest first (by the UTC time in the name)."""
+    found = []
+    if folder.is_dir():
+        for path in folder.iterdir():
+            match = NAME_RE.match(path.name)
+            if not (match and path.is_file()):
+                continue
+            try:
+                created = datetime.strptime(match[1], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
+            except ValueError:  # digits that are no date (a hand-made name): not one of ours
+                continue
+            found.append(BackupFile(path, created, path.stat().st_size))
+    return sorted(found, key=lambda b: b.created)
+
+
+def newest_age_s(folder: Path) -> float | None:
+    backups = list_backups(folder)
+    return backups[-1].age_s if backups else None
+
+
+def sha256_of(path: Path, progress: Progress | None = None) -> str:
+    digest = hashlib.sha256()
+    total = path.stat().st_size
+    done = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+            done += len(chunk)
+            if progress:
+                progress(done, total)
+    return digest.hexdigest()
+
+
+def _copy_hashed(src: Path, dst: Path, progress: Progress | None) -> str:
+    """Copy through a temporary name with fsync, so a crash never leaves half a backup."""
+    digest = hashlib.sha256()
+    tmp = dst.with_name(dst.name + ".part")
+    with src.open("rb") as fin:  # an open file survives the server renaming a new dump over it
+        total = os.fstat(fin.fileno()).st_size
+        done = 0
+        with tmp.open("wb") as fout:
+            while chunk := fin.read(CHUNK):
+                fout.write(chunk)
+                digest.update(chunk)
+                done += len(chunk)
+                if progress:
+                    progress(done, total)
+            fout.flush()
+            os.fsync(fout.fileno())
+    tmp.replace(dst)
+    return digest.hexdigest()
+
+
+async def rdb_path(admin: Admin, embedded_dir: Path | None) -> Path:
+    """Where the server writes its RDB: CONFIG GET, else the embedded server's folder."""
+    try:
+        conf = await admin.config_get("dir") | await admin.config_get("dbfilename")
+        return Path(conf["dir"]) / conf["dbfilename"]
+    except CommandUnavailable as exc:
+        if embedded_dir is not None:
+            return embedded_dir / "dump.rdb"
+        raise BackupError(f"cannot find the server's RDB file: {exc}; give it with --rdb-file PATH") from None
+
+
+async def _persistence(admin: Admin) -> dict[str, object]:
+    return await admin.info("persistence")
+
+
+async def bgsave_and_wait(admin: Admin, timeout_s: float, on_wait: Callable[[str], None]) -> float:
+    """BGSAVE and wait until it is done and reported ok; returns the seconds it took."""
+    started = time.monotonic()
+    before = await _persistence(admin)
+    last_save = int(before.get("rdb_last_save_time", 0))
+    # rdb_last_save_time counts whole seconds: start in a later second than the last save,
+    # so "a newer save time" proves that *our* save finished.
+    with redis_errors(admin.url):
+        now_s = int((await admin.client.time())[0])
+    if now_s <= last_save:
+        await asyncio.sleep(last_save + 1 - now_s + 0.05)
+    while True:
+        try:
+            await admin.call("BGSAVE", "SCHEDULE")  # waits its turn behind an AOF rewrite
+            break
+        except SmartTradeError as exc:
+            if "in progress" not in str(exc):  # another BGSAVE runs: ours starts after it
+                raise
+        on_wait("another save is running; waiting for it")
+        await _deadline(started, timeout_s)
+        await asyncio.sleep(POLL_S)
+    on_wait("saving")
+    while True:
+        info = await _persistence(admin)
+        if (
+            not int(info.get("rdb_bgsave_in_progress", 0))
+            and int(info.get("rdb_last_save_time", 0)) > last_save
+        ):
+            if str(info.get("rdb_last_bgsave_status")) != "ok":
+                raise BackupError("BGSAVE failed (rdb_last_bgsave_status is err); see the server's log")
+            return time.monotonic() - started
+        await _deadline(started, timeout_s)
+        await asyncio.sleep(POLL_S)
+
+
+async def _deadline(started: float, timeout_s: float) -> None:
+    if time.monotonic() - started > timeout_s:
+        raise BackupError(f"BGSAVE did not finish within {timeout_s:g} s; see INFO persistence")
+
+
+@dataclass(frozen=True, slots=True)
+class BackupResult:
+    file: Path
+    sha256: str
+    size: int
+    save_s: float
+    pruned: list[Path]
+
+
+def prune(folder: Path, keep: int) -> list[Path]:
+    """Remove all but the newest ``keep`` backups (and their checksum files)."""
+    removed = []
+    for old in list_backups(folder)[:-keep] if keep > 0 else []:
+        old.path.unlink(missing_ok=True)
+        old.checksum_path.unlink(missing_ok=True)
+        removed.append(old.path)
+    return removed
+
+
+async def backup(
+    admin: Admin,
+    folder: Path,
+    keep: int,
+    source: Path,
+    timeout_s: float = 600,
+    on_wait: Callable[[str], None] = lambda _: None,
+    progress: Progress | None = None,
+) -> BackupResult:
+    folder.mkdir(parents=True, exist_ok=True)
+    save_s = await bgsave_and_wait(admin, timeout_s, on_wait)
+    if not source.is_file():
+        raise BackupError(
+            f"the server saved, but {source} is not a file here (is the server on another host?)"
+        )
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    target = folder / f"smarttrade-{stamp}.rdb"
+    on_wait("copying")
+    digest = await asyncio.to_thread(_copy_hashed, source, target, progress)
+    info = BackupFile(target, datetime.now(UTC), target.stat().st_size)
+    info.checksum_path.write_text(f"{digest}  {target.name}\n")  # `sha256sum -c` reads this
+    return BackupResult(target, digest, info.size, save_s, prune(folder, keep))
+
+
+# -- restore -------------------------------------------------------------------------------------
+
+
+def verify_file(path: Path, progress: Progress | None = None, server: str | None = None) -> str:
+    """Check the sha256 (when a checksum file is beside it) and the RDB's structure, with the
+    redis-server that will load it (a newer RDB version does not load into an older server)."""
+    if not path.is_file():
+        raise BackupError(f"{path}: no such file")
+    digest = sha256_of(path, progress)
+    checksum = path.with_name(path.name + ".sha256")
+    if checksum.is_file():
+        expected = checksum.read_text().split()[0] if checksum.read_text().split() else ""
+        if expected.lower() != digest:
+            raise BackupError(f"{path}: sha256 {digest} does not match {checksum.name} ({expected})")
+    server = server or find_redis_binary()
+    # redis-server acts as redis-check-rdb when called by that name.
+    check = subprocess.run(
+        ["redis-check-rdb", str(path)], executable=server, capture_output=True, text=True, timeout=600
+    )
+    if check.returncode != 0:
+        lines = [ln for ln in (check.stdout + check.stderr).splitlines() if ln.strip()]
+        reason = next(
+            (ln for ln in lines if "error" in ln.lower() or "wrong" in ln.lower()), lines[-1] if lines else ""
+        )
+        raise BackupError(f"{path}: not a valid RDB for {Path(server).name} here: {reason.strip()}")
+    return digest
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreResult:
+    file: Path
+    sha256: str
+    url: str
+    keys: dict[int, int]  # db -> keys after the restore
+    aside: Path  # where the replaced files were kept
+    running: bool  # the server was left running (it was running before)
+
+
+def _aof_paths(data_dir: Path) -> list[Path]:
+    return [p for p in (data_dir / "appendonlydir", data_dir / "appendonly.aof") if p.exists()]
+
+
+async def _wait_aof_rewrite(client: aioredis.Redis, timeout_s: float) -> None:
+    started = time.monotonic()
+    while True:
+        info = await client.info("persistence")
+        busy = int(info.get("aof_rewrite_in_progress", 0)) or int(info.get("aof_rewrite_scheduled", 0))
+        if int(info.get("aof_enabled", 0)) and not busy:
+            if str(info.get("aof_last_bgrewrite_status", "ok")) != "ok":
+                raise BackupError("the AOF rewrite after the restore failed; see the server's log")
+            return
+        if time.monotonic() - started > timeout_s:
+            raise BackupError(f"the AOF rewrite did not finish within {timeout_s:g} s")
+        await asyncio.sleep(POLL_S)
+
+
+def _running(data_dir: Path) -> tuple[int, int, str | None] | None:
+    """(pid, port, binary) of the embedded server running in ``data_dir``, if one runs."""
+    if running_server(data_dir) is None:
+        return None
+    pid, port = _recorded(data_dir / STATE_FILE)
+    assert pid is not None and port is not None
+    return pid, port, _binary_of(pid)
+
+
+def _binary_of(pid: int) -> str | None:
+    """The redis-server a process was started as, so a restart uses the same one (its RDB and
+    AOF formats are the ones on disk). Its argv[0], not /proc/PID/exe: Debian's redis-server is a
+    link to redis-check-rdb, and the name decides which of the two the binary runs as."""
+    try:
+        title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].split()[0].decode()
+    except (OSError, IndexError, UnicodeDecodeError):
+        return None
+    return title if os.path.isabs(title) and os.access(title, os.X_OK) else None
+
+
+async def restore_embedded(
+    data_dir: Path,
+    file: Path,
+    maxmemory: str,
+    on_step: Callable[[str], None] = lambda _: None,
+    progress: Progress | None = None,
+    timeout_s: float = 600,
+) -> RestoreResult:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    running = _running(data_dir)
+    binary = running[2] if running else None
+    on_step("verifying the backup")
+    digest = await asyncio.to_thread(verify_file, file, progress, binary)
+    with _locked(data_dir):  # no command attaches or starts a server meanwhile
+        running = _running(data_dir)
+        port = running[1] if running else None
+        if running:
+            on_step("stopping the embedded server without saving")
+            EmbeddedRedis(data_dir=data_dir, port=running[1]).shutdown_remote(running[0], save=False)
+        was_running = port is not None
+        aside = data_dir / f"pre-restore-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+        aside.mkdir()
+        moved = []
+        for path in [data_dir / "dump.rdb", *_aof_paths(data_dir)]:
+            if path.exists():
+                path.rename(aside / path.name)
+                moved.append(path)
+        on_step("placing the backup")
+        shutil.copyfile(file, data_dir / "dump.rdb.part")
+        (data_dir / "dump.rdb.part").replace(data_dir / "dump.rdb")
+        config = {"maxmemory": maxmemory, "appendonly": "no"}
+        server = EmbeddedRedis(data_dir=data_dir, config=config, port=port or 0, binary=binary)
+        try:
+            on_step("starting the server on the backup")
+            server.start()
+            client = aioredis.Redis.from_url(server.url)
+            try:
+                keyspace = await client.info("keyspace")
+                keys = {int(k[2:]): int(v["keys"]) for k, v in keyspace.items() if k.startswith("db")}
+                on_step("turning the append-only file back on")
+                await client.config_set("appendonly", "yes")
+                await _wait_aof_rewrite(client, timeout_s)
+                if not was_running:
+                    await client.shutdown(save=True)
+            finally:
+                await client.aclose()
+        except Exception:
+            server.stop(save=False)
+            for path in moved:  # roll back to the files we replaced
+                if path.name == "appendonlydir" and path.exists():
+                    shutil.rmtree(path)
+                (aside / path.name).replace(path)
+            raise
+        if was_running:  # it stays up for the commands that were using it; they reconnect
+            assert server.process is not None
+            state = {"pid": server.process.pid, "port": server.port}
+            (data_dir / STATE_FILE).write_text(json.dumps(state))
+            server.detach()
+        else:
+            server.wait_exit()
+    return RestoreResult(file, digest, server.url, keys, aside, was_running)

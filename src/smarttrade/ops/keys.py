@@ -1,0 +1,327 @@
+"""Key browsing, TTL reports, memory estimates, clean-up and flush, one store at a time.
+
+Everything walks the keyspace with SCAN and a COUNT (never KEYS) and touches only keys of the
+store's families (keyspace.FAMILIES), so a database shared with someone else's data is safe.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+
+from smarttrade.keyspace import KeyFamily, Store, family_of
+from smarttrade.ops.server import Admin, CommandUnavailable
+from smarttrade.redis.connections import redis_errors
+from smarttrade.settings import Settings
+
+SCAN_COUNT = 1000
+# TTL histogram buckets: upper bounds in seconds.
+TTL_BUCKETS = (10, 60, 300, 600, 1800, 3600, 86_400)
+MAX_LISTED = 20  # keys named in a report
+
+
+def bucket_label(i: int) -> str:
+    def human(s: int) -> str:
+        for size, unit in ((86_400, "d"), (3600, "h"), (60, "min")):
+            if s >= size:
+                return f"{s // size} {unit}"
+        return f"{s} s"
+
+    if i == len(TTL_BUCKETS):
+        return f"> {human(TTL_BUCKETS[-1])}"
+    low = 0 if i == 0 else TTL_BUCKETS[i - 1]
+    return f"{human(low) if low else '0'} - {human(TTL_BUCKETS[i])}"
+
+
+def _text(key: bytes) -> str:
+    return key.decode(errors="surrogateescape")
+
+
+async def scan_store(
+    client: aioredis.Redis,
+    url: str,
+    store: Store,
+    pattern: str | None = None,
+    cursor: int = 0,
+    count: int = SCAN_COUNT,
+) -> AsyncIterator[tuple[int, list[bytes]]]:
+    """Pages of (next cursor, the store's keys on this page); the cursor is 0 after the last."""
+    with redis_errors(url):
+        while True:
+            cursor, page = await client.scan(cursor, match=pattern, count=count)
+            yield cursor, [k for k in page if family_of(_text(k), store)]
+            if cursor == 0:
+                return
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRow:
+    key: str
+    type: str
+    ttl: int  # seconds; -1 none
+
+
+@dataclass
+class KeyPage:
+    rows: list[KeyRow]
+    cursor: int  # 0: the scan is complete; else pass it back to continue
+
+
+async def browse(
+    client: aioredis.Redis, url: str, store: Store, pattern: str | None, limit: int, cursor: int = 0
+) -> KeyPage:
+    rows: list[KeyRow] = []
+    next_cursor = 0
+    # COUNT near the limit keeps pages near it: a page is shown whole, never cut, so that a
+    # resumed cursor misses nothing.
+    count = min(max(limit, 10), SCAN_COUNT)
+    async for page_cursor, keys in scan_store(client, url, store, pattern, cursor, count):
+        next_cursor = page_cursor
+        if keys:
+            with redis_errors(url):
+                pipe = client.pipeline(transaction=False)
+                for key in keys:
+                    pipe.type(key)
+                    pipe.ttl(key)
+                replies = await pipe.execute()
+            for i, key in enumerate(keys):
+                kind = replies[2 * i]
+                kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+                rows.append(KeyRow(_text(key), kind, replies[2 * i + 1]))
+        if len(rows) >= limit:
+            break
+    return KeyPage(rows, next_cursor)
+
+
+@dataclass
+class TtlReport:
+    store: Store
+    keys: int = 0
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(TTL_BUCKETS) + 1))
+    persistent: int = 0  # no TTL, on purpose (settings, checkpoints)
+    missing: int = 0  # no TTL but should have one
+    missing_keys: list[str] = field(default_factory=list)
+    by_family: dict[str, int] = field(default_factory=dict)
+
+
+async def ttl_report(
+    client: aioredis.Redis,
+    url: str,
+    store: Store,
+    limit: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> TtlReport:
+    """TTL histogram of the store's keys (all of them, or the first ``limit`` as a sample)."""
+    report = TtlReport(store)
+    async for _cursor, keys in scan_store(client, url, store):
+        if not keys:
+            continue
+        with redis_errors(url):
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.ttl(key)
+            ttls = await pipe.execute()
+        for key, ttl in zip(keys, ttls, strict=True):
+            if ttl == -2:
+                continue  # expired between SCAN and TTL
+            text = _text(key)
+            fam = family_of(text, store)
+            assert fam is not None
+            report.keys += 1
+            report.by_family[fam.prefix] = report.by_family.get(fam.prefix, 0) + 1
+            if ttl == -1:
+                if fam.must_expire:
+                    report.missing += 1
+                    if len(report.missing_keys) < MAX_LISTED:
+                        report.missing_keys.append(text)
+                else:
+                    report.persistent += 1
+            else:
+                report.buckets[bisect.bisect_left(TTL_BUCKETS, ttl)] += 1
+        if progress:
+            progress(report.keys)
+        if limit is not None and report.keys >= limit:
+            break
+    return report
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryEstimate:
+    store: Store
+    sampled: int
+    sample_bytes: int
+    db_keys: int  # keys in the store's database (INFO keyspace)
+    share: float  # of the sampled db keys, the part that belongs to this store
+
+    @property
+    def estimate_bytes(self) -> int:
+        if not self.sampled:
+            return 0
+        return int(self.sample_bytes / self.sampled * self.db_keys * self.share)
+
+
+async def memory_estimate(
+    admin: Admin, client: aioredis.Redis, store: Store, db_keys: int, sample: int = 200
+) -> MemoryEstimate | None:
+    """MEMORY USAGE over a SCAN sample, scaled to the db's key count: an estimate, not a census.
+
+    None when MEMORY USAGE is denied to this user.
+    """
+    seen = ours = total = 0
+    cursor = 0
+    keys: list[bytes] = []
+    with redis_errors(admin.url):
+        while len(keys) < sample:
+            cursor, page = await client.scan(cursor, count=SCAN_COUNT)
+            seen += len(page)
+            mine = [k for k in page if family_of(_text(k), store)]
+            ours += len(mine)
+            keys.extend(mine[: sample - len(keys)])
+            if cursor == 0:
+                break
+        if keys:
+            try:
+                pipe = client.pipeline(transaction=False)
+                for key in keys:
+                    pipe.memory_usage(key, samples=0)
+                sizes = await pipe.execute()
+            except Exception as exc:  # NOPERM comes back as a ResponseError from the pipeline
+                if "NOPERM" in str(exc) or "unknown command" in str(exc):
+                    return None
+                raise
+            total = sum(int(s or 0) for s in sizes)
+    share = ours / seen if seen else 0.0
+    return MemoryEstimate(store, len(keys), total, db_keys, share)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSample:
+    memory: MemoryEstimate | None
+    ttl: TtlReport
+
+    def median_ttl_label(self) -> str:
+        """The TTL bucket holding the middle key of the sample, or a note when none expire."""
+        counted = sum(self.ttl.buckets)
+        if not counted:
+            return "none expire" if self.ttl.keys else "-"
+        running = 0
+        for i, n in enumerate(self.ttl.buckets):
+            running += n
+            if running * 2 >= counted:
+                return bucket_label(i)
+        return bucket_label(len(self.ttl.buckets) - 1)
+
+    def as_json(self) -> dict[str, object]:
+        labels = [bucket_label(i) for i in range(len(self.ttl.buckets))]
+        return {
+            "sampled": self.ttl.keys,
+            "memory_estimate_bytes": self.memory.estimate_bytes if self.memory else None,
+            "ttl_sample": {
+                **dict(zip(labels, self.ttl.buckets, strict=True)),
+                "none (permanent)": self.ttl.persistent,
+                "none (should expire)": self.ttl.missing,
+            },
+        }
+
+
+async def store_sample(
+    admin: Admin, client: aioredis.Redis, store: Store, db_keys: int, size: int
+) -> StoreSample:
+    memory = await memory_estimate(admin, client, store, db_keys, size)
+    ttl = await ttl_report(client, admin.url, store, limit=size)
+    return StoreSample(memory, ttl)
+
+
+# -- maintenance ---------------------------------------------------------------------------------
+
+# Sets a TTL only if the key still has none: a racing writer's own TTL is never overridden.
+EXPIRE_IF_NONE = """
+local ttl = tonumber(ARGV[1])
+if redis.call('TTL', KEYS[1]) == -1 then
+  redis.call('EXPIRE', KEYS[1], ttl)
+  return 1
+end
+return 0
+"""
+
+
+@dataclass
+class CleanupResult:
+    store: Store
+    scanned: int = 0
+    missing: int = 0
+    fixed: int = 0
+    examples: list[str] = field(default_factory=list)
+
+
+def family_ttl(fam: KeyFamily, settings: Settings) -> int:
+    ttl = fam.ttl or settings.ttl(fam.store)
+    assert ttl is not None, fam
+    return ttl
+
+
+async def cleanup(
+    client: aioredis.Redis, url: str, settings: Settings, store: Store, apply: bool
+) -> CleanupResult:
+    """Find the store's keys that must expire but have no TTL; with ``apply`` give them one."""
+    result = CleanupResult(store)
+    script = client.register_script(EXPIRE_IF_NONE)
+    async for _cursor, keys in scan_store(client, url, store):
+        if not keys:
+            continue
+        with redis_errors(url):
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.ttl(key)
+            ttls = await pipe.execute()
+        result.scanned += len(keys)
+        for key, ttl in zip(keys, ttls, strict=True):
+            fam = family_of(_text(key), store)
+            if ttl != -1 or fam is None or not fam.must_expire:
+                continue
+            result.missing += 1
+            if len(result.examples) < MAX_LISTED:
+                result.examples.append(_text(key))
+            if apply:
+                with redis_errors(url, _text(key)):
+                    result.fixed += int(await script(keys=[key], args=[family_ttl(fam, settings)]))
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class FlushResult:
+    store: Store
+    deleted: int
+    how: str  # "FLUSHDB" or "SCAN+UNLINK"
+    note: str = ""
+
+
+async def flush_store(
+    admin: Admin,
+    client: aioredis.Redis,
+    store: Store,
+    use_flushdb: bool,
+    progress: Callable[[int], None] | None = None,
+) -> FlushResult:
+    """Delete the store's keys: SCAN+UNLINK of its families, or FLUSHDB when asked and allowed."""
+    note = ""
+    if use_flushdb:
+        with redis_errors(admin.url):
+            before = int(await client.dbsize())
+        try:
+            # The admin's client may be on another db: FLUSHDB must run on this store's connection.
+            await admin.on(client).call("FLUSHDB", "ASYNC")
+            return FlushResult(store, before, "FLUSHDB")
+        except CommandUnavailable as exc:
+            note = f"{exc}; used SCAN+UNLINK instead"
+    deleted = 0
+    async for _cursor, keys in scan_store(client, admin.url, store):
+        if keys:
+            with redis_errors(admin.url):
+                deleted += int(await client.unlink(*keys))
+            if progress:
+                progress(deleted)
+    return FlushResult(store, deleted, "SCAN+UNLINK", note)

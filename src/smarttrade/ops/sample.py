@@ -1,0 +1,122 @@
+"""One reading of the server (INFO) and the rates between two readings.
+
+``monitor``, ``alerts`` and the Prometheus collector all read the server through ``take``, so the
+three always agree on what a figure means.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from smarttrade.ops.server import Admin
+
+
+def _int(info: dict[str, Any], name: str) -> int:
+    try:
+        return int(info.get(name, 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _float(info: dict[str, Any], name: str) -> float:
+    try:
+        return float(info.get(name, 0.0))
+    except (TypeError, ValueError):
+        return 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    at: float  # time.monotonic() when taken
+    run_id: str
+    uptime_s: int
+    used_memory: int
+    maxmemory: int
+    maxmemory_policy: str
+    frag_ratio: float  # mem_fragmentation_ratio: RSS / used, includes pages not yet returned to the OS
+    allocator_frag_ratio: float  # jemalloc's own fragmentation: the one that active defrag can fix
+    clients: int
+    blocked_clients: int
+    hits: int
+    misses: int
+    commands: int
+    ops_per_sec: int  # the server's own instantaneous figure
+    evicted: int
+    expired: int
+    rdb_last_save: int
+    rdb_changes: int
+    rdb_bgsave_ok: bool
+    keyspace: dict[int, tuple[int, int]] = field(default_factory=dict)  # db -> (keys, expiring)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def hit_rate(self) -> float | None:
+        total = self.hits + self.misses
+        return self.hits / total if total else None
+
+
+async def take(admin: Admin) -> Sample:
+    info = await admin.info()  # the default sections hold every figure used here
+    keyspace = {
+        int(name[2:]): (_int(v, "keys"), _int(v, "expires"))
+        for name, v in info.items()
+        if name.startswith("db") and name[2:].isdigit() and isinstance(v, dict)
+    }
+    return Sample(
+        at=time.monotonic(),
+        run_id=str(info.get("run_id", "")),
+        uptime_s=_int(info, "uptime_in_seconds"),
+        used_memory=_int(info, "used_memory"),
+        maxmemory=_int(info, "maxmemory"),
+        maxmemory_policy=str(info.get("maxmemory_policy", "?")),
+        frag_ratio=_float(info, "mem_fragmentation_ratio"),
+        allocator_frag_ratio=_float(info, "allocator_frag_ratio"),
+        clients=_int(info, "connected_clients"),
+        blocked_clients=_int(info, "blocked_clients"),
+        hits=_int(info, "keyspace_hits"),
+        misses=_int(info, "keyspace_misses"),
+        commands=_int(info, "total_commands_processed"),
+        ops_per_sec=_int(info, "instantaneous_ops_per_sec"),
+        evicted=_int(info, "evicted_keys"),
+        expired=_int(info, "expired_keys"),
+        rdb_last_save=_int(info, "rdb_last_save_time"),
+        rdb_changes=_int(info, "rdb_changes_since_last_save"),
+        rdb_bgsave_ok=str(info.get("rdb_last_bgsave_status", "ok")) == "ok",
+        keyspace=keyspace,
+        info=info,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    seconds: float
+    ops_s: float
+    evicted_s: float
+    expired_s: float
+    evicted: int  # during the window
+    hits: int
+    misses: int
+
+    @property
+    def hit_rate(self) -> float | None:
+        total = self.hits + self.misses
+        return self.hits / total if total else None
+
+
+def rates(before: Sample, after: Sample) -> Rates | None:
+    """Per-second rates between two samples; None when the server restarted in between."""
+    if before.run_id != after.run_id or after.at <= before.at:
+        return None
+    dt = after.at - before.at
+    evicted = max(0, after.evicted - before.evicted)
+    return Rates(
+        seconds=dt,
+        ops_s=max(0, after.commands - before.commands) / dt,
+        evicted_s=evicted / dt,
+        expired_s=max(0, after.expired - before.expired) / dt,
+        evicted=evicted,
+        hits=max(0, after.hits - before.hits),
+        misses=max(0, after.misses - before.misses),
+    )
