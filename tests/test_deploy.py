@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from smarttrade.ops.profile import ROLES
+
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 PROMETHEUS = DEPLOY / "prometheus"
@@ -262,7 +264,10 @@ def test_alert_rules_carry_the_runbook_thresholds() -> None:
     )
     assert exprs["SmartTradeIngestLag"] == "smarttrade_ingest_lag_seconds > 1"
     assert exprs["SmartTradeIngestLagCritical"] == "smarttrade_ingest_lag_seconds > 5"
-    assert exprs["SmartTradeStoreHitRatioLow"].startswith("smarttrade_store_hit_ratio < 0.8 ")
+    store_rule = exprs["SmartTradeStoreHitRatioLow"]  # over a window, not the cumulative ratio
+    assert (
+        store_rule.startswith("( rate(smarttrade_store_hits_total[10m]) / (") and ") < 0.8 and" in store_rule
+    )
     assert "name: smarttrade\n" in text
     # every rule: a severity, a `for:`, a summary and a description
     assert text.count("severity: warning") + text.count("severity: critical") == EXPECTED_RULES
@@ -418,19 +423,21 @@ def test_systemd_units_settings() -> None:
     assert "/var/lib/smarttrade/redis" in redis["ReadWritePaths"]
 
     bin_ = "/opt/smarttrade/.venv/bin/smarttrade"
-    commands = {  # each role connects as its own ACL user (ops/profile.py ROLES)
-        "smarttrade-ingest.service": ("INGEST", f"{bin_} ingest $SMARTTRADE_INGEST_ARGS"),
-        "smarttrade-gateway.service": ("GATEWAY", f"{bin_} gateway"),
-        "smarttrade-exporter.service": ("EXPORTER", f"{bin_} exporter --port 9187"),
-        "smarttrade-backup.service": ("OPERATOR", f"{bin_} backup"),
-        "smarttrade-alerts.service": ("EXPORTER", f"{bin_} alerts --json"),
+    commands = {  # each unit connects as its own ACL user (ops/profile.py ROLES), from its own file
+        "smarttrade-ingest.service": ("ingest", f"{bin_} ingest $SMARTTRADE_INGEST_ARGS"),
+        "smarttrade-gateway.service": ("gateway", f"{bin_} gateway"),
+        "smarttrade-exporter.service": ("exporter", f"{bin_} exporter --port 9187"),
+        "smarttrade-backup.service": ("backup", f"{bin_} backup"),
+        "smarttrade-alerts.service": ("exporter", f"{bin_} alerts --json"),
     }
     for name, (role, command) in commands.items():
+        assert role in ROLES, role
         service = units[name]["Service"]
-        assert service["ExecStart"] == [f"/usr/bin/env REDIS_URL=${{REDIS_URL_{role}}} {command}"], name
-        assert service["EnvironmentFile"] == ["/etc/smarttrade/smarttrade.env", "/etc/smarttrade/acl.env"], (
-            name
-        )
+        assert service["ExecStart"] == [command], name
+        assert service["EnvironmentFile"] == [
+            "/etc/smarttrade/smarttrade.env",
+            f"/etc/smarttrade/acl-{role}.env",
+        ], name
         assert "smarttrade-redis.service" in " ".join(units[name]["Unit"]["After"]), name
 
     ingest = units["smarttrade-ingest.service"]

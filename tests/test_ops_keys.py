@@ -152,10 +152,22 @@ def test_flush_asks_and_deletes_only_the_store(filled: Any, server: Any) -> None
 
 
 def test_flush_with_flushdb(filled: Any, server: Any) -> None:
-    out = _ok(filled.smarttrade("flush", "calc", "--yes", "--flushdb")).stdout
-    assert "FLUSHDB" in out
+    result = _ok(filled.smarttrade("flush", "calc", "--yes", "--flushdb"))
+    assert "SCAN+UNLINK" in result.stdout and "not calc keys" in result.stderr  # foreign:3 is there
     with redis.Redis(port=server.port, db=3) as r:
-        assert r.dbsize() == 0  # FLUSHDB takes the whole db, as the operator asked
+        assert r.keys() == [b"foreign:3"]
+        r.delete("foreign:3")
+        r.set("calc:DOL:rsi", "{}", ex=100)
+    assert "FLUSHDB" in _ok(filled.smarttrade("flush", "calc", "--yes", "--flushdb")).stdout
+    with redis.Redis(port=server.port, db=3) as r:
+        assert r.dbsize() == 0
+
+
+def test_flushdb_refuses_a_db_shared_with_another_store(filled: Any, server: Any) -> None:
+    result = filled.smarttrade("flush", "calc", "--yes", "--flushdb", env={"REDIS_DB_CALC": "5"})
+    assert result.returncode == 2 and "config" in result.stderr  # the settings store shares db 5
+    with redis.Redis(port=server.port, db=5) as r:
+        assert r.get("config:u1:theme") == b'"dark"'
 
 
 def test_slowlog_and_latency(filled: Any, server: Any) -> None:

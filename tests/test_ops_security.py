@@ -488,7 +488,7 @@ class TestAclUsers:
         ):
             assert expected in lines, expected
         assert not any(ln.startswith("rename-command") for ln in lines)
-        assert set(acl.urls) == {"ingest", "gateway", "operator", "exporter"}
+        assert set(acl.urls) == {"ingest", "gateway", "operator", "backup", "exporter"}
         for role, password in acl.passwords.items():
             assert len(password) >= 24
             assert password not in acl.fragment
@@ -499,6 +499,19 @@ class TestAclUsers:
             assert sum(ln.startswith(f"user {role} ") for ln in lines) == 1
             assert acl.urls[role] == f"redis://{role}:{password}@127.0.0.1:{acl.server.port}"
         assert acl.secrets_file.stat().st_mode & 0o777 == 0o600
+        for role, url in acl.urls.items():  # one file per role, for its systemd unit: only its URL
+            role_file = acl.secrets_file.with_name(f"acl-{role}.env")
+            assert role_file.stat().st_mode & 0o777 == 0o600
+            assert parse_secrets(role_file) == {"REDIS_URL": url}
+
+    def test_backup_user_backs_up_and_reads_no_key(self, cli: ForkCli, acl: Acl) -> None:
+        env = {**acl.envs["backup"], "SMARTTRADE_BACKUP_DIR": str(acl.tmp / "backup-role")}
+        report = ok_json(cli.run("backup", "--json", env=env))
+        assert Path(report["file"]).is_file()
+        line = one_line_failure(cli.run("get", "quote:WINZ25:1700000000", env=env))
+        assert "permission" in line.lower() and acl.passwords["backup"] not in line
+        line = one_line_failure(cli.run("flush", "calc", "--yes", env=env))
+        assert "permission" in line.lower()
 
     def test_server_started_with_the_default_user_off(self, acl: Acl) -> None:
         assert acl.server.process is not None and acl.server.process.poll() is None

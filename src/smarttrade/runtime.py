@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,7 +10,7 @@ from dataclasses import dataclass
 import redis.exceptions as rexc
 
 from smarttrade.keyspace import Store
-from smarttrade.ops.published import HitPublisher
+from smarttrade.ops.published import HitPublisher, periodic
 from smarttrade.redis.connections import RedisPools
 from smarttrade.redis.embedded import EmbeddedHandle, attach_or_start
 from smarttrade.settings import Settings, redact
@@ -36,9 +35,13 @@ class Runtime:
         return f"{self.url} (embedded, {how}; data in {self.settings.smarttrade_data_dir})"
 
 
+PUBLISH_HITS_EVERY_S = 5.0
+
+
 @asynccontextmanager
-async def connect(settings: Settings) -> AsyncIterator[Runtime]:
-    """Connect (starting the embedded server when REDIS_URL is unset) and check it answers."""
+async def connect(settings: Settings, check: bool = True) -> AsyncIterator[Runtime]:
+    """Connect (starting the embedded server when REDIS_URL is unset) and, unless ``check`` is
+    False, make sure it answers (the exporter starts anyway and reports ``redis_up 0``)."""
     if settings.smarttrade_symbols:
         register_symbols(settings.smarttrade_symbols)
     handle: EmbeddedHandle | None = None
@@ -48,34 +51,18 @@ async def connect(settings: Settings) -> AsyncIterator[Runtime]:
         handle = attach_or_start(settings.smarttrade_data_dir, settings.smarttrade_maxmemory)
         url = handle.url
     pools = RedisPools(url, {settings.db(s) for s in Store}, settings.redis_max_connections)
-    publisher: asyncio.Task[None] | None = None
     try:
-        await pools.ping()
+        if check:
+            await pools.ping()
         stores = Stores(pools, settings)
         hits = HitPublisher(stores.by_store())
-        publisher = asyncio.create_task(_publish_hits(hits, pools, settings))
-        yield Runtime(settings, url, pools, stores, handle)
-        await _publish_once(hits, pools, settings)
+        client = pools.client(settings.db(Store.QUOTES))
+        # Per-store hit counts for `monitor` and the exporter; a failure loses only the figures.
+        async with periodic(PUBLISH_HITS_EVERY_S, lambda: hits.publish(client)):
+            yield Runtime(settings, url, pools, stores, handle)
+        with contextlib.suppress(rexc.RedisError, OSError):
+            await hits.publish(client)
     finally:
-        if publisher is not None:
-            publisher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await publisher
         await pools.aclose()
         if handle is not None:
             handle.close()
-
-
-PUBLISH_HITS_EVERY_S = 5.0
-
-
-async def _publish_once(hits: HitPublisher, pools: RedisPools, settings: Settings) -> None:
-    """Per-store hit counts for `monitor` and the exporter; a failure loses only the figures."""
-    with contextlib.suppress(rexc.RedisError, OSError):
-        await hits.publish(pools.client(settings.db(Store.QUOTES)))
-
-
-async def _publish_hits(hits: HitPublisher, pools: RedisPools, settings: Settings) -> None:
-    while True:
-        await asyncio.sleep(PUBLISH_HITS_EVERY_S)
-        await _publish_once(hits, pools, settings)

@@ -60,11 +60,14 @@ def run_async(main: Callable[[], Awaitable[T]]) -> T:
         raise typer.Exit(130) from None
 
 
-def run(job: Callable[[Runtime], Awaitable[T]]) -> T:
-    """Load settings, connect, run ``job``; expected failures become one line and an exit code."""
+def run(job: Callable[[Runtime], Awaitable[T]], check: bool = True) -> T:
+    """Load settings, connect, run ``job``; expected failures become one line and an exit code.
+
+    ``check=False`` skips the start-up PING, for commands that must run while Redis is down.
+    """
 
     async def main() -> T:
-        async with connect(load_settings()) as rt:
+        async with connect(load_settings(), check=check) as rt:
             return await job(rt)
 
     return run_async(main)

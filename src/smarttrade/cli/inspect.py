@@ -421,7 +421,7 @@ def exporter(
             server.shutdown()
             thread.join(timeout=5)
 
-    run(job)
+    run(job, check=False)  # a Redis that is down at start is `redis_up 0`, not a crash loop
 
 
 __all__ = ["keys_cmd", "monitor_view", "ttl_table"]

@@ -103,12 +103,12 @@ def flush(
         fail("the user-settings store holds permanent user data; add --include-user-settings to flush it", 2)
     settings = load_settings()
     db = settings.db(store)
+    shared = [s.value for s in Store if s is not store and settings.db(s) == db]
+    if flushdb and shared:  # checked with --yes too: a cron line must not wipe another store
+        fail(f"--flushdb would also delete {', '.join(shared)} (same db {db}); leave it out", 2)
     if not yes:
-        shared = [s.value for s in Store if s is not store and settings.db(s) == db]
-        how = "FLUSHDB (every key in the db)" if flushdb else "SCAN+UNLINK of its keys"
+        how = "FLUSHDB" if flushdb else "SCAN+UNLINK of its keys"
         note = f"; db {db} is shared with {', '.join(shared)}" if shared else ""
-        if flushdb and shared:
-            fail(f"--flushdb would also delete {', '.join(shared)} (same db {db}); leave it out", 2)
         if not confirm(f"Delete all {store.value} keys in db {db} by {how}{note}?"):
             fail("nothing deleted", 1)
 
@@ -159,15 +159,34 @@ def profile_render(
         fail(str(exc), exc.exit_code)
     rendered = profile_ops.render(settings, bind, port, data_dir, rename_dangerous=rename_dangerous)
     host = bind.split()[0].lstrip("-")
-    fd = os.open(secrets_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(profile_ops.secrets_env(rendered, host, port))
+    # All roles in one file for the operator; one file per role for its systemd unit, so a
+    # service holds only its own password (systemd reads EnvironmentFile= as root).
+    files = {secrets_file: profile_ops.secrets_env(rendered, host, port)}
+    for role in profile_ops.ROLES:
+        role_file = secrets_file.with_name(f"{secrets_file.stem}-{role}{secrets_file.suffix}")
+        files[role_file] = profile_ops.role_env(rendered, role, host, port)
+    try:
+        for path, text in files.items():
+            _write_private(path, text, 0o600)
+        if out_file is not None:
+            _write_private(out_file, rendered.conf, 0o640)  # password hashes and renamed commands
+    except OSError as exc:
+        fail(f"cannot write {exc.filename}: {exc.strerror or exc}", 1)
     if out_file is None:
         out.out(rendered.conf, end="", highlight=False)
     else:
-        out_file.write_text(rendered.conf)
         err.print(f"profile written to {out_file}", markup=False)
-    err.print(f"role passwords written to {secrets_file} (mode 0600)", markup=False)
+    err.print(
+        f"role passwords written to {secrets_file} and one file per role beside it (mode 0600)", markup=False
+    )
+
+
+def _write_private(path: Path, text: str, mode: int) -> None:
+    """Write with ``mode`` whatever the umask, and whatever mode an existing file had."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    os.fchmod(fd, mode)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
 
 
 def _diff_table(diffs: list[profile_ops.Difference], same: list[tuple[str, str]]) -> Table:

@@ -4,7 +4,6 @@ lost commits."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -12,7 +11,6 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import redis.exceptions as rexc
 
 from smarttrade.feeds.chunk import Chunk
 from smarttrade.feeds.files import LineParser, parse_lines, read_lines
@@ -20,7 +18,7 @@ from smarttrade.ingest.deadletter import DeadLetters
 from smarttrade.ingest.engine import Engine, IngestStats, Rewind, _select
 from smarttrade.ingest.normalize import DEFAULT_TOLERANCE_S, Normalizer
 from smarttrade.keyspace import Store
-from smarttrade.ops.published import publish_ingest
+from smarttrade.ops.published import periodic, publish_ingest
 from smarttrade.redis.connections import RedisPools
 from smarttrade.settings import Settings
 
@@ -146,25 +144,15 @@ async def run_feed(
 ) -> RunResult:
     """Run ``feed`` to its end (or for ``duration`` seconds), resuming from its checkpoints."""
     current: list[Engine] = []
-    publisher = asyncio.create_task(_publish_figures(pools, settings, feed.name, current))
-    try:
+    client = pools.client(settings.db(Store.QUOTES))
+
+    async def publish() -> None:  # this ingester's figures, for `monitor` and the exporter
+        if current:
+            await publish_ingest(client, feed.name, current[-1].stats)
+
+    async with periodic(PUBLISH_EVERY_S, publish):
         args = (speed, reset, duration, on_progress, on_wait, on_chunk, current)
         return await _run_feed(pools, settings, feed, dead_letter, *args)
-    finally:
-        publisher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await publisher
-
-
-async def _publish_figures(pools: RedisPools, settings: Settings, source: str, current: list[Engine]) -> None:
-    """Keep this ingester's figures fresh in Redis; an outage only skips a beat."""
-    client = pools.client(settings.db(Store.QUOTES))
-    while True:
-        await asyncio.sleep(PUBLISH_EVERY_S)
-        if not current:
-            continue
-        with contextlib.suppress(rexc.RedisError, OSError):
-            await publish_ingest(client, source, current[-1].stats)
 
 
 async def _run_feed(

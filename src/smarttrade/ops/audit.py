@@ -110,7 +110,8 @@ async def audit(admin: Admin) -> list[Finding]:
     anonymous = await _anonymous_ping(admin.url)
     bind = await _config(admin, "bind")
     protected = await _config(admin, "protected-mode")
-    exposed = None if bind is None else not all(_loopback(a) for a in bind.split())
+    # No bind at all (CONFIG GET answers "") means every interface.
+    exposed = None if bind is None else not bind.split() or not all(_loopback(a) for a in bind.split())
 
     if bind is None:
         note = "cannot read bind (CONFIG not available)"
@@ -121,7 +122,7 @@ async def audit(admin: Admin) -> list[Finding]:
             Finding(
                 "bind",
                 sev,
-                f"listening beyond loopback: bind {bind}",
+                f"listening beyond loopback: bind {bind or '(none: every interface)'}",
                 "bind 127.0.0.1 -::1, or keep ACL passwords on and a firewall in front",
             )
         )

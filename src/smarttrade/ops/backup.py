@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import redis.asyncio as aioredis
+import redis.exceptions as rexc
 
 from smarttrade.errors import SmartTradeError
 from smarttrade.ops.server import Admin, CommandUnavailable
@@ -153,14 +155,16 @@ async def bgsave_and_wait(admin: Admin, timeout_s: float, on_wait: Callable[[str
         await _deadline(started, timeout_s)
         await asyncio.sleep(POLL_S)
     on_wait("saving")
+    seen_running = False
     while True:
         info = await _persistence(admin)
-        if (
-            not int(info.get("rdb_bgsave_in_progress", 0))
-            and int(info.get("rdb_last_save_time", 0)) > last_save
-        ):
-            if str(info.get("rdb_last_bgsave_status")) != "ok":
-                raise BackupError("BGSAVE failed (rdb_last_bgsave_status is err); see the server's log")
+        running = bool(int(info.get("rdb_bgsave_in_progress", 0)))
+        seen_running = seen_running or running
+        saved = int(info.get("rdb_last_save_time", 0)) > last_save  # moves only on success
+        failed = seen_running and not running and str(info.get("rdb_last_bgsave_status")) != "ok"
+        if failed:
+            raise BackupError("BGSAVE failed (rdb_last_bgsave_status is err); see the server's log")
+        if saved and not running:
             return time.monotonic() - started
         await _deadline(started, timeout_s)
         await asyncio.sleep(POLL_S)
@@ -199,7 +203,10 @@ async def backup(
     on_wait: Callable[[str], None] = lambda _: None,
     progress: Progress | None = None,
 ) -> BackupResult:
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BackupError(f"cannot create the backup folder {folder}: {exc.strerror or exc}") from None
     save_s = await bgsave_and_wait(admin, timeout_s, on_wait)
     if not source.is_file():
         raise BackupError(
@@ -208,9 +215,13 @@ async def backup(
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     target = folder / f"smarttrade-{stamp}.rdb"
     on_wait("copying")
-    digest = await asyncio.to_thread(_copy_hashed, source, target, progress)
-    info = BackupFile(target, datetime.now(UTC), target.stat().st_size)
-    info.checksum_path.write_text(f"{digest}  {target.name}\n")  # `sha256sum -c` reads this
+    try:
+        digest = await asyncio.to_thread(_copy_hashed, source, target, progress)
+        info = BackupFile(target, datetime.now(UTC), target.stat().st_size)
+        info.checksum_path.write_text(f"{digest}  {target.name}\n")  # `sha256sum -c` reads this
+    except OSError as exc:
+        target.with_name(target.name + ".part").unlink(missing_ok=True)
+        raise BackupError(f"cannot copy {source} to {target}: {exc.strerror or exc}") from None
     return BackupResult(target, digest, info.size, save_s, prune(folder, keep))
 
 
@@ -290,6 +301,37 @@ def _binary_of(pid: int) -> str | None:
     return title if os.path.isabs(title) and os.access(title, os.X_OK) else None
 
 
+async def _wait_loaded(client: aioredis.Redis, timeout_s: float) -> None:
+    """Until the RDB is fully loaded: a server answers (-LOADING) before it is."""
+    started = time.monotonic()
+    while True:
+        try:
+            if not int((await client.info("persistence")).get("loading", 0)):
+                return
+        except rexc.BusyLoadingError:
+            pass
+        if time.monotonic() - started > timeout_s:
+            raise BackupError(f"the server did not finish loading the backup within {timeout_s:g} s")
+        await asyncio.sleep(POLL_S)
+
+
+def _write_state(data_dir: Path, server: EmbeddedRedis) -> None:
+    assert server.process is not None
+    (data_dir / STATE_FILE).write_text(json.dumps({"pid": server.process.pid, "port": server.port}))
+
+
+def _roll_back(data_dir: Path, aside: Path, moved: list[Path]) -> None:
+    """Put the replaced files back; the restored server's own files go."""
+    (data_dir / "dump.rdb").unlink(missing_ok=True)
+    for path in _aof_paths(data_dir):
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    for path in moved:
+        (aside / path.name).replace(path)
+
+
 async def restore_embedded(
     data_dir: Path,
     file: Path,
@@ -303,30 +345,43 @@ async def restore_embedded(
     binary = running[2] if running else None
     on_step("verifying the backup")
     digest = await asyncio.to_thread(verify_file, file, progress, binary)
+    # The copy is made before anything is stopped: a full disk or a bad path changes nothing.
+    staged = data_dir / "restore.rdb.part"
+    try:
+        await asyncio.to_thread(_copy_hashed, file, staged, None)
+    except OSError as exc:
+        staged.unlink(missing_ok=True)
+        raise BackupError(f"cannot copy {file} into {data_dir}: {exc.strerror or exc}") from None
     with _locked(data_dir):  # no command attaches or starts a server meanwhile
         running = _running(data_dir)
         port = running[1] if running else None
+        was_running = running is not None
         if running:
             on_step("stopping the embedded server without saving")
             EmbeddedRedis(data_dir=data_dir, port=running[1]).shutdown_remote(running[0], save=False)
-        was_running = port is not None
-        aside = data_dir / f"pre-restore-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
-        aside.mkdir()
-        moved = []
-        for path in [data_dir / "dump.rdb", *_aof_paths(data_dir)]:
-            if path.exists():
-                path.rename(aside / path.name)
-                moved.append(path)
-        on_step("placing the backup")
-        shutil.copyfile(file, data_dir / "dump.rdb.part")
-        (data_dir / "dump.rdb.part").replace(data_dir / "dump.rdb")
-        config = {"maxmemory": maxmemory, "appendonly": "no"}
-        server = EmbeddedRedis(data_dir=data_dir, config=config, port=port or 0, binary=binary)
-        try:
+        aside = Path(
+            tempfile.mkdtemp(prefix=f"pre-restore-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-", dir=data_dir)
+        )
+        moved: list[Path] = []
+        server = EmbeddedRedis(
+            data_dir=data_dir,
+            config={"maxmemory": maxmemory, "appendonly": "no"},
+            port=port or 0,
+            binary=binary,
+        )
+        try:  # from here on, any failure or interrupt puts the old files (and server) back
+            for path in [data_dir / "dump.rdb", *_aof_paths(data_dir)]:
+                if path.exists():
+                    path.rename(aside / path.name)
+                    moved.append(path)
+            on_step("placing the backup")
+            staged.replace(data_dir / "dump.rdb")
             on_step("starting the server on the backup")
             server.start()
+            _write_state(data_dir, server)
             client = aioredis.Redis.from_url(server.url)
             try:
+                await _wait_loaded(client, timeout_s)
                 keyspace = await client.info("keyspace")
                 keys = {int(k[2:]): int(v["keys"]) for k, v in keyspace.items() if k.startswith("db")}
                 on_step("turning the append-only file back on")
@@ -336,18 +391,22 @@ async def restore_embedded(
                     await client.shutdown(save=True)
             finally:
                 await client.aclose()
-        except Exception:
+        except BaseException:
             server.stop(save=False)
-            for path in moved:  # roll back to the files we replaced
-                if path.name == "appendonlydir" and path.exists():
-                    shutil.rmtree(path)
-                (aside / path.name).replace(path)
+            (data_dir / STATE_FILE).unlink(missing_ok=True)
+            staged.unlink(missing_ok=True)
+            _roll_back(data_dir, aside, moved)
+            if was_running:  # the old server comes back on its own files
+                old = EmbeddedRedis(
+                    data_dir=data_dir, config={"maxmemory": maxmemory}, port=port or 0, binary=binary
+                )
+                old.start()
+                _write_state(data_dir, old)
+                old.detach()
             raise
-        if was_running:  # it stays up for the commands that were using it; they reconnect
-            assert server.process is not None
-            state = {"pid": server.process.pid, "port": server.port}
-            (data_dir / STATE_FILE).write_text(json.dumps(state))
+        if was_running:  # it stays up for the commands that were using it
             server.detach()
         else:
             server.wait_exit()
+            (data_dir / STATE_FILE).unlink(missing_ok=True)
     return RestoreResult(file, digest, server.url, keys, aside, was_running)

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
+import redis.exceptions as rexc
 
 from smarttrade.keyspace import KeyFamily, Store, family_of
 from smarttrade.ops.server import Admin, CommandUnavailable
@@ -188,8 +189,12 @@ async def memory_estimate(
                 for key in keys:
                     pipe.memory_usage(key, samples=0)
                 sizes = await pipe.execute()
-            except Exception as exc:  # NOPERM comes back as a ResponseError from the pipeline
-                if "NOPERM" in str(exc) or "unknown command" in str(exc):
+            except rexc.ResponseError as exc:  # denied (NOPERM) or renamed away: no estimate
+                if (
+                    isinstance(exc, rexc.NoPermissionError)
+                    or "no permissions" in str(exc)
+                    or "unknown command" in str(exc)
+                ):
                     return None
                 raise
             total = sum(int(s or 0) for s in sizes)
@@ -309,14 +314,22 @@ async def flush_store(
     """Delete the store's keys: SCAN+UNLINK of its families, or FLUSHDB when asked and allowed."""
     note = ""
     if use_flushdb:
+        # FLUSHDB only when every key in the db is the store's: never someone else's data.
+        ours = 0
+        async for _cursor, page in scan_store(client, admin.url, store):
+            ours += len(page)
         with redis_errors(admin.url):
-            before = int(await client.dbsize())
-        try:
-            # The admin's client may be on another db: FLUSHDB must run on this store's connection.
-            await admin.on(client).call("FLUSHDB", "ASYNC")
-            return FlushResult(store, before, "FLUSHDB")
-        except CommandUnavailable as exc:
-            note = f"{exc}; used SCAN+UNLINK instead"
+            total = int(await client.dbsize())
+        if total != ours:
+            foreign = total - ours
+            note = f"the db holds {foreign:,} keys that are not {store.value} keys; used SCAN+UNLINK instead"
+        else:
+            try:
+                # The admin's client may be on another db: FLUSHDB must run on this store's connection.
+                await admin.on(client).call("FLUSHDB", "ASYNC")
+                return FlushResult(store, total, "FLUSHDB")
+            except CommandUnavailable as exc:
+                note = f"{exc}; used SCAN+UNLINK instead"
     deleted = 0
     async for _cursor, keys in scan_store(client, admin.url, store):
         if keys:

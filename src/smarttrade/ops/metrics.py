@@ -152,7 +152,12 @@ def threadsafe_fetch(watcher: Watcher, loop: asyncio.AbstractEventLoop, timeout_
     the event loop that owns the Redis connections."""
 
     def fetch() -> Observation:
-        return asyncio.run_coroutine_threadsafe(watcher.poll(), loop).result(timeout_s)
+        future = asyncio.run_coroutine_threadsafe(watcher.poll(), loop)
+        try:
+            return future.result(timeout_s)
+        except TimeoutError:
+            future.cancel()  # a hung Redis must not queue every later scrape behind this one
+            raise
 
     return fetch
 

@@ -47,6 +47,10 @@ ROLES: dict[str, tuple[str, str]] = {
         "+lastsave +dbsize +flushdb +dump +restore +time +role +acl|whoami +acl|list +acl|getuser "
         f"+acl|dryrun +client|list +command {CONNECT}",
     ),
+    "backup": (
+        "the backup timer: BGSAVE, and where the RDB is (no key access, no CONFIG SET)",
+        f"resetkeys resetchannels -@all +bgsave +lastsave +config|get +info +time {CONNECT}",
+    ),
     "exporter": (
         "the Prometheus exporter and `smarttrade monitor`: INFO plus our published figures",
         # hset/expire only on ops:* (its keys): `alerts` keeps what it saw for the next check
@@ -121,6 +125,15 @@ def secrets_env(rendered: Rendered, host: str, port: int) -> str:
     if rendered.renamed:
         pairs = ",".join(f"{k}={v}" for k, v in rendered.renamed.items())
         lines.append(f"REDIS_RENAMED_COMMANDS={pairs}")
+    return "\n".join(lines) + "\n"
+
+
+def role_env(rendered: Rendered, role: str, host: str, port: int) -> str:
+    """One role's REDIS_URL (and renamed commands), for that role's systemd unit only."""
+    lines = [f"# Written by `smarttrade profile render`: the {role} role's connection. Keep it private."]
+    lines.append(f"REDIS_URL=redis://{role}:{rendered.passwords[role]}@{host}:{port}")
+    if rendered.renamed:
+        lines.append("REDIS_RENAMED_COMMANDS=" + ",".join(f"{k}={v}" for k, v in rendered.renamed.items()))
     return "\n".join(lines) + "\n"
 
 

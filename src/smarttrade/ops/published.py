@@ -7,10 +7,15 @@ batch sizes fresh (it expires seconds after the ingester stops). Keys: docs/keys
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+import redis.exceptions as rexc
 
 from smarttrade.ingest.engine import IngestStats
 from smarttrade.keyspace import (
@@ -25,6 +30,8 @@ from smarttrade.keyspace import (
 from smarttrade.ops.alerts import Previous
 from smarttrade.ops.sample import Sample
 from smarttrade.stores.base import SCAN_COUNT, BaseStore
+
+STOP_WAIT_S = 5.0
 
 
 class HitPublisher:
@@ -153,3 +160,29 @@ async def save_check(client: aioredis.Redis, sample: Sample) -> None:
     pipe.hset(ALERTS_KEY, mapping=fields)
     pipe.expire(ALERTS_KEY, OPS_TTL)
     await pipe.execute()
+
+
+@asynccontextmanager
+async def periodic(period_s: float, action: Callable[[], Awaitable[None]]) -> AsyncIterator[None]:
+    """Run ``action`` every ``period_s`` while the block runs, ignoring Redis failures.
+
+    Stopped by an event, not by cancelling mid-command: redis-py can turn a cancellation inside a
+    command into a ConnectionError, which the loop would swallow and go on forever.
+    """
+    stop = asyncio.Event()
+
+    async def loop() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), period_s)
+                return
+            with contextlib.suppress(rexc.RedisError, OSError):
+                await action()
+
+    task = asyncio.create_task(loop())
+    try:
+        yield
+    finally:
+        stop.set()
+        with contextlib.suppress(TimeoutError):  # stuck in a command: wait_for cancels it
+            await asyncio.wait_for(task, STOP_WAIT_S)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
@@ -52,15 +52,38 @@ async def export_store(
 ) -> ExportResult:
     count = gone = 0
     tmp = file.with_name(file.name + ".part")
-    with redis_errors(url), tmp.open("w") as fh:
-        header = {"format": FORMAT, "version": VERSION, "store": store.value, "db": db}
-        header["created"] = datetime.now(UTC).isoformat()
-        header["redis_version"] = str((await client.info("server")).get("redis_version", "?"))
-        fh.write(json.dumps(header) + "\n")
-        cursor = 0
-        while True:
+    try:
+        fh = tmp.open("w")
+    except OSError as exc:
+        raise TransferError(f"cannot write {file}: {exc.strerror or exc}") from None
+    try:
+        count, gone = await _write_export(client, url, store, db, fh, progress)
+        fh.close()
+        tmp.replace(file)
+    except OSError as exc:
+        raise TransferError(f"cannot write {file}: {exc.strerror or exc}") from None
+    finally:
+        fh.close()
+        tmp.unlink(missing_ok=True)
+    return ExportResult(store, file, count, gone)
+
+
+async def _write_export(
+    client: aioredis.Redis, url: str, store: Store, db: int, fh: TextIO, progress: Progress | None
+) -> tuple[int, int]:
+    """Redis calls under redis_errors, file writes outside it: a full disk is not a Redis outage."""
+    count = gone = 0
+    with redis_errors(url):
+        version = str((await client.info("server")).get("redis_version", "?"))
+    created = datetime.now(UTC).isoformat()
+    header = {"format": FORMAT, "version": VERSION, "store": store.value, "db": db}
+    fh.write(json.dumps({**header, "created": created, "redis_version": version}) + "\n")
+    cursor = 0
+    while True:
+        with redis_errors(url):
             cursor, page = await client.scan(cursor, count=BATCH)
             keys = [k for k in page if family_of(k.decode(errors="surrogateescape"), store)]
+            replies: list[Any] = []
             if keys:
                 pipe = client.pipeline(transaction=False)
                 for key in keys:
@@ -68,24 +91,22 @@ async def export_store(
                     pipe.pttl(key)
                 replies = await pipe.execute()
                 now_ms = await _server_ms(client)
-                for i, key in enumerate(keys):
-                    payload, pttl = replies[2 * i], int(replies[2 * i + 1])
-                    if payload is None or pttl == -2:
-                        gone += 1
-                        continue
-                    line = {
-                        "k": base64.b64encode(key).decode(),
-                        "x": now_ms + pttl if pttl >= 0 else None,
-                        "v": base64.b64encode(payload).decode(),
-                    }
-                    fh.write(json.dumps(line) + "\n")
-                    count += 1
-                if progress:
-                    progress(count)
-            if cursor == 0:
-                break
-    tmp.replace(file)
-    return ExportResult(store, file, count, gone)
+        for i, key in enumerate(keys):
+            payload, pttl = replies[2 * i], int(replies[2 * i + 1])
+            if payload is None or pttl == -2:
+                gone += 1
+                continue
+            line = {
+                "k": base64.b64encode(key).decode(),
+                "x": now_ms + pttl if pttl >= 0 else None,
+                "v": base64.b64encode(payload).decode(),
+            }
+            fh.write(json.dumps(line) + "\n")
+            count += 1
+        if progress and keys:
+            progress(count)
+        if cursor == 0:
+            return count, gone
 
 
 def read_header(file: Path) -> dict[str, Any]:
@@ -103,6 +124,21 @@ def read_header(file: Path) -> dict[str, Any]:
     except ValueError:
         raise TransferError(f"{file}: unknown store {header.get('store')!r} in the header") from None
     return header
+
+
+def check_entries(file: Path, store: Store) -> int:
+    """Validate every line; returns the number of keys. TransferError names the first bad line."""
+    count = 0
+    with file.open() as fh:
+        fh.readline()
+        for number, line in enumerate(fh, start=2):
+            if not line.strip():
+                continue
+            key, _expiry, _payload = _entry(line, number, file)
+            if not family_of(key.decode(errors="surrogateescape"), store):
+                raise TransferError(f"{file} line {number}: key {key!r} is not a {store.value} key")
+            count += 1
+    return count
 
 
 def count_lines(file: Path) -> int:
@@ -140,6 +176,7 @@ async def import_store(
 ) -> ImportResult:
     header = read_header(file)
     store = Store(header["store"])
+    check_entries(file, store)  # the whole file, before the first RESTORE: all or nothing on bad input
     restored = expired = existed = 0
     with file.open() as fh:
         fh.readline()

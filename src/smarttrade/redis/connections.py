@@ -125,4 +125,4 @@ class RedisPools:
 
     async def aclose(self) -> None:
         for client in self._clients.values():
-            await client.aclose()
+            await client.aclose(close_connection_pool=True)  # the pool was passed in: not closed by default

@@ -241,12 +241,17 @@ class EmbeddedRedis:
     def shutdown_remote(self, pid: int, save: bool, timeout: float = 30.0) -> None:
         """SHUTDOWN a server of ours that another process started, and wait until it is gone."""
         if _send_shutdown(self.port, save):
-            os.kill(pid, signal.SIGTERM if save else signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM if save else signal.SIGKILL)
         deadline = time.monotonic() + timeout
+        killed = False
         while _pid_alive(pid):
             if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                deadline = time.monotonic() + 10
+                if killed:
+                    raise RedisUnavailable(f"embedded server pid {pid}", "does not exit, even after SIGKILL")
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                killed, deadline = True, time.monotonic() + 10
             time.sleep(0.02)
 
     def __enter__(self) -> EmbeddedRedis:
