@@ -183,13 +183,22 @@ def raw_clients(port: int, count: int) -> Iterator[list[socket.socket]]:
             s.close()
 
 
+@pytest.fixture(scope="module")
+def module_server(tmp_path_factory: pytest.TempPathFactory, binary: str) -> Iterator[EmbeddedRedis]:
+    """A server of this module's own: client counts here must not see other modules' connections."""
+    own = start_server(tmp_path_factory.mktemp("alerts-redis"), binary)
+    yield own
+    own.stop(save=False)
+
+
 @pytest.fixture
-def srv(server: EmbeddedRedis) -> EmbeddedRedis:
-    """The shared server, empty, with its counters (hits, misses, commands, evictions) reset."""
-    with redis.Redis(port=server.port) as client:
+def srv(module_server: EmbeddedRedis) -> EmbeddedRedis:
+    """This module's server, empty, with its counters (hits, misses, commands, evictions) reset."""
+    with redis.Redis(port=module_server.port) as client:
+        client.flushall()  # ours: started above
         client.config_resetstat()
-    wait_clients_at_most(server.port, 1)
-    return server
+    wait_clients_at_most(module_server.port, 1)
+    return module_server
 
 
 # -- 1. healthy ------------------------------------------------------------------------------------
