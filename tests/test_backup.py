@@ -137,6 +137,9 @@ def test_backup_flush_restore_gives_back_every_key(embedded: Any, tmp_path: Path
     # The AOF alone now carries the data: stop without saving, start again, nothing is lost.
     assert pid is not None
     EmbeddedRedis(data_dir=data_dir, port=port).shutdown_remote(pid, save=False)
+    result = run_smarttrade("stop", env=env)  # nothing runs any more
+    _ok(result)
+    assert "no embedded server runs" in result.stdout
     again = EmbeddedRedis(data_dir=data_dir, config={"maxmemory": "512mb"}, binary=server.binary)
     again.start()
     try:
@@ -185,6 +188,13 @@ def test_restore_when_the_server_is_stopped_leaves_it_stopped(embedded: Any) -> 
     after = run_smarttrade("get", "config:u1:theme", "--json", env=env)  # starts the server on the files
     _ok(after)
     assert json.loads(after.stdout) == "dark"
+    server.start()  # a server another command attaches to, as after a restore; `stop` ends it
+    assert server.process is not None
+    (data_dir / STATE_FILE).write_text(json.dumps({"pid": server.process.pid, "port": server.port}))
+    result = run_smarttrade("stop", env=env)
+    _ok(result)
+    assert f"port {server.port} (saved)" in result.stdout and not (data_dir / STATE_FILE).exists()
+    assert server.process.wait(timeout=10) == 0
     assert any(p.name.startswith("pre-restore-") for p in data_dir.iterdir())
 
 

@@ -485,3 +485,19 @@ def import_cmd(
         markup=False,
         highlight=False,
     )
+
+
+@app.command()
+def stop() -> None:
+    """Stop the embedded server of SMARTTRADE_DATA_DIR, saving first (e.g. one a restore left running)."""
+    try:
+        settings = load_settings()
+        if settings.redis_url:
+            fail("REDIS_URL is set: smarttrade stops only the embedded server it runs", 2)
+        stopped = backup_ops.stop_embedded(settings.smarttrade_data_dir)
+    except SmartTradeError as exc:
+        fail(str(exc), exc.exit_code)
+    if stopped is None:
+        out.print(f"no embedded server runs in {settings.smarttrade_data_dir}", markup=False, highlight=False)
+    else:
+        out.print(f"stopped the embedded server on port {stopped} (saved)", markup=False, highlight=False)

@@ -410,3 +410,15 @@ async def restore_embedded(
             server.wait_exit()
             (data_dir / STATE_FILE).unlink(missing_ok=True)
     return RestoreResult(file, digest, server.url, keys, aside, was_running)
+
+
+def stop_embedded(data_dir: Path) -> int | None:
+    """SHUTDOWN SAVE the embedded server running in ``data_dir``; its port, or None if none ran."""
+    with _locked(data_dir):
+        running = _running(data_dir)
+        if running is None:
+            return None
+        pid, port, _binary = running
+        EmbeddedRedis(data_dir=data_dir, port=port).shutdown_remote(pid, save=True)
+        (data_dir / STATE_FILE).unlink(missing_ok=True)
+        return port
