@@ -78,7 +78,7 @@ def test_keys_pages_through_the_store(filled: Any, server: Any) -> None:
     cursor = "0"
     for _page in range(200):
         page = json.loads(
-            _ok(filled.smarttrade("keys", "footprint", "--limit", "10", "--cursor", cursor, "--json")).stdout
+            _ok(filled.smarttrade("keys", "footprint", "--limit", "60", "--cursor", cursor, "--json")).stdout
         )
         seen += [row["key"] for row in page["keys"]]
         assert all(row["ttl"] > 0 for row in page["keys"])
