@@ -19,7 +19,7 @@ from smarttrade.errors import SmartTradeError
 from smarttrade.keyspace import Store, family_of
 from smarttrade.ops import transfer
 from smarttrade.ops.backup import list_backups, prune, verify_file
-from smarttrade.redis.embedded import STATE_FILE, EmbeddedRedis, _recorded, server_pid
+from smarttrade.redis.embedded import STATE_FILE, EmbeddedRedis, recorded, server_pid
 from smarttrade.settings import Settings
 from smarttrade.stores import Stores
 from tests.conftest import run_smarttrade
@@ -98,7 +98,7 @@ def embedded(tmp_path: Path, binary: str) -> Any:
     assert server.process is not None
     (data_dir / STATE_FILE).write_text(json.dumps({"pid": server.process.pid, "port": server.port}))
     yield data_dir, server
-    pid, port = _recorded(data_dir / STATE_FILE)
+    pid, port = recorded(data_dir / STATE_FILE)
     if pid and port and server_pid(port) == pid:
         EmbeddedRedis(data_dir=data_dir, port=port).shutdown_remote(pid, save=False)
     server.stop(save=False)
@@ -127,7 +127,7 @@ def test_backup_flush_restore_gives_back_every_key(embedded: Any, tmp_path: Path
     result = run_smarttrade("restore", str(backup), "--yes", env=env)
     _ok(result)
     assert "restored" in result.stdout
-    pid, port = _recorded(data_dir / STATE_FILE)
+    pid, port = recorded(data_dir / STATE_FILE)
     assert port == server.port and pid != server.process.pid  # a new server, on the same port
     after = snapshot(port)
     assert_same(before, after, port)
@@ -148,14 +148,19 @@ def test_backup_flush_restore_gives_back_every_key(embedded: Any, tmp_path: Path
         again.stop(save=False)
 
 
-def test_restore_refuses_a_damaged_file_and_keeps_the_data(embedded: Any, tmp_path: Path) -> None:
-    data_dir, server = embedded
-    env = _env(data_dir)
+def _backed_up_theme(server: EmbeddedRedis, env: dict[str, str]) -> Path:
+    """A user setting, then `smarttrade backup`; the backup file."""
     with redis.Redis(port=server.port, db=5) as client:
         client.set("config:u1:theme", '"dark"')
     result = run_smarttrade("backup", "--json", env=env)
     _ok(result)
-    backup = Path(json.loads(result.stdout)["file"])
+    return Path(json.loads(result.stdout)["file"])
+
+
+def test_restore_refuses_a_damaged_file_and_keeps_the_data(embedded: Any, tmp_path: Path) -> None:
+    data_dir, server = embedded
+    env = _env(data_dir)
+    backup = _backed_up_theme(server, env)
     damaged = tmp_path / backup.name
     damaged.write_bytes(backup.read_bytes()[:-20] + b"\0" * 20)
     Path(str(damaged) + ".sha256").write_text(Path(str(backup) + ".sha256").read_text())
@@ -176,11 +181,7 @@ def test_restore_refuses_a_damaged_file_and_keeps_the_data(embedded: Any, tmp_pa
 def test_restore_when_the_server_is_stopped_leaves_it_stopped(embedded: Any) -> None:
     data_dir, server = embedded
     env = _env(data_dir)
-    with redis.Redis(port=server.port, db=5) as client:
-        client.set("config:u1:theme", '"dark"')
-    result = run_smarttrade("backup", "--json", env=env)
-    _ok(result)
-    backup = Path(json.loads(result.stdout)["file"])
+    backup = _backed_up_theme(server, env)
     with redis.Redis(port=server.port, db=5) as client:
         client.set("config:u1:theme", '"light"')
     server.stop(save=True)

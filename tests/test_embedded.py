@@ -15,11 +15,11 @@ from smarttrade.errors import RedisUnavailable
 from smarttrade.redis.embedded import (
     STATE_FILE,
     EmbeddedRedis,
-    _locked,
     attach_or_start,
     conf_quote,
     find_redis_binary,
     free_port,
+    locked,
     ping,
     running_server,
     server_pid,
@@ -150,7 +150,7 @@ def test_close_waits_for_the_lock(tmp_path: Path) -> None:
     handle = attach_or_start(tmp_path, "64mb")
     port = int(handle.url.rsplit(":", 1)[1])
     closer = threading.Thread(target=handle.close)
-    with _locked(tmp_path):  # another command, mid attach-or-start
+    with locked(tmp_path):  # another command, mid attach-or-start
         closer.start()
         time.sleep(0.5)
         assert closer.is_alive()

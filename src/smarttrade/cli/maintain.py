@@ -30,6 +30,7 @@ from smarttrade.ops import backup as backup_ops
 from smarttrade.ops import keys, transfer
 from smarttrade.ops import profile as profile_ops
 from smarttrade.progress import counting
+from smarttrade.redis.embedded import stop_embedded
 from smarttrade.runtime import Runtime
 from smarttrade.settings import load_settings
 
@@ -494,7 +495,7 @@ def stop() -> None:
         settings = load_settings()
         if settings.redis_url:
             fail("REDIS_URL is set: smarttrade stops only the embedded server it runs", 2)
-        stopped = backup_ops.stop_embedded(settings.smarttrade_data_dir)
+        stopped = stop_embedded(settings.smarttrade_data_dir)
     except SmartTradeError as exc:
         fail(str(exc), exc.exit_code)
     if stopped is None:

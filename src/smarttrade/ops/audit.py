@@ -13,7 +13,7 @@ from enum import IntEnum
 from urllib.parse import urlsplit
 
 from smarttrade.errors import SmartTradeError
-from smarttrade.ops.server import Admin, CommandUnavailable
+from smarttrade.ops.server import Admin, CommandUnavailable, as_text
 
 
 class Severity(IntEnum):
@@ -94,11 +94,10 @@ async def _can_run(admin: Admin, command: str) -> tuple[bool | None, str]:
         return False, "renamed or disabled"
     try:
         user = await admin.call("ACL", "WHOAMI")
-        user = user.decode() if isinstance(user, bytes) else str(user)
+        user = as_text(user)
         args = _DRYRUN_ARGS.get(command, [])
         reply = await admin.call("ACL", "DRYRUN", user, command.lower(), *args)
-        text = reply.decode() if isinstance(reply, bytes) else str(reply)
-        return text == "OK", f"ACL DRYRUN for user {user}"
+        return as_text(reply) == "OK", f"ACL DRYRUN for user {user}"
     except CommandUnavailable:
         return None, "exists; ACL DRYRUN (Redis 7) not available to check the user's rights"
     except SmartTradeError as exc:

@@ -33,10 +33,9 @@ from smarttrade.redis.connections import redis_errors
 from smarttrade.redis.embedded import (
     STATE_FILE,
     EmbeddedRedis,
-    _locked,
-    _recorded,
     find_redis_binary,
-    running_server,
+    locked,
+    running_process,
 )
 
 NAME_RE = re.compile(r"^smarttrade-(\d{8}T\d{6}\d{6}Z)\.rdb$")
@@ -281,26 +280,6 @@ async def _wait_aof_rewrite(client: aioredis.Redis, timeout_s: float) -> None:
         await asyncio.sleep(POLL_S)
 
 
-def _running(data_dir: Path) -> tuple[int, int, str | None] | None:
-    """(pid, port, binary) of the embedded server running in ``data_dir``, if one runs."""
-    if running_server(data_dir) is None:
-        return None
-    pid, port = _recorded(data_dir / STATE_FILE)
-    assert pid is not None and port is not None
-    return pid, port, _binary_of(pid)
-
-
-def _binary_of(pid: int) -> str | None:
-    """The redis-server a process was started as, so a restart uses the same one (its RDB and
-    AOF formats are the ones on disk). Its argv[0], not /proc/PID/exe: Debian's redis-server is a
-    link to redis-check-rdb, and the name decides which of the two the binary runs as."""
-    try:
-        title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].split()[0].decode()
-    except (OSError, IndexError, UnicodeDecodeError):
-        return None
-    return title if os.path.isabs(title) and os.access(title, os.X_OK) else None
-
-
 async def _wait_loaded(client: aioredis.Redis, timeout_s: float) -> None:
     """Until the RDB is fully loaded: a server answers (-LOADING) before it is."""
     started = time.monotonic()
@@ -341,7 +320,7 @@ async def restore_embedded(
     timeout_s: float = 600,
 ) -> RestoreResult:
     data_dir.mkdir(parents=True, exist_ok=True)
-    running = _running(data_dir)
+    running = running_process(data_dir)
     binary = running[2] if running else None
     on_step("verifying the backup")
     digest = await asyncio.to_thread(verify_file, file, progress, binary)
@@ -352,8 +331,8 @@ async def restore_embedded(
     except OSError as exc:
         staged.unlink(missing_ok=True)
         raise BackupError(f"cannot copy {file} into {data_dir}: {exc.strerror or exc}") from None
-    with _locked(data_dir):  # no command attaches or starts a server meanwhile
-        running = _running(data_dir)
+    with locked(data_dir):  # no command attaches or starts a server meanwhile
+        running = running_process(data_dir)
         port = running[1] if running else None
         was_running = running is not None
         if running:
@@ -410,15 +389,3 @@ async def restore_embedded(
             server.wait_exit()
             (data_dir / STATE_FILE).unlink(missing_ok=True)
     return RestoreResult(file, digest, server.url, keys, aside, was_running)
-
-
-def stop_embedded(data_dir: Path) -> int | None:
-    """SHUTDOWN SAVE the embedded server running in ``data_dir``; its port, or None if none ran."""
-    with _locked(data_dir):
-        running = _running(data_dir)
-        if running is None:
-            return None
-        pid, port, _binary = running
-        EmbeddedRedis(data_dir=data_dir, port=port).shutdown_remote(pid, save=True)
-        (data_dir / STATE_FILE).unlink(missing_ok=True)
-        return port

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from smarttrade.ops.server import Admin, CommandUnavailable
+from smarttrade.ops.server import Admin, CommandUnavailable, as_text
 from smarttrade.redis.connections import redis_errors
 
 SECTIONS = ("server", "clients", "memory", "stats", "persistence", "replication")
@@ -16,10 +16,6 @@ async def info_section(admin: Admin, section: str) -> dict[str, Any]:
     if section not in SECTIONS:
         raise ValueError(f"unknown section {section!r} (one of {', '.join(SECTIONS)})")
     return await admin.info(section)
-
-
-def _text(value: Any) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +33,10 @@ async def slowlog(admin: Admin, count: int) -> tuple[list[SlowEntry], int]:
     length = int(await admin.call("SLOWLOG", "LEN"))
     entries = []
     for item in raw:
-        args = [_text(a) for a in item[3]]
-        client = _text(item[4]) if len(item) > 4 else ""
+        args = [as_text(a) for a in item[3]]
+        client = as_text(item[4]) if len(item) > 4 else ""
         if len(item) > 5 and item[5]:
-            client += f" ({_text(item[5])})"
+            client += f" ({as_text(item[5])})"
         entries.append(SlowEntry(int(item[0]), int(item[1]), int(item[2]), " ".join(args)[:200], client))
     return entries, length
 
@@ -77,8 +73,8 @@ async def latency(admin: Admin, count: int) -> Latency:
     result = Latency(len(rtts), p50, p90, p99, rtts[-1] if rtts else 0.0)
     try:
         for item in await admin.call("LATENCY", "LATEST"):
-            result.latest.append((_text(item[0]), int(item[1]), int(item[2]), int(item[3])))
-        result.doctor = _text(await admin.call("LATENCY", "DOCTOR"))
+            result.latest.append((as_text(item[0]), int(item[1]), int(item[2]), int(item[3])))
+        result.doctor = as_text(await admin.call("LATENCY", "DOCTOR"))
     except CommandUnavailable as exc:
         result.unavailable = str(exc)
     return result

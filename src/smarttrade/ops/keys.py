@@ -97,6 +97,15 @@ async def browse(
     return KeyPage(rows, next_cursor)
 
 
+async def _ttls(client: aioredis.Redis, url: str, keys: list[bytes]) -> list[int]:
+    """TTL of each key on a page, in one round trip."""
+    with redis_errors(url):
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.ttl(key)
+        return await pipe.execute()
+
+
 @dataclass
 class TtlReport:
     store: Store
@@ -120,11 +129,7 @@ async def ttl_report(
     async for _cursor, keys in scan_store(client, url, store):
         if not keys:
             continue
-        with redis_errors(url):
-            pipe = client.pipeline(transaction=False)
-            for key in keys:
-                pipe.ttl(key)
-            ttls = await pipe.execute()
+        ttls = await _ttls(client, url, keys)
         for key, ttl in zip(keys, ttls, strict=True):
             if ttl == -2:
                 continue  # expired between SCAN and TTL
@@ -277,11 +282,7 @@ async def cleanup(
     async for _cursor, keys in scan_store(client, url, store):
         if not keys:
             continue
-        with redis_errors(url):
-            pipe = client.pipeline(transaction=False)
-            for key in keys:
-                pipe.ttl(key)
-            ttls = await pipe.execute()
+        ttls = await _ttls(client, url, keys)
         result.scanned += len(keys)
         for key, ttl in zip(keys, ttls, strict=True):
             fam = family_of(_text(key), store)

@@ -28,7 +28,8 @@ class CommandUnavailable(SmartTradeError):
         self.reason = reason
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """A raw reply (bytes or str) as text."""
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
@@ -85,8 +86,8 @@ class Admin:
     async def config_get(self, pattern: str) -> dict[str, str]:
         reply = await self.call("CONFIG", "GET", pattern)
         if isinstance(reply, dict):  # RESP3, or redis-py's own callback
-            return {_text(k): _text(v) for k, v in reply.items()}
-        items = [_text(v) for v in reply]
+            return {as_text(k): as_text(v) for k, v in reply.items()}
+        items = [as_text(v) for v in reply]
         return dict(zip(items[::2], items[1::2], strict=True))
 
     async def config_set(self, name: str, value: str) -> None:

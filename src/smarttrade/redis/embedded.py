@@ -276,15 +276,15 @@ class EmbeddedHandle:
             return
         data_dir = self.server.data_dir
         pid = self.server.process.pid if self.server.process else None
-        with _locked(data_dir):
+        with locked(data_dir):
             self.server.stop()
             state = data_dir / STATE_FILE
-            if pid is not None and _recorded(state)[0] == pid:  # not one a later command recorded
+            if pid is not None and recorded(state)[0] == pid:  # not one a later command recorded
                 state.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
-def _locked(data_dir: Path) -> Iterator[None]:
+def locked(data_dir: Path) -> Iterator[None]:
     data_dir.mkdir(parents=True, exist_ok=True)
     with (data_dir / LOCK_FILE).open("w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -294,7 +294,7 @@ def _locked(data_dir: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _recorded(state: Path) -> tuple[int | None, int | None]:
+def recorded(state: Path) -> tuple[int | None, int | None]:
     """The (pid, port) that ``server.json`` records; (None, None) when missing or unreadable."""
     try:
         info = json.loads(state.read_text())
@@ -335,7 +335,7 @@ def running_server(data_dir: Path) -> str | None:
     The process on the port must be the recorded pid: after a reboot or a kill -9 the port may
     belong to someone else's Redis, which must not be mistaken for ours.
     """
-    pid, port = _recorded(data_dir / STATE_FILE)
+    pid, port = recorded(data_dir / STATE_FILE)
     if pid is None or port is None:
         return None
     if _pid_alive(pid) and server_pid(port) == pid:
@@ -345,7 +345,7 @@ def running_server(data_dir: Path) -> str | None:
 
 def attach_or_start(data_dir: Path, maxmemory: str) -> EmbeddedHandle:
     """Reuse the embedded server of ``data_dir`` if one runs, else start one we own."""
-    with _locked(data_dir):
+    with locked(data_dir):
         url = running_server(data_dir)
         if url:
             return EmbeddedHandle(url=url, owned=False)
@@ -354,3 +354,35 @@ def attach_or_start(data_dir: Path, maxmemory: str) -> EmbeddedHandle:
         assert server.process is not None
         (data_dir / STATE_FILE).write_text(json.dumps({"pid": server.process.pid, "port": server.port}))
         return EmbeddedHandle(url=server.url, owned=True, server=server)
+
+
+def running_process(data_dir: Path) -> tuple[int, int, str | None] | None:
+    """(pid, port, binary) of the embedded server running in ``data_dir``, if one runs."""
+    if running_server(data_dir) is None:
+        return None
+    pid, port = recorded(data_dir / STATE_FILE)
+    assert pid is not None and port is not None
+    return pid, port, _binary_of(pid)
+
+
+def _binary_of(pid: int) -> str | None:
+    """The redis-server a process was started as, so a restart uses the same one (its RDB and
+    AOF formats are the ones on disk). Its argv[0], not /proc/PID/exe: Debian's redis-server is a
+    link to redis-check-rdb, and the name decides which of the two the binary runs as."""
+    try:
+        title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].split()[0].decode()
+    except (OSError, IndexError, UnicodeDecodeError):
+        return None
+    return title if os.path.isabs(title) and os.access(title, os.X_OK) else None
+
+
+def stop_embedded(data_dir: Path) -> int | None:
+    """SHUTDOWN SAVE the embedded server running in ``data_dir``; its port, or None if none ran."""
+    with locked(data_dir):
+        running = running_process(data_dir)
+        if running is None:
+            return None
+        pid, port, _binary = running
+        EmbeddedRedis(data_dir=data_dir, port=port).shutdown_remote(pid, save=True)
+        (data_dir / STATE_FILE).unlink(missing_ok=True)
+        return port
