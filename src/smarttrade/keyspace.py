@@ -69,6 +69,10 @@ LAST_QUOTE_TTL = 86_400  # a quiet market still shows its last price for a tradi
 # symbol in the order-flow db, one entry per commit, trimmed to the order-flow TTL's window
 # (XADD MINID) and expiring with it when idle; a pub/sub channel per symbol.
 CHECKPOINT_PREFIX = "ingest:checkpoint"
+# A record per file source (docs/ingest.md "Which source a file is"), in the quotes db, permanent
+# like the checkpoints (one small hash per source; `ingest --reset` rewrites it): its format, how
+# many bytes were ingested and their hash, and a short head hash to find it by content.
+SOURCE_PREFIX = "ingest:source"
 STREAM_PREFIX = "stream:trades"
 CHANNEL_PREFIX = "trades"
 # Analytics (docs/keyspace.md): a hash per bar in the order-flow db, its footprint (a hash of
@@ -107,6 +111,7 @@ FAMILIES: tuple[KeyFamily, ...] = (
     *(KeyFamily(s.prefix, s.store, s.market_data) for s in SPECS.values()),
     KeyFamily(LAST_QUOTE_PREFIX, Store.QUOTES, True, LAST_QUOTE_TTL),
     KeyFamily(CHECKPOINT_PREFIX, Store.QUOTES, False),
+    KeyFamily(SOURCE_PREFIX, Store.QUOTES, False),
     KeyFamily(OPS_PREFIX, Store.QUOTES, True, OPS_TTL),
     KeyFamily(STREAM_PREFIX, Store.ORDERFLOW, True),
     KeyFamily(BAR_PREFIX, Store.ORDERFLOW, True, BAR_TTL),
@@ -158,6 +163,29 @@ def calc_key(symbol: str, indicator: str) -> str:
 
 def checkpoint_key(source: str, symbol: str) -> str:
     return f"{CHECKPOINT_PREFIX}:{source}:{symbol}"
+
+
+def source_key(source: str) -> str:
+    return f"{SOURCE_PREFIX}:{source}"
+
+
+def symbol_patterns(symbol: str) -> list[tuple[Store, str]]:
+    """SCAN MATCH patterns of every key holding ``symbol``'s market data, bars, indicators and
+    stream, and of its checkpoints (any source), with the store whose db holds them: what starting
+    a symbol over deletes (stores.symbol_data)."""
+    sym = glob_escape(symbol)
+    return [
+        (Store.QUOTES, f"quote:{sym}:*"),
+        (Store.QUOTES, last_quote_key(sym)),
+        (Store.QUOTES, f"{CHECKPOINT_PREFIX}:*:{sym}"),
+        (Store.ORDERFLOW, f"orderflow:{sym}:*"),
+        (Store.ORDERFLOW, trades_stream_key(sym)),
+        (Store.ORDERFLOW, f"{BAR_PREFIX}:{sym}:*"),
+        (Store.ORDERFLOW, f"{BAR_INDEX_PREFIX}:{sym}:*"),
+        (Store.FOOTPRINT, f"footprint:{sym}:*"),
+        (Store.FOOTPRINT, f"{BAR_FOOTPRINT_PREFIX}:{sym}:*"),
+        (Store.CALC, f"calc:{sym}:*"),
+    ]
 
 
 def trades_stream_key(symbol: str) -> str:

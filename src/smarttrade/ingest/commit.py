@@ -41,6 +41,17 @@ def _frac_text(us: int) -> str:
     return "." + f"{us:06d}".rstrip("0")
 
 
+def ordinal_digest(ordinals: np.ndarray) -> int:
+    """A sum of 31-bit hashes of source ordinals: with their count, it tells whether the set of
+    lines accepted up to a checkpoint is still the one committed (a plain sum would not: 3+6 = 4+5).
+    Order-free, so it adds up over commits inside the script (HINCRBY; stays below 2**63)."""
+    x = ordinals.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    x ^= x >> np.uint64(31)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(29)
+    return int((x >> np.uint64(33)).sum(dtype=np.uint64))
+
+
 def qty_text(units: int, decimals: int) -> str:
     if decimals == 0:
         return str(units)
@@ -97,8 +108,11 @@ def build_commit(
     layout: Layout,
     ops: Sequence[Op] = (),
     state: str = "",
+    ordinals: np.ndarray | None = None,
 ) -> Commit:
-    """The script's KEYS and ARGV; ``ops`` (analytics writes) and ``state`` ride along."""
+    """The script's KEYS and ARGV; ``ops`` (analytics writes) and ``state`` ride along.
+
+    ``ordinals``: the source ordinals of the slice's rows, counted into the checkpoint."""
     symbol = sl.symbol
     decimals = spec.qty_decimals
     sym_json = encode(symbol).decode()
@@ -214,7 +228,7 @@ def build_commit(
         f"{layout.db_quotes} {layout.db_orderflow} {layout.db_footprint}",
         f"{layout.ttl_quotes} {layout.ttl_orderflow} {layout.ttl_footprint} {layout.ttl_last}",
         decimals,
-        0,  # unused: the stream is trimmed by time
+        "0 0" if ordinals is None else f"{ordinals.size} {ordinal_digest(ordinals)}",
         trades_channel(symbol),
         f"{len(keys_q)} {len(keys_b)} {len(keys_l)} {len(args_c)} {len(ops)}",
         sym_json,

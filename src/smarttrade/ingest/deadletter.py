@@ -6,11 +6,14 @@ pairs already in the file are not written twice.
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import IO
 
 import msgspec
 
+from smarttrade.errors import ValidationError
 from smarttrade.feeds.files import Line
 
 
@@ -23,12 +26,40 @@ class DeadLetter(msgspec.Struct):
     reason: str
 
 
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_ ]{0,39}")
+
+
+def kind_of(reason: str) -> str:
+    """What a reason is about, to count reasons by: the field it names ("price: ... is not on the
+    tick" -> "price"), else the whole reason, never cut."""
+    field, sep, _ = reason.partition(":")
+    return field if sep and _FIELD.fullmatch(field) else reason
+
+
+def check_path(path: Path | None) -> None:
+    """Fail now, before anything is touched, if the dead letters could not be written there."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise ValidationError("--dead-letter", f"{path} is a directory; name a file")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if (
+        not parent.is_dir()
+        or not os.access(parent, os.W_OK)
+        or (path.exists() and not os.access(path, os.W_OK))
+    ):
+        raise ValidationError("--dead-letter", f"{path} cannot be written")
+
+
 class DeadLetters:
     def __init__(self, path: Path | None, source: str) -> None:
         self.path = path
         self.source = source
         self.count = 0  # rejections seen in this run (re-read ones included)
-        self.reasons: dict[str, int] = {}
+        self.reasons: dict[str, int] = {}  # by kind (see kind_of)
+        self.examples: dict[str, str] = {}  # kind -> its first full reason
         self._seen: set[int] = set()
         self._fh: IO[bytes] | None = None
         if path is not None and path.exists():
@@ -54,8 +85,9 @@ class DeadLetters:
         self, path: str, number: int, ordinal: int, raw_bytes: bytes, reason: str, dedupe: bool = True
     ) -> None:
         self.count += 1
-        kind = reason.split(":", 1)[0] if ":" in reason[:40] else reason[:40]
+        kind = kind_of(reason)
         self.reasons[kind] = self.reasons.get(kind, 0) + 1
+        self.examples.setdefault(kind, reason)
         if self.path is None or (dedupe and ordinal in self._seen):
             return
         if dedupe:

@@ -43,7 +43,11 @@ DEPTH = 2  # commit rounds on the wire at once
 @dataclass
 class Checkpoint:
     seq: int = 0
-    ordinal: int = 0
+    ordinal: int = 0  # the symbol's last source line committed
+    # how many source lines of the symbol up to ``ordinal`` were committed, and their
+    # ordinal_digest; None on checkpoints written before these were kept
+    count: int | None = None
+    digest: int | None = None
 
 
 @dataclass
@@ -143,10 +147,14 @@ class Engine:
         with redis_errors(self.pools.url):
             async for key in self.redis.scan_iter(match=glob_escape(prefix) + "*", count=500):
                 name = key.decode(errors="surrogateescape")
-                values = await self.redis.hmget(name, "seq", "ordinal", "analytics", "indicators")
+                values = await self.redis.hmget(
+                    name, "seq", "ordinal", "analytics", "indicators", "count", "digest"
+                )
                 symbol = name[len(prefix) :]
                 if values[0] is not None:
-                    found[symbol] = Checkpoint(int(values[0]), int(values[1] or 0))
+                    count = None if values[4] is None else int(values[4])
+                    digest = None if values[5] is None else int(values[5])
+                    found[symbol] = Checkpoint(int(values[0]), int(values[1] or 0), count, digest)
                 if values[2]:
                     indicators = msgspec.json.decode(values[3]) if values[3] else None
                     saved[symbol] = (msgspec.json.decode(values[2]), indicators)
@@ -183,8 +191,9 @@ class Engine:
         """Trades queued and not yet acknowledged (the round in flight included)."""
         return self._pending_count + self._inflight_count
 
-    def skip_map(self) -> dict[str, int]:
-        return {sym: cp.ordinal for sym, cp in self.checkpoints.items()}
+    def skip_map(self) -> dict[str, Checkpoint]:
+        """Per symbol, where its committed lines end (and what they were): a replay skips them."""
+        return dict(self.checkpoints)
 
     # -- feeding ----------------------------------------------------------------------------
 
@@ -305,7 +314,6 @@ class Engine:
         return taken, oldest
 
     def _commits(self, batch: list[Chunk]) -> list[Commit]:
-        end_ordinal = max(int(c.ordinal[-1]) for c in batch if len(c))
         by_symbol: dict[str, list[tuple[Chunk, np.ndarray]]] = {}
         for chunk in batch:
             for code in np.unique(chunk.code).tolist():
@@ -318,6 +326,10 @@ class Engine:
             seq = self._next_seq.get(symbol) or self.checkpoints.get(symbol, Checkpoint()).seq + 1
             self._next_seq[symbol] = seq + 1
             sl = _symbol_slice(symbol, parts)
+            # the checkpoint ends at the symbol's own last line, never past a line of it that the
+            # normalizer still holds back (a jump ahead waiting for confirmation)
+            ordinals = np.concatenate([c.ordinal[rows] for c, rows in parts])
+            end_ordinal = int(ordinals.max())
             spec = spec_for(symbol)
             ops: list[Op] = []
             state = ""
@@ -335,7 +347,9 @@ class Engine:
                             ["indicators", saved],
                         )
                     )
-            commits.append(build_commit(sl, spec, self.source, seq, end_ordinal, self.layout, ops, state))
+            commits.append(
+                build_commit(sl, spec, self.source, seq, end_ordinal, self.layout, ops, state, ordinals)
+            )
         return commits
 
     def _symbol_analytics(self, symbol: str, spec: SymbolSpec) -> SymbolAnalytics:

@@ -1,23 +1,59 @@
 """From parsed lines to committed-ready trades: order checks, side classification, cancels.
 
 Normalization is deterministic in the input order, so a resumed run that re-reads the input from
-the start rebuilds exactly the state (last prices, sides, cancel window) an uninterrupted run has.
+the start rebuilds exactly the state (last prices, sides, cancel window, held trades) an
+uninterrupted run has.
+
+A trade's time is checked against its symbol's clock (the latest accepted time). A replay never
+lets one trade move that clock far ahead on its own: a trade more than the future tolerance ahead
+(or a symbol's first trade) is held until the symbol's next trade. If that one is not more than
+the late tolerance before it, the jump was real (a session gap) and both go on; otherwise the held
+trade was an outlier and is dead-lettered. Live feeds (no next trade to wait for) are checked
+against the wall clock instead.
 """
 
 from __future__ import annotations
 
 import time
+from array import array
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
 
 from smarttrade.feeds.chunk import SIDE_DEFAULT, SIDE_QUOTE, SIDE_SOURCE, SIDE_TICK, ChunkBuilder
-from smarttrade.feeds.files import Parsed
+from smarttrade.feeds.files import Line, Parsed
 from smarttrade.feeds.record import BUY, SELL, UNKNOWN, TradeRecord
+from smarttrade.ingest.commit import ordinal_digest
 from smarttrade.ingest.deadletter import DeadLetters
 
 DEFAULT_TOLERANCE_S = 5.0
+# How far ahead of its symbol's clock (replays) or of the wall clock (live) a trade may be without
+# confirmation. Not above the late tolerance, so an unconfirmed trade can never make a later good
+# one "late".
+DEFAULT_FUTURE_S = 5.0
 CANCEL_WINDOW = 200_000  # trades remembered per source for B3 cancels
-FUTURE_LIMIT_S = 86_400  # a trade stamped further ahead than this is rejected
+FUTURE_LIMIT_S = 86_400  # replays: a trade stamped further ahead of the wall clock is rejected
+_REFRESH = 4096  # trades between two reads of the wall clock (live)
+
+
+class Committed(Protocol):
+    """Where a symbol's committed lines end, and what they were (engine.Checkpoint)."""
+
+    ordinal: int
+    count: int | None
+    digest: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Changed:
+    """A symbol whose accepted lines up to its checkpoint are not the ones committed."""
+
+    symbol: str
+    committed: int  # lines the checkpoint counts
+    accepted: int  # lines accepted now up to the same position
 
 
 @dataclass(slots=True)
@@ -54,41 +90,66 @@ def classify(rec: TradeRecord, state: SymbolState) -> tuple[int, int]:
     return BUY, SIDE_DEFAULT
 
 
+@dataclass(slots=True)
+class _Held:
+    rec: TradeRecord
+    ordinal: int
+    line: Line | None
+
+
 class Normalizer:
     def __init__(
         self,
         dead: DeadLetters,
-        skip: dict[str, int],
+        skip: Mapping[str, Committed],
         tolerance_s: float = DEFAULT_TOLERANCE_S,
         window: int = CANCEL_WINDOW,
+        future_s: float = DEFAULT_FUTURE_S,
+        replay: bool = False,
     ) -> None:
         self.dead = dead
-        self.skip = skip  # per symbol: ordinals up to this one are committed already
+        self.skip = skip  # per symbol: lines up to its ordinal are committed already
         self.tolerance_us = int(tolerance_s * 1e6)
+        self.future_us = int(future_s * 1e6)
+        self.replay = replay  # hold jumps for confirmation (files); else the wall clock (live)
         self.window_size = window
         self.states: dict[str, SymbolState] = {}
         # (symbol, trade id) -> (price, qty, side, side source, time) of recent trades
         self.window: OrderedDict[tuple[str, str], tuple[int, int, int, int, int]] = OrderedDict()
         self.builder = ChunkBuilder()
         self.skipped = 0  # records already committed by an earlier run
-        self.horizon_us = int((time.time() + FUTURE_LIMIT_S) * 1e6)
+        self.accepted = 0  # records accepted (committed before or queued now)
+        self.held: dict[str, _Held] = {}
+        self.changed: dict[str, Changed] = {}
+        self._seen: dict[str, array] = {}  # accepted ordinals up to each checkpoint
+        self._checked: set[str] = set()
+        self._until_clock = 0
+        self._horizon()
+
+    def _horizon(self) -> None:
+        ahead = FUTURE_LIMIT_S * 1e6 if self.replay else self.future_us
+        self.horizon_us = int(time.time() * 1e6 + ahead)
+        self._until_clock = _REFRESH
 
     def feed(self, item: Parsed) -> None:
-        """One parsed line: accepted into the builder, or dead-lettered with its reason."""
+        """One parsed line: accepted into the builder, held, or dead-lettered with its reason."""
         if item.error is not None:
             self.dead.reject(item.line, item.error)
             return
         assert item.record is not None
-        error = self.accept(item.record, item.line.ordinal)
+        error = self.accept(item.record, item.line.ordinal, item.line)
         if error is not None:
             self.dead.reject(item.line, error)
 
-    def accept(self, rec: TradeRecord, ordinal: int) -> str | None:
-        """Check, classify and queue one trade; the reason when it is rejected."""
+    def accept(self, rec: TradeRecord, ordinal: int, line: Line | None = None) -> str | None:
+        """Check, classify and queue (or hold) one trade; the reason when it is rejected."""
         state = self.states.get(rec.symbol)
         if state is None:
             state = self.states[rec.symbol] = SymbolState()
+        held = self.held.get(rec.symbol)
         if rec.cancel:
+            if held is not None and held.rec.trade_id == rec.trade_id:
+                self._release(held, state)  # a cancel of the held trade: it was real
             kept = self.window.pop((rec.symbol, rec.trade_id), None)
             if kept is None:
                 return f"cancel: trade id {rec.trade_id!r} of {rec.symbol} is not known"
@@ -99,9 +160,46 @@ class Normalizer:
             original = TradeRecord(rec.symbol, price, qty, side, time_us, rec.trade_id, cancel=True)
             self._add(original, side, source, ordinal)
             return None
+        self._until_clock -= 1
+        if self._until_clock <= 0:
+            self._horizon()
         if rec.time_us > self.horizon_us:
-            # never let one mistyped date hold back every later trade of the symbol
-            return f"time: {(rec.time_us - time.time() * 1e6) / 86_400e6:.1f} days in the future"
+            ahead = (rec.time_us - time.time() * 1e6) / 1e6
+            if self.replay:  # never let one mistyped date hold back every later trade
+                return f"time: {ahead / 86_400:.1f} days in the future"
+            return f"time: {ahead:.3f} s ahead of the clock (future tolerance {self.future_us / 1e6:g} s)"
+        if held is not None:
+            del self.held[rec.symbol]
+            if rec.time_us < held.rec.time_us - self.tolerance_us:
+                self._outlier(held, rec)
+            else:
+                self._release(held, state)
+        if self.replay and (not state.max_time_us or rec.time_us > state.max_time_us + self.future_us):
+            if rec.trade_id and (rec.symbol, rec.trade_id) in self.window:
+                return f"trade_id: {rec.trade_id!r} of {rec.symbol} was already seen"
+            self.held[rec.symbol] = _Held(rec, ordinal, line)
+            return None
+        return self._take_in(rec, state, ordinal)
+
+    def _release(self, held: _Held, state: SymbolState) -> None:
+        self.held.pop(held.rec.symbol, None)
+        error = self._take_in(held.rec, state, held.ordinal)
+        if error is not None:
+            self._reject_held(held, error)
+
+    def _outlier(self, held: _Held, after: TradeRecord) -> None:
+        behind = (held.rec.time_us - after.time_us) / 1e6
+        self._reject_held(
+            held,
+            f"time: {behind:.3f} s ahead of the next {held.rec.symbol} trade, an outlier "
+            f"(future tolerance {self.future_us / 1e6:g} s, late tolerance {self.tolerance_us / 1e6:g} s)",
+        )
+
+    def _reject_held(self, held: _Held, error: str) -> None:
+        if held.line is not None:
+            self.dead.reject(held.line, error)
+
+    def _take_in(self, rec: TradeRecord, state: SymbolState, ordinal: int) -> str | None:
         if rec.time_us < state.max_time_us - self.tolerance_us:
             behind = (state.max_time_us - rec.time_us) / 1e6
             return (
@@ -121,8 +219,39 @@ class Normalizer:
         self._add(rec, side, source, ordinal)
         return None
 
+    def finish(self) -> None:
+        """End of input: held trades go on (nothing contradicts them), and every symbol with a
+        checkpoint has its accepted lines compared with the committed ones."""
+        for held in list(self.held.values()):
+            self._release(held, self.states[held.rec.symbol])
+        for symbol in self.skip:
+            self._check(symbol)
+
     def _add(self, rec: TradeRecord, side: int, source: int, ordinal: int) -> None:
-        if ordinal <= self.skip.get(rec.symbol, 0):
+        self.accepted += 1
+        symbol = rec.symbol
+        done = self.skip.get(symbol)
+        if done is not None and symbol not in self._checked:
+            if ordinal <= done.ordinal:
+                self.skipped += 1
+                self._seen.setdefault(symbol, array("q")).append(ordinal)
+                return
+            self._check(symbol)
+        if symbol in self.changed:
+            return  # starts over from its first line on the next pass
+        if done is not None and ordinal <= done.ordinal:  # only after a check found it unchanged
             self.skipped += 1
             return
         self.builder.add(rec, side, source, ordinal)
+
+    def _check(self, symbol: str) -> None:
+        if symbol in self._checked:
+            return
+        self._checked.add(symbol)
+        done = self.skip[symbol]
+        seen = self._seen.pop(symbol, array("q"))
+        if done.count is None or done.digest is None:
+            return  # a checkpoint from before counts were kept: trusted as it is
+        digest = ordinal_digest(np.frombuffer(seen, dtype=np.int64)) if len(seen) else 0
+        if (len(seen), digest) != (done.count, done.digest):
+            self.changed[symbol] = Changed(symbol, done.count, len(seen))

@@ -4,6 +4,8 @@ lost commits."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -12,15 +14,18 @@ from typing import Protocol
 
 import numpy as np
 
+from smarttrade.errors import SmartTradeError
 from smarttrade.feeds.chunk import Chunk
 from smarttrade.feeds.files import LineParser, parse_lines, read_lines
+from smarttrade.ingest import identity
 from smarttrade.ingest.deadletter import DeadLetters
-from smarttrade.ingest.engine import Engine, IngestStats, Rewind, _select
-from smarttrade.ingest.normalize import DEFAULT_TOLERANCE_S, Normalizer
+from smarttrade.ingest.engine import Checkpoint, Engine, IngestStats, Rewind, _select
+from smarttrade.ingest.normalize import DEFAULT_FUTURE_S, DEFAULT_TOLERANCE_S, Changed, Normalizer
 from smarttrade.keyspace import Store
 from smarttrade.ops.published import periodic, publish_ingest
 from smarttrade.redis.connections import RedisPools
 from smarttrade.settings import Settings
+from smarttrade.stores.symbol_data import forget_symbols
 
 CHUNK = 4096
 CLOSE_GRACE_S = 5.0  # a timed run waits this long for its last commits
@@ -35,7 +40,27 @@ class Feed(Protocol):
     resumed: int  # records it dropped itself as committed by an earlier run
     live: bool  # a live feed cannot be replayed: each run starts afresh (no resume)
 
-    def chunks(self, skip: dict[str, int], dead: DeadLetters) -> Iterator[Chunk]: ...
+    def chunks(self, skip: dict[str, Checkpoint], dead: DeadLetters) -> Iterator[Chunk]: ...
+
+
+class TooManyRejects(SmartTradeError):
+    """A run that accepts nothing, or mostly rejects: stopped, naming the top reason and its fix."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.result: RunResult | None = None  # what was done up to the stop
+
+
+class AcceptedLinesChanged(Exception):
+    """Symbols whose accepted lines up to their checkpoints changed: they must start over."""
+
+    def __init__(self, changed: list[Changed]) -> None:
+        super().__init__(", ".join(c.symbol for c in changed))
+        self.changed = changed
+
+
+REJECT_CHECK_AFTER = 1000  # lines judged before the reject share is checked
+REJECT_MAX_SHARE = 0.5  # more rejected than this share of the lines judged: the run stops
 
 
 @dataclass
@@ -51,12 +76,17 @@ class FileFeed:
     resumed: int = 0
     live: bool = False
     skipped: int = 0  # lines of instruments not tracked (B3 files hold the whole market)
+    fmt: str = ""
+    explicit: bool = False  # ``name`` given by the user (--source): not looked up by content
+    future_s: float = DEFAULT_FUTURE_S
+    resolved: bool = False  # the name was checked against the source records (identity.py)
+    accepted: int = 0
 
     def __post_init__(self) -> None:
         self.total = sum(p.stat().st_size for p in self.paths)
 
-    def chunks(self, skip: dict[str, int], dead: DeadLetters) -> Iterator[Chunk]:
-        norm = Normalizer(dead, skip, self.tolerance_s)
+    def chunks(self, skip: dict[str, Checkpoint], dead: DeadLetters) -> Iterator[Chunk]:
+        norm = Normalizer(dead, skip, self.tolerance_s, future_s=self.future_s, replay=True)
         self.done = 0
         last = 0
         lines = read_lines(self.paths)
@@ -70,13 +100,44 @@ class FileFeed:
         for item in parse_lines(parser, counted()):
             norm.feed(item)
             last = item.line.ordinal
+            judged = norm.accepted + dead.count
+            if judged >= REJECT_CHECK_AFTER and dead.count > REJECT_MAX_SHARE * judged:
+                self.accepted = norm.accepted
+                raise TooManyRejects(
+                    reject_message(self, dead, f"{dead.count:,} of the first {judged:,} lines rejected")
+                )
             if len(norm.builder) >= CHUNK:
                 yield norm.builder.take(last)
             self.resumed = norm.skipped
+        norm.finish()
+        self.accepted = norm.accepted
         if len(norm.builder):
             yield norm.builder.take(last)
         self.resumed = norm.skipped
         self.skipped = getattr(parser, "skipped", 0)
+        if norm.changed:
+            raise AcceptedLinesChanged(list(norm.changed.values()))
+
+
+def _fix(kind: str, example: str) -> str:
+    """What to do about the most common reason of a failed run."""
+    unknown = re.match(r"unknown symbol '([^']*)'", example)
+    if unknown:
+        return f"declare it, e.g. SMARTTRADE_SYMBOLS={unknown.group(1)}:TICK:QTY_DECIMALS (or --symbol-spec)"
+    if re.search(r"header|fields;|broken (CSV|JSON)|not a JSON object|line is over|unreadable", example):
+        return "is this the right --format (csv, jsonl, b3, mt5, tardis; docs/ingest.md)?"
+    if "tick" in example or "price scale" in example or "quantity of" in example:
+        return "check the instrument's declaration (tick, quantity decimals) against the data"
+    if kind == "time":
+        return "check the time column and --tolerance / --future-tolerance"
+    return "see the dead letters"
+
+
+def reject_message(feed: FileFeed, dead: DeadLetters, what: str) -> str:
+    kind, _ = max(dead.reasons.items(), key=lambda kv: kv[1])
+    example = dead.examples.get(kind, kind)
+    files = ", ".join(p.name for p in feed.paths)
+    return f"{files}: {what}; top reason: {example}: {_fix(kind, example)}"
 
 
 @dataclass
@@ -90,7 +151,7 @@ class ChunkFeed:
     resumed: int = 0  # the engine drops committed trades of chunk feeds itself
     live: bool = False
 
-    def chunks(self, skip: dict[str, int], dead: DeadLetters) -> Iterator[Chunk]:
+    def chunks(self, skip: dict[str, Checkpoint], dead: DeadLetters) -> Iterator[Chunk]:
         self.done = 0
         for chunk in self.make():
             self.done += len(chunk)
@@ -104,6 +165,9 @@ class RunResult:
     reasons: dict[str, int] = field(default_factory=dict)
     restarts: int = 0
     skipped: int = 0
+    examples: dict[str, str] = field(default_factory=dict)  # reason kind -> a full reason
+    source: str = ""
+    started_over: list[str] = field(default_factory=list)  # symbols whose accepted lines changed
 
 
 async def _paced(chunk: Chunk, speed: float | None, clock: dict[str, float]) -> Iterator[Chunk]:
@@ -155,6 +219,35 @@ async def run_feed(
         return await _run_feed(pools, settings, feed, dead_letter, *args)
 
 
+async def resolve_source(pools: RedisPools, settings: Settings, feed: Feed, reset: bool = False) -> str:
+    """A file feed's source name, found by its content (identity.py); refuses an input whose
+    ingested part changed unless ``reset``. Other feeds keep their name."""
+    if isinstance(feed, FileFeed) and not feed.resolved:
+        client = pools.client(settings.db(Store.QUOTES))
+        name, _ = await identity.identify(
+            client, pools.url, feed.fmt, feed.paths, feed.name, feed.explicit, allow_changed=reset
+        )
+        feed.name, feed.resolved = name, True
+    return feed.name
+
+
+async def reset_plan(pools: RedisPools, settings: Settings, feed: Feed) -> list[str]:
+    """The symbols ``--reset`` would start over (those this source has checkpoints for)."""
+    await resolve_source(pools, settings, feed, reset=True)
+    return sorted(await Engine(pools, settings, feed.name).load_checkpoints())
+
+
+async def _start_over(pools: RedisPools, settings: Settings, feed: Feed, engine: Engine) -> list[str]:
+    """``--reset``: the source's symbols lose their data, bars and checkpoints together."""
+    symbols = sorted(await engine.load_checkpoints())
+    await forget_symbols(pools, settings, symbols)
+    await engine.reset()
+    if isinstance(feed, FileFeed):
+        client = pools.client(settings.db(Store.QUOTES))
+        await identity.forget_record(client, pools.url, feed.name)
+    return symbols
+
+
 async def _run_feed(
     pools: RedisPools,
     settings: Settings,
@@ -170,17 +263,26 @@ async def _run_feed(
 ) -> RunResult:
     restarts = 0
     started = time.monotonic()
+    started_over: list[str] = []
+    await resolve_source(pools, settings, feed, reset)
+    quotes = pools.client(settings.db(Store.QUOTES))
     while True:
         engine = Engine(pools, settings, feed.name, on_wait=on_wait)
         current[:] = [engine]
-        if reset or feed.live:
-            await engine.reset(keep_analytics=feed.live and not reset)
-            reset = False
+        if reset:
+            await _start_over(pools, settings, feed, engine)
+        elif feed.live:
+            await engine.reset(keep_analytics=True)
+        reset = False
         await engine.load_checkpoints()
+        if isinstance(feed, FileFeed) and await identity.read_record(quotes, pools.url, feed.name) is None:
+            # before the first commit, so a renamed copy of a run killed early is still found
+            await identity.write_record(quotes, pools.url, feed.name, feed.fmt, feed.paths, 0)
         dead = DeadLetters(dead_letter, feed.name)
         engine.start()
         clock: dict[str, float] = {}
         try:
+            read_all = True
             for chunk in feed.chunks(engine.skip_map(), dead):
                 for part in await _paced(chunk, speed, clock):
                     if speed is not None and "data0" in clock and len(part):
@@ -193,6 +295,7 @@ async def _run_feed(
                     await asyncio.sleep(0)  # let the committer send while we parse on
                 on_progress(engine, dead, feed)
                 if duration is not None and time.monotonic() - started >= duration:
+                    read_all = False
                     break
             if duration is None:
                 await engine.close()
@@ -204,11 +307,59 @@ async def _run_feed(
             engine.stats.resumed += feed.resumed
             on_progress(engine, dead, feed)
             skipped = getattr(feed, "skipped", 0)
-            return RunResult(engine.stats, dead.count, dict(dead.reasons), restarts, skipped)
+            result = RunResult(
+                engine.stats,
+                dead.count,
+                dict(dead.reasons),
+                restarts,
+                skipped,
+                dict(dead.examples),
+                feed.name,
+                started_over,
+            )
+            if isinstance(feed, FileFeed):
+                if read_all and not engine.stats.abandoned:
+                    size = feed.total or 0
+                    await identity.write_record(
+                        quotes, pools.url, feed.name, feed.fmt, feed.paths, size, dead.count
+                    )
+                if dead.count and not feed.accepted:
+                    refused = TooManyRejects(reject_message(feed, dead, f"all {dead.count:,} lines rejected"))
+                    refused.result = result
+                    raise refused
+            return result
         except Rewind as exc:
             on_wait(str(exc))
             await engine.abort()
             restarts += 1
+        except AcceptedLinesChanged as exc:
+            await engine.close()  # what the other symbols queued
+            names = [c.symbol for c in exc.changed]
+            await forget_symbols(pools, settings, names)
+            for c in exc.changed:
+                on_wait(
+                    f"{c.symbol}: the lines accepted up to its checkpoint changed ({c.committed:,} "
+                    f"committed, {c.accepted:,} accepted now); starting {c.symbol} over"
+                )
+            on_wait("")
+            started_over += names
+            restarts += 1
+        except TooManyRejects as exc:
+            if exc.result is None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(engine.close(), CLOSE_GRACE_S)  # keep what was accepted
+                engine.stats.resumed += feed.resumed
+                exc.result = RunResult(
+                    engine.stats,
+                    dead.count,
+                    dict(dead.reasons),
+                    restarts,
+                    getattr(feed, "skipped", 0),
+                    dict(dead.examples),
+                    feed.name,
+                    started_over,
+                )
+            raise
         finally:
             dead.close()
             await engine.abort()

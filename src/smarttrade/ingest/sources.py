@@ -15,7 +15,8 @@ from smarttrade.feeds.generic import CsvParser, JsonLinesParser
 from smarttrade.feeds.mt5 import Mt5Parser
 from smarttrade.feeds.synthetic import B3_SESSION, LiveSyntheticFeed, SessionHours, SyntheticFeed
 from smarttrade.feeds.tardis import TardisParser
-from smarttrade.ingest.normalize import DEFAULT_TOLERANCE_S
+from smarttrade.ingest.identity import head_of
+from smarttrade.ingest.normalize import DEFAULT_FUTURE_S, DEFAULT_TOLERANCE_S
 from smarttrade.ingest.run import ChunkFeed, Feed, FileFeed
 from smarttrade.keyspace import SOURCE_RE
 from smarttrade.symbols import check_symbol, spec_for
@@ -44,7 +45,10 @@ def file_feed(
     symbol: str | None = None,
     only: set[str] | None = None,
     tolerance_s: float = DEFAULT_TOLERANCE_S,
+    future_s: float = DEFAULT_FUTURE_S,
 ) -> FileFeed:
+    """A feed of these files; its source name is settled by content when it runs (identity.py):
+    the default name (format, file names, head hash) only names a source seen for the first time."""
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise ValidationError("FILE", f"not a readable file: {', '.join(missing)}")
@@ -62,19 +66,11 @@ def file_feed(
             return B3Parser(only=only)
     else:
         parser = {Format.CSV: CsvParser, Format.JSONL: JsonLinesParser, Format.TARDIS: TardisParser}[fmt]
-    default = f"{fmt.value}-{'+'.join(p.name for p in paths)}-{_fingerprint(paths)}"
-    return FileFeed(parser, paths, source_name(name or default), tolerance_s)
-
-
-def _fingerprint(paths: list[Path]) -> str:
-    """Which files these are: another file of the same name is another source. The size is
-    left out on purpose, so a file that grows (a day still being written) keeps its checkpoints."""
-    digest = hashlib.sha1()
-    for path in paths:
-        digest.update(str(path.resolve()).encode())
-        with path.open("rb") as fh:
-            digest.update(fh.read(65_536))
-    return digest.hexdigest()[:10]
+    head, _ = head_of(paths)
+    default = f"{fmt.value}-{'+'.join(p.name for p in paths)}-{head[:10]}"
+    feed = FileFeed(parser, paths, source_name(name or default), tolerance_s)
+    feed.fmt, feed.explicit, feed.future_s = fmt.value, name is not None, future_s
+    return feed
 
 
 def synthetic_feed(

@@ -170,7 +170,9 @@ return 1
 # KEYS: checkpoint, latest quote, stream, then nq quote keys, nb bucket keys, nl level keys,
 #       per cancel its bucket key and its quote key, and one key per analytics op.
 # ARGV: 1 seq, 2 ordinal, 3 "dbq dbo dbf", 4 "ttl_q ttl_o ttl_f ttl_last", 5 qty_decimals,
-#       6 (unused), 7 channel, 8 "nq nb nl nc no", 9 symbol (JSON string), 10 the pub/sub
+#       6 "count digest" of the source ordinals this commit covers (added to the checkpoint, so a
+#       resumed run can tell whether the lines it accepts up to the checkpoint are still the
+#       same), 7 channel, 8 "nq nb nl nc no", 9 symbol (JSON string), 10 the pub/sub
 #       message's tail (after its trades), 11 stream ids, 12 stream side sources, 13 the message's
 #       head (before its trades), 14 timestamp of the last quote, 15 cancelled trades (JSON
 #       array), 16 analytics state (JSON, or empty), then per quote (head up to "volume":,
@@ -352,6 +354,12 @@ for i = 1, no do
 end
 
 redis.call('SELECT', dbq)
+-- count/digest only on checkpoints that had them from their first commit (older ones lack them)
+if done == 0 or redis.call('HEXISTS', checkpoint, 'count') == 1 then
+  local n, digest = string.match(ARGV[6], '(%d+) (%d+)')
+  redis.call('HINCRBY', checkpoint, 'count', n)
+  redis.call('HINCRBY', checkpoint, 'digest', digest)
+end
 redis.call('HSET', checkpoint, 'seq', seq, 'ordinal', ordinal)
 if ARGV[16] ~= '' then redis.call('HSET', checkpoint, 'analytics', ARGV[16]) end
 local head = ARGV[13]  -- its quote is the second's merged one, filled in here
