@@ -118,18 +118,30 @@ class CliRunner:
         )
         return result.stdout.rstrip("\n")
 
-    def smarttrade(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def smarttrade(
+        self, *args: str, env: dict[str, str] | None = None, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         full_env = {**os.environ, "REDIS_URL": self.server.url, "COLUMNS": "200", **(env or {})}
-        return run_smarttrade(*args, env=full_env)
+        return run_smarttrade(*args, env=full_env, input=input)
 
 
 def run_smarttrade(
-    *args: str, env: dict[str, str], timeout: float = 120, cwd: str | Path | None = None
+    *args: str,
+    env: dict[str, str],
+    timeout: float = 120,
+    cwd: str | Path | None = None,
+    input: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``smarttrade``; by default in a fresh empty folder, so no ``.env`` (the repo's) steers it."""
     exe = shutil.which("smarttrade", path=str(Path(sys.executable).parent))
     cmd = [exe] if exe else [sys.executable, "-m", "smarttrade"]
     with tempfile.TemporaryDirectory(prefix="smarttrade-cwd-") as neutral:
         return subprocess.run(
-            [*cmd, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd or neutral
+            [*cmd, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            cwd=cwd or neutral,
+            **({"stdin": subprocess.DEVNULL} if input is None else {"input": input}),  # never a terminal
         )

@@ -139,11 +139,20 @@ def test_flush_asks_and_deletes_only_the_store(filled: Any, server: Any) -> None
     assert result.returncode == 1 and "nothing deleted" in result.stderr
     with redis.Redis(port=server.port, db=0) as r:
         assert any(True for _ in r.scan_iter(match="quote:*", count=1000))
+    piped = filled.smarttrade("flush", "quotes", input="y\n")  # `echo y | smarttrade flush` answers no
+    assert piped.returncode == 1 and "not a terminal" in piped.stderr
+    with redis.Redis(port=server.port, db=0) as r:
+        assert any(True for _ in r.scan_iter(match="quote:*", count=1000))
     out = _ok(filled.smarttrade("flush", "quotes", "--yes")).stdout
     assert "SCAN+UNLINK" in out
     with redis.Redis(port=server.port, db=0) as r:
-        left = [k for k in r.scan_iter(count=1000)]
-    assert left == [b"foreign:0"]
+        left = sorted(k.decode() for k in r.scan_iter(count=1000))
+    # the ingest checkpoints and the source record stay: a flush must not make a re-run count twice
+    assert left[0] == "foreign:0" and left[1:] and all(k.startswith("ingest:") for k in left[1:])
+    again = json.loads(
+        _ok(filled.smarttrade("ingest", "--format", "b3", str(DATA / "b3_trades.txt"), "--json")).stdout
+    )
+    assert again["trades"] == 0 and again["resumed"] == 9
     with redis.Redis(port=server.port, db=1) as r:
         assert r.dbsize() > 1  # the order-flow store is untouched
     refused = filled.smarttrade("flush", "config", "--yes")

@@ -92,6 +92,9 @@ def human_bytes(n: float) -> str:
 
 def confirm(question: str) -> bool:
     """Ask on stderr; no answer (no terminal, end of input) counts as no."""
+    if not sys.stdin.isatty():  # `echo y | ...` must not delete: scripts say --yes
+        err.print(f"{question} no (stdin is not a terminal; add --yes)", markup=False, highlight=False)
+        return False
     try:
         return typer.confirm(question, default=False, err=True)
     except typer.Abort:

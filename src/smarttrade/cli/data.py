@@ -16,15 +16,17 @@ from rich.table import Table
 from rich.text import Text
 
 from smarttrade.analytics.views import BarView, forming_peek, indicator_values, recent_bars
-from smarttrade.cli.common import JsonOpt, admin_for, app, dump, err, human_bytes, out, run
+from smarttrade.cli.common import JsonOpt, admin_for, app, confirm, dump, err, fail, human_bytes, out, run
 from smarttrade.demo import DemoStats, run_demo
-from smarttrade.errors import SmartTradeError
+from smarttrade.errors import SmartTradeError, ValidationError
 from smarttrade.feeds.synthetic import synthetic_symbols
-from smarttrade.ingest.run import RunResult, run_feed
+from smarttrade.ingest.deadletter import check_path
+from smarttrade.ingest.normalize import DEFAULT_FUTURE_S
+from smarttrade.ingest.run import RunResult, TooManyRejects, reset_plan, resolve_source, run_feed
 from smarttrade.ingest.sources import Format, file_feed, synthetic_feed
 from smarttrade.keyspace import Store
 from smarttrade.ops import health, keys
-from smarttrade.progress import IngestProgress, summary
+from smarttrade.progress import IngestProgress
 from smarttrade.runtime import Runtime
 from smarttrade.symbols import check_symbol, spec_for
 from smarttrade.symbols import register as register_symbols
@@ -283,17 +285,34 @@ def ingest(
         list[str] | None, typer.Option(help="Extra instrument ROOT:TICK:QTY_DECIMALS[:SCALE] (repeat).")
     ] = None,
     tolerance: Annotated[float, typer.Option(min=0, help="Seconds a trade may arrive out of order.")] = 5.0,
-    source: Annotated[str | None, typer.Option(help="Checkpoint name (default: from the input).")] = None,
+    future_tolerance: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds a trade may be ahead of its symbol's recent trades before it needs the "
+            "next trade to confirm it (else it is an outlier, dead-lettered).",
+        ),
+    ] = DEFAULT_FUTURE_S,
+    source: Annotated[
+        str | None, typer.Option(help="Source name (default: found by the input's content).")
+    ] = None,
     dead_letter: Annotated[Path, typer.Option(help="Where rejected lines go (JSON lines).")] = Path(
         "deadletter.jsonl"
     ),
-    reset: Annotated[bool, typer.Option(help="Forget this source's checkpoints and start over.")] = False,
+    reset: Annotated[
+        bool,
+        typer.Option(
+            help="Start the source over: delete its symbols' data, bars and checkpoints (asks first)."
+        ),
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="With --reset: do not ask.")] = False,
     duration: Annotated[float | None, typer.Option(min=0, help="Stop after this many seconds.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Ingest trades into every store: files of a known layout, or the synthetic B3 feed.
 
-    Resumes from its checkpoints after any stop: nothing is lost and nothing counted twice.
+    Resumes from its checkpoints after any stop: nothing is lost and nothing counted twice. A
+    file is known by its content: moved, copied or renamed it resumes; grown, it continues.
     """
     if symbol_spec:
         try:
@@ -303,6 +322,7 @@ def ingest(
             raise typer.BadParameter(str(exc), param_hint="--symbol-spec") from None
     pace = _speed(speed)
     try:
+        check_path(dead_letter)  # before anything is touched
         if synthetic:
             if files:
                 raise typer.BadParameter("give files or --synthetic, not both")
@@ -316,40 +336,113 @@ def ingest(
             if not files or fmt is None:
                 raise typer.BadParameter("give --format and FILE..., or --synthetic")
             keep = {s.strip() for s in only.split(",")} if only else None
-            feed = file_feed(fmt, files, source, symbol, keep, tolerance)
+            feed = file_feed(fmt, files, source, symbol, keep, tolerance, future_tolerance)
+    except ValidationError as exc:
+        fail(str(exc), 2)
     except (SmartTradeError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from None
 
-    async def job(rt: Runtime) -> RunResult:
+    async def job(rt: Runtime) -> tuple[RunResult | None, str]:
         err.print(f"Redis: {rt.where}", markup=False, highlight=False)
+        if reset:
+            symbols = await reset_plan(rt.pools, rt.settings, feed)
+            what = ", ".join(symbols) if symbols else "no symbols yet"
+            question = (
+                f"--reset starts source {feed.name} over: it deletes the market data, bars, "
+                f"indicators and checkpoints (of every source) of {what}, then ingests the input "
+                "from its start. Go on?"
+            )
+            if not yes and not confirm(question):
+                return None, "nothing changed"
+        else:
+            await resolve_source(rt.pools, rt.settings, feed)
         err.print(f"source {feed.name}", markup=False, highlight=False)
         with IngestProgress(err, "ingest", feed.total) as bar:
-            return await run_feed(
-                rt.pools,
-                rt.settings,
-                feed,
-                dead_letter,
-                speed=pace,
-                reset=reset,
-                duration=duration,
-                on_progress=bar.update,
-                on_wait=bar.wait,
-            )
+            try:
+                result = await run_feed(
+                    rt.pools,
+                    rt.settings,
+                    feed,
+                    dead_letter,
+                    speed=pace,
+                    reset=reset,
+                    duration=duration,
+                    on_progress=bar.update,
+                    on_wait=bar.wait,
+                )
+            except TooManyRejects as exc:
+                return exc.result, str(exc)
+        return result, ""
 
-    result = run(job)
+    result, failure = run(job)
+    if result is None:
+        fail(failure, 1)
     if as_json:
-        stats = dict(vars(result.stats), elapsed=result.stats.elapsed)
-        dump(
-            {
-                **stats,
-                "rejected": result.rejected,
-                "reasons": result.reasons,
-                "restarts": result.restarts,
-                "skipped": result.skipped,
-            }
-        )
+        dump(ingest_json(result, failure))
     else:
-        out.print(summary(result, str(dead_letter)))
+        out.print(_ingest_summary(result, str(dead_letter)))
+    if failure:
+        fail(failure, 1)
+
+
+def ingest_json(result: RunResult, failure: str = "") -> dict[str, Any]:
+    """`ingest --json`: stable fields, documented in docs/ingest.md."""
+    st = result.stats
+    return {
+        "source": result.source,
+        "trades": st.trades,
+        "cancels": st.cancels,
+        "rejected": result.rejected,
+        "reasons": dict(sorted(result.reasons.items(), key=lambda kv: -kv[1])),
+        "reason_examples": result.examples,
+        "skipped": result.skipped,
+        "resumed": st.resumed,
+        "started_over": result.started_over,
+        "commits": st.commits,
+        "skipped_commits": st.skipped_commits,
+        "max_batch": st.max_batch,
+        "repaired": st.repaired,
+        "missed_cancels": st.missed_cancels,
+        "abandoned": st.abandoned,
+        "restarts": result.restarts,
+        "elapsed_s": round(st.elapsed, 3),
+        "failed": failure or None,
+    }
+
+
+def _ingest_summary(result: RunResult, dead_letter: str | None) -> Table:
+    """The end-of-run table; reasons whole (a cut reason hides its fix)."""
+    st = result.stats
+    table = Table(title="ingest summary", show_header=False)
+    table.add_column(justify="right", no_wrap=True)
+    table.add_column(overflow="fold")
+    rows = [
+        ("source", result.source),
+        ("trades committed", f"{st.trades:,}"),
+        ("cancels applied", f"{st.cancels:,}"),
+        ("rejected", f"{result.rejected:,}"),
+        ("skipped (instruments not tracked)", f"{result.skipped:,}"),
+        ("already committed (resumed)", f"{st.resumed:,}"),
+        ("commits", f"{st.commits:,} (max batch {st.max_batch:,} trades)"),
+        ("elapsed", f"{st.elapsed:.2f} s ({st.trades / max(st.elapsed, 1e-9):,.0f} trades/s)"),
+    ]
+    if result.started_over:
+        rows.append(("started over (accepted lines changed)", ", ".join(result.started_over)))
+    if st.skipped_commits:
+        rows.append(("commits already applied", f"{st.skipped_commits:,}"))
+    if st.repaired or st.missed_cancels:
+        rows.append(("corrupt keys replaced", f"{st.repaired:,}"))
+        rows.append(("cancels with no trade left", f"{st.missed_cancels:,}"))
+    if result.restarts:
+        rows.append(("restarts from checkpoints", str(result.restarts)))
+    for reason, count in sorted(result.reasons.items(), key=lambda kv: -kv[1]):
+        example = result.examples.get(reason, reason)
+        rows.append((f"rejected: {count:,}", example if example == reason else f"{reason} (e.g. {example})"))
+    if result.rejected and dead_letter:
+        rows.append(("dead letters", dead_letter))
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
 
 
 @app.command()

@@ -97,8 +97,9 @@ def flush(
 ) -> None:
     """Delete every key of one store (SCAN+UNLINK of its prefixes; never another store's keys).
 
-    Asks first (--yes skips). The user-settings store is permanent data: it also needs
-    --include-user-settings.
+    Ingest checkpoints and source records are kept (flushing them would make the next ingest
+    count every trade again). Asks first; with no terminal the answer is no unless --yes. The
+    user-settings store is permanent data: it also needs --include-user-settings.
     """
     if store is Store.CONFIG and not include_settings:
         fail("the user-settings store holds permanent user data; add --include-user-settings to flush it", 2)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 
-from smarttrade.keyspace import KeyFamily, Store, family_of
+from smarttrade.keyspace import SPECS, KeyFamily, Store, family_of
 from smarttrade.ops.server import Admin, CommandUnavailable
 from smarttrade.redis.connections import redis_errors
 from smarttrade.settings import Settings
@@ -312,18 +312,25 @@ async def flush_store(
     use_flushdb: bool,
     progress: Callable[[int], None] | None = None,
 ) -> FlushResult:
-    """Delete the store's keys: SCAN+UNLINK of its families, or FLUSHDB when asked and allowed."""
+    """Delete the store's keys: SCAN+UNLINK of its families, or FLUSHDB when asked and allowed.
+
+    Keys kept in the store's db that are permanent on purpose (ingest checkpoints and source
+    records, docs/keyspace.md) are never flushed with it: losing them would make the next ingest
+    count every trade again in the other stores."""
     note = ""
     if use_flushdb:
-        # FLUSHDB only when every key in the db is the store's: never someone else's data.
+        # FLUSHDB only when every key in the db is one flush deletes: never someone else's data.
         ours = 0
-        async for _cursor, page in scan_store(client, admin.url, store):
+        async for _cursor, page in _flushable_pages(client, admin.url, store):
             ours += len(page)
         with redis_errors(admin.url):
             total = int(await client.dbsize())
         if total != ours:
             foreign = total - ours
-            note = f"the db holds {foreign:,} keys that are not {store.value} keys; used SCAN+UNLINK instead"
+            note = (
+                f"the db holds {foreign:,} keys that are not {store.value} keys or are permanent "
+                "(ingest checkpoints); used SCAN+UNLINK instead"
+            )
         else:
             try:
                 # The admin's client may be on another db: FLUSHDB must run on this store's connection.
@@ -332,10 +339,24 @@ async def flush_store(
             except CommandUnavailable as exc:
                 note = f"{exc}; used SCAN+UNLINK instead"
     deleted = 0
-    async for _cursor, keys in scan_store(client, admin.url, store):
+    async for _cursor, keys in _flushable_pages(client, admin.url, store):
         if keys:
             with redis_errors(admin.url):
                 deleted += int(await client.unlink(*keys))
             if progress:
                 progress(deleted)
     return FlushResult(store, deleted, "SCAN+UNLINK", note)
+
+
+async def _flushable_pages(
+    client: aioredis.Redis, url: str, store: Store
+) -> AsyncIterator[tuple[int, list[bytes]]]:
+    """Pages of the keys a flush of ``store`` deletes: its own prefix, and the extra families in
+    its db that must expire (never the permanent ones)."""
+    own = SPECS[store].prefix
+    async for cursor, page in scan_store(client, url, store):
+        yield cursor, [k for k in page if _flushable(family_of(_text(k), store), own)]
+
+
+def _flushable(fam: KeyFamily | None, own: str) -> bool:
+    return fam is not None and (fam.must_expire or fam.prefix == own)
