@@ -103,6 +103,8 @@ class FileFeed:
             judged = norm.accepted + dead.count
             if judged >= REJECT_CHECK_AFTER and dead.count > REJECT_MAX_SHARE * judged:
                 self.accepted = norm.accepted
+                if len(norm.builder):  # what was accepted is kept
+                    yield norm.builder.take(last)
                 raise TooManyRejects(
                     reject_message(self, dead, f"{dead.count:,} of the first {judged:,} lines rejected")
                 )
