@@ -37,6 +37,7 @@ DEFAULT_FUTURE_S = 5.0
 CANCEL_WINDOW = 200_000  # trades remembered per source for B3 cancels
 FUTURE_LIMIT_S = 86_400  # replays: a trade stamped further ahead of the wall clock is rejected
 _REFRESH = 4096  # trades between two reads of the wall clock (live)
+_TALLY_EVERY = 65_536  # ordinals gathered before they are added to a symbol's tally
 
 
 class Committed(Protocol):
@@ -121,7 +122,9 @@ class Normalizer:
         self.accepted = 0  # records accepted (committed before or queued now)
         self.held: dict[str, _Held] = {}
         self.changed: dict[str, Changed] = {}
-        self._seen: dict[str, array] = {}  # accepted ordinals up to each checkpoint
+        # accepted lines up to each checkpoint: (count, digest) so far, and ordinals not yet added
+        self._tally: dict[str, list[int]] = {}
+        self._seen: dict[str, array] = {}
         self._checked: set[str] = set()
         self._until_clock = 0
         self._horizon()
@@ -234,7 +237,12 @@ class Normalizer:
         if done is not None and symbol not in self._checked:
             if ordinal <= done.ordinal:
                 self.skipped += 1
-                self._seen.setdefault(symbol, array("q")).append(ordinal)
+                seen = self._seen.get(symbol)
+                if seen is None:
+                    seen = self._seen[symbol] = array("q")
+                seen.append(ordinal)
+                if len(seen) >= _TALLY_EVERY:  # bounded memory on long re-reads
+                    self._add_up(symbol)
                 return
             self._check(symbol)
         if symbol in self.changed:
@@ -249,9 +257,16 @@ class Normalizer:
             return
         self._checked.add(symbol)
         done = self.skip[symbol]
-        seen = self._seen.pop(symbol, array("q"))
+        self._add_up(symbol)
+        count, digest = self._tally.pop(symbol, [0, 0])
         if done.count is None or done.digest is None:
             return  # a checkpoint from before counts were kept: trusted as it is
-        digest = ordinal_digest(np.frombuffer(seen, dtype=np.int64)) if len(seen) else 0
-        if (len(seen), digest) != (done.count, done.digest):
-            self.changed[symbol] = Changed(symbol, done.count, len(seen))
+        if (count, digest) != (done.count, done.digest):
+            self.changed[symbol] = Changed(symbol, done.count, count)
+
+    def _add_up(self, symbol: str) -> None:
+        seen = self._seen.pop(symbol, None)
+        if seen:
+            tally = self._tally.setdefault(symbol, [0, 0])
+            tally[0] += len(seen)
+            tally[1] += ordinal_digest(np.frombuffer(seen, dtype=np.int64))
