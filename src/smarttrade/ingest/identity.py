@@ -5,9 +5,9 @@ many bytes of it were ingested, a hash of those bytes, and a hash of its first b
 find it again. A file whose head matches a record and whose first ``bytes`` bytes hash to it is
 that source: a moved, copied or renamed file resumes, a grown one continues. A head that matches
 while the ingested part does not means that part changed: refused, since resuming would mix two
-histories. The record is written before the first commit (bytes 0) and advanced after a run read
-its input to the end, so it never covers more than what was read; the checkpoints stay the truth
-of what is committed.
+histories. The record is written before the first commit (bytes 0) and advances as a run reads
+(every second and at the end; never backwards), so it covers what was read, which includes what is
+committed; the checkpoints stay the truth of what is committed.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from smarttrade.redis.connections import redis_errors
 HEAD_BYTES = 4096  # enough to tell files apart (a header line and the first trades)
 SCAN_COUNT = 200
 _READ = 1 << 20
+EMPTY_SHA1 = hashlib.sha1().hexdigest()
 
 
 class SourceChanged(SmartTradeError):
@@ -168,12 +169,13 @@ async def write_record(
     name: str,
     fmt: str,
     paths: Sequence[Path],
-    size: int,
+    ingested: tuple[int, str] = (0, EMPTY_SHA1),
     rejected: int = 0,
 ) -> None:
-    """Record that ``name``'s first ``size`` bytes are ingested (0: a new source, just its head)."""
+    """Record that ``name``'s first ``ingested[0]`` bytes, whose sha1 is ``ingested[1]``, were read
+    by a run (0: a new source, just its head)."""
     head, head_len = head_of(paths)
-    digest, size = content_hash(paths, size)
+    size, digest = ingested
     mapping = {
         "format": fmt,
         "bytes": size,

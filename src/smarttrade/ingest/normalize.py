@@ -261,6 +261,8 @@ class Normalizer:
         count, digest = self._tally.pop(symbol, [0, 0])
         if done.count is None or done.digest is None:
             return  # a checkpoint from before counts were kept: trusted as it is
+        if count == 0:
+            return  # not read at all this time (--only, all rejected): its data is not thrown away
         if (count, digest) != (done.count, done.digest):
             self.changed[symbol] = Changed(symbol, done.count, count)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -17,6 +18,7 @@ import numpy as np
 from smarttrade.errors import SmartTradeError
 from smarttrade.feeds.chunk import Chunk
 from smarttrade.feeds.files import LineParser, parse_lines, read_lines
+from smarttrade.feeds.record import MAX_LINE_BYTES
 from smarttrade.ingest import identity
 from smarttrade.ingest.deadletter import DeadLetters
 from smarttrade.ingest.engine import Checkpoint, Engine, IngestStats, Rewind, _select
@@ -31,6 +33,7 @@ CHUNK = 4096
 CLOSE_GRACE_S = 5.0  # a timed run waits this long for its last commits
 PACE_SLICE_S = 0.02  # wall time covered by one paced slice
 PUBLISH_EVERY_S = 1.0  # lag and batch sizes for `smarttrade monitor` and the exporter
+RECORD_EVERY_S = 1.0  # a file source's record follows the reading this often (identity.py)
 
 
 class Feed(Protocol):
@@ -84,16 +87,30 @@ class FileFeed:
 
     def __post_init__(self) -> None:
         self.total = sum(p.stat().st_size for p in self.paths)
+        self._read_hash = hashlib.sha1()
+        self._read_bytes = 0
+
+    def read_so_far(self) -> tuple[int, str]:
+        """How many bytes of the input were read, from its start, and their sha1 (the source
+        record's ``bytes`` and ``hash``; identity.py)."""
+        return self._read_bytes, self._read_hash.hexdigest()
 
     def chunks(self, skip: dict[str, Checkpoint], dead: DeadLetters) -> Iterator[Chunk]:
         norm = Normalizer(dead, skip, self.tolerance_s, future_s=self.future_s, replay=True)
         self.done = 0
+        self._read_hash, self._read_bytes = hashlib.sha1(), 0
         last = 0
         lines = read_lines(self.paths)
 
         def counted() -> Iterator:
+            whole = True  # the hash covers the bytes up to the first line read cut (oversized)
             for line in lines:
                 self.done += len(line.raw)
+                if whole and len(line.raw) > MAX_LINE_BYTES and not line.raw.endswith(b"\n"):
+                    whole = False
+                if whole:
+                    self._read_hash.update(line.raw)
+                    self._read_bytes += len(line.raw)
                 yield line
 
         parser = self.parser()
@@ -277,14 +294,17 @@ async def _run_feed(
             await engine.reset(keep_analytics=True)
         reset = False
         await engine.load_checkpoints()
-        if isinstance(feed, FileFeed) and await identity.read_record(quotes, pools.url, feed.name) is None:
-            # before the first commit, so a renamed copy of a run killed early is still found
-            await identity.write_record(quotes, pools.url, feed.name, feed.fmt, feed.paths, 0)
+        floor = 0  # a record only moves forward: a resumed run re-reads from the start
+        if isinstance(feed, FileFeed):
+            record = await identity.read_record(quotes, pools.url, feed.name)
+            if record is None:  # before the first commit, so a copy of a run killed early is found
+                await identity.write_record(quotes, pools.url, feed.name, feed.fmt, feed.paths)
+            floor = 0 if record is None else record.bytes
+        recorded = time.monotonic()
         dead = DeadLetters(dead_letter, feed.name)
         engine.start()
         clock: dict[str, float] = {}
         try:
-            read_all = True
             for chunk in feed.chunks(engine.skip_map(), dead):
                 for part in await _paced(chunk, speed, clock):
                     if speed is not None and "data0" in clock and len(part):
@@ -296,8 +316,16 @@ async def _run_feed(
                     await engine.feed(part)
                     await asyncio.sleep(0)  # let the committer send while we parse on
                 on_progress(engine, dead, feed)
+                if (
+                    isinstance(feed, FileFeed)
+                    and time.monotonic() - recorded >= RECORD_EVERY_S
+                    and feed.read_so_far()[0] > floor
+                ):  # the record covers what was read, so never less than what is committed
+                    await identity.write_record(
+                        quotes, pools.url, feed.name, feed.fmt, feed.paths, feed.read_so_far()
+                    )
+                    recorded = time.monotonic()
                 if duration is not None and time.monotonic() - started >= duration:
-                    read_all = False
                     break
             if duration is None:
                 await engine.close()
@@ -319,12 +347,10 @@ async def _run_feed(
                 feed.name,
                 started_over,
             )
-            if isinstance(feed, FileFeed):
-                if read_all and not engine.stats.abandoned:
-                    size = feed.total or 0
-                    await identity.write_record(
-                        quotes, pools.url, feed.name, feed.fmt, feed.paths, size, dead.count
-                    )
+            if isinstance(feed, FileFeed) and feed.read_so_far()[0] >= floor:
+                await identity.write_record(
+                    quotes, pools.url, feed.name, feed.fmt, feed.paths, feed.read_so_far(), dead.count
+                )
                 if dead.count and not feed.accepted:
                     refused = TooManyRejects(reject_message(feed, dead, f"all {dead.count:,} lines rejected"))
                     refused.result = result
