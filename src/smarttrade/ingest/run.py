@@ -152,6 +152,19 @@ def _fix(kind: str, example: str) -> str:
     return "see the dead letters"
 
 
+def nothing_accepted(feed: FileFeed, dead: DeadLetters) -> str:
+    """Why a run that accepted no line fails."""
+    if dead.count:
+        return reject_message(feed, dead, f"all {dead.count:,} lines rejected")
+    files = ", ".join(p.name for p in feed.paths)
+    if feed.skipped:
+        return (
+            f"{files}: all {feed.skipped:,} trade lines are of instruments not tracked (skipped); "
+            "declare the instrument (SMARTTRADE_SYMBOLS) or check --only"
+        )
+    return f"{files}: no trade lines found; is this the right --format?"
+
+
 def reject_message(feed: FileFeed, dead: DeadLetters, what: str) -> str:
     kind, _ = max(dead.reasons.items(), key=lambda kv: kv[1])
     example = dead.examples.get(kind, kind)
@@ -351,8 +364,8 @@ async def _run_feed(
                 await identity.write_record(
                     quotes, pools.url, feed.name, feed.fmt, feed.paths, feed.read_so_far(), dead.count
                 )
-                if dead.count and not feed.accepted:
-                    refused = TooManyRejects(reject_message(feed, dead, f"all {dead.count:,} lines rejected"))
+                if not feed.accepted:
+                    refused = TooManyRejects(nothing_accepted(feed, dead))
                     refused.result = result
                     raise refused
             return result
