@@ -328,3 +328,25 @@ def test_ingest_json_fields_are_stable(server, cli, tmp_path) -> None:
         "started_over", "commits", "skipped_commits", "max_batch", "repaired", "missed_cancels",
         "abandoned", "restarts", "elapsed_s", "failed",
     ]  # fmt: skip
+
+
+async def test_a_live_trade_ahead_of_the_wall_clock_is_rejected(pools, settings, stores, tmp_path) -> None:
+    import time
+
+    from smarttrade.feeds.record import BUY, TradeRecord
+    from smarttrade.ingest.live import LiveIngest
+
+    live = LiveIngest(Engine(pools, settings, "live-future"), DeadLetters(tmp_path / "d.jsonl", "live"))
+    await live.start()
+    now = int(time.time() * 1e6)
+    trades = [
+        TradeRecord("WIN", 125000, 2, BUY, now, "a"),
+        TradeRecord("WIN", 125500, 9, BUY, now + 12 * 3600 * 10**6, "future"),  # a clock gone wrong
+        TradeRecord("WIN", 125005, 1, BUY, now + 1000, "b"),
+    ]
+    accepted = [await live.submit(t) for t in trades]
+    await live.close()
+    assert accepted == [True, False, True]
+    latest = await stores.quotes.latest("WIN")
+    assert latest is not None and latest.price == 125005
+    assert "ahead of the clock" in (tmp_path / "d.jsonl").read_text()

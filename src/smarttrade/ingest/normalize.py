@@ -130,6 +130,8 @@ class Normalizer:
         self._horizon()
 
     def _horizon(self) -> None:
+        """The latest time a trade may carry: the wall clock plus a day (replays) or plus the
+        future tolerance (live)."""
         ahead = FUTURE_LIMIT_S * 1e6 if self.replay else self.future_us
         self.horizon_us = int(time.time() * 1e6 + ahead)
         self._until_clock = _REFRESH
@@ -151,8 +153,8 @@ class Normalizer:
             state = self.states[rec.symbol] = SymbolState()
         held = self.held.get(rec.symbol)
         if rec.cancel:
-            if held is not None and held.rec.trade_id == rec.trade_id:
-                self._release(held, state)  # a cancel of the held trade: it was real
+            if held is not None:  # it goes first, so the symbol's lines stay in order
+                self._release(held, state)
             kept = self.window.pop((rec.symbol, rec.trade_id), None)
             if kept is None:
                 return f"cancel: trade id {rec.trade_id!r} of {rec.symbol} is not known"
@@ -164,7 +166,7 @@ class Normalizer:
             self._add(original, side, source, ordinal)
             return None
         self._until_clock -= 1
-        if self._until_clock <= 0:
+        if self._until_clock <= 0 or not self.replay:  # live: the wall clock of each trade
             self._horizon()
         if rec.time_us > self.horizon_us:
             ahead = (rec.time_us - time.time() * 1e6) / 1e6
