@@ -52,7 +52,7 @@ def flush(url: str) -> None:
 def replay(url: str, trades: int, workdir: Path, env_extra: dict[str, str] | None = None) -> dict:
     exe = Path(sys.executable).parent / "smarttrade"
     cmd = [str(exe), "ingest", "--synthetic", "--count", str(trades), "--seed", "7"]
-    cmd += ["--start-day", DAY.isoformat(), "--symbols", ",".join(SYMBOLS), "--json", "--reset"]
+    cmd += ["--start-day", DAY.isoformat(), "--symbols", ",".join(SYMBOLS), "--json", "--reset", "--yes"]
     env = {**os.environ, "REDIS_URL": url, **(env_extra or {})}
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -65,9 +65,9 @@ def replay(url: str, trades: int, workdir: Path, env_extra: dict[str, str] | Non
         raise SystemExit(f"replay failed: status {status}, {stats.get('trades')} trades")
     return {
         "trades": trades,
-        "trades_per_s": trades / stats["elapsed"],
+        "trades_per_s": trades / stats["elapsed_s"],
         "process_wall_s": wall,
-        "engine_s": stats["elapsed"],
+        "engine_s": stats["elapsed_s"],
         "peak_rss_mb": usage.ru_maxrss / 1024,
         "max_batch": stats["max_batch"],
         "commits": stats["commits"],

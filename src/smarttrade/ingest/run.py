@@ -382,7 +382,6 @@ async def _run_feed(
                     f"{c.symbol}: the lines accepted up to its checkpoint changed ({c.committed:,} "
                     f"committed, {c.accepted:,} accepted now); starting {c.symbol} over"
                 )
-            on_wait("")
             started_over += names
             restarts += 1
         except TooManyRejects as exc:
