@@ -347,12 +347,14 @@ def ingest(
         if reset:
             symbols = await reset_plan(rt.pools, rt.settings, feed)
             what = ", ".join(symbols) if symbols else "no symbols yet"
-            question = (
+            plan = (
                 f"--reset starts source {feed.name} over: it deletes the market data, bars, "
                 f"indicators and checkpoints (of every source) of {what}, then ingests the input "
-                "from its start. Go on?"
+                "from its start."
             )
-            if not yes and not confirm(question):
+            if yes:
+                err.print(plan, markup=False, highlight=False)
+            elif not confirm(f"{plan} Go on?"):
                 return None, "nothing changed"
         else:
             await resolve_source(rt.pools, rt.settings, feed)
