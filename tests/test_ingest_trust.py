@@ -350,3 +350,17 @@ async def test_a_live_trade_ahead_of_the_wall_clock_is_rejected(pools, settings,
     latest = await stores.quotes.latest("WIN")
     assert latest is not None and latest.price == 125005
     assert "ahead of the clock" in (tmp_path / "d.jsonl").read_text()
+
+
+async def test_a_copy_of_a_run_stopped_early_resumes(server, pools, settings, tmp_path) -> None:
+    lines = dol_lines(10_000)
+    expected = await clean_run(server, pools, settings, lines, tmp_path)
+    path = write(tmp_path / "day.csv", lines)
+    feed = file_feed(Format.CSV, [path])
+    stopped = await run_feed(pools, settings, feed, tmp_path / "d.jsonl", duration=0)  # after a chunk
+    assert 0 < stopped.stats.trades < 10_000
+    copy = tmp_path / "copy-of-day.csv"
+    shutil.copy(path, copy)
+    rest = await ingest(pools, settings, copy, dead=tmp_path / "d.jsonl")
+    assert (rest.stats.trades, rest.source) == (10_000 - stopped.stats.trades, stopped.source)
+    assert stores_of(server.port) == expected

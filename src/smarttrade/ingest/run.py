@@ -126,6 +126,7 @@ class FileFeed:
                     reject_message(self, dead, f"{dead.count:,} of the first {judged:,} lines rejected")
                 )
             if len(norm.builder) >= CHUNK:
+                self.accepted = norm.accepted
                 yield norm.builder.take(last)
             self.resumed = norm.skipped
         norm.finish()
