@@ -69,6 +69,10 @@ LAST_QUOTE_TTL = 86_400  # a quiet market still shows its last price for a tradi
 # symbol in the order-flow db, one entry per commit, trimmed to the order-flow TTL's window
 # (XADD MINID) and expiring with it when idle; a pub/sub channel per symbol.
 CHECKPOINT_PREFIX = "ingest:checkpoint"
+# Instruments (docs/keyspace.md): one hash ROOT -> declaration in the quotes db, permanent on
+# purpose (stored data is read with it); written by an ingest and `smarttrade symbols add`.
+INSTRUMENTS_PREFIX = "instruments"
+INSTRUMENTS_KEY = f"{INSTRUMENTS_PREFIX}:registry"
 STREAM_PREFIX = "stream:trades"
 CHANNEL_PREFIX = "trades"
 # Analytics (docs/keyspace.md): a hash per bar in the order-flow db, its footprint (a hash of
@@ -94,7 +98,7 @@ class KeyFamily:
     """Keys sharing a prefix: which store's database holds them and how long they should live.
 
     ``ttl`` None with ``must_expire`` means the store's TTL setting; ``must_expire`` False marks
-    keys that are permanent on purpose (user settings, ingest checkpoints).
+    keys that are permanent on purpose (user settings, ingest checkpoints, instruments).
     """
 
     prefix: str
@@ -107,6 +111,7 @@ FAMILIES: tuple[KeyFamily, ...] = (
     *(KeyFamily(s.prefix, s.store, s.market_data) for s in SPECS.values()),
     KeyFamily(LAST_QUOTE_PREFIX, Store.QUOTES, True, LAST_QUOTE_TTL),
     KeyFamily(CHECKPOINT_PREFIX, Store.QUOTES, False),
+    KeyFamily(INSTRUMENTS_PREFIX, Store.QUOTES, False),
     KeyFamily(OPS_PREFIX, Store.QUOTES, True, OPS_TTL),
     KeyFamily(STREAM_PREFIX, Store.ORDERFLOW, True),
     KeyFamily(BAR_PREFIX, Store.ORDERFLOW, True, BAR_TTL),

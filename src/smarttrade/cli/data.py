@@ -26,7 +26,8 @@ from smarttrade.keyspace import Store
 from smarttrade.ops import health, keys
 from smarttrade.progress import IngestProgress, summary
 from smarttrade.runtime import Runtime
-from smarttrade.symbols import check_symbol, spec_for
+from smarttrade.stores.instruments import InstrumentRegistry
+from smarttrade.symbols import SymbolSpec, check_symbol, parse_specs, spec_for
 from smarttrade.symbols import register as register_symbols
 from smarttrade.views import indicator_table, ladder
 
@@ -280,7 +281,11 @@ def ingest(
     symbol: Annotated[str | None, typer.Option(help="MT5: the symbol of the export.")] = None,
     only: Annotated[str | None, typer.Option(help="B3: keep these instruments, skip the rest.")] = None,
     symbol_spec: Annotated[
-        list[str] | None, typer.Option(help="Extra instrument ROOT:TICK:QTY_DECIMALS[:SCALE] (repeat).")
+        list[str] | None,
+        typer.Option(
+            help="Extra instrument ROOT:TICK:QTY_DECIMALS[:SCALE][@ZONE[:SESSIONS]] (repeat); "
+            "registered in Redis (smarttrade symbols)."
+        ),
     ] = None,
     tolerance: Annotated[float, typer.Option(min=0, help="Seconds a trade may arrive out of order.")] = 5.0,
     source: Annotated[str | None, typer.Option(help="Checkpoint name (default: from the input).")] = None,
@@ -295,10 +300,11 @@ def ingest(
 
     Resumes from its checkpoints after any stop: nothing is lost and nothing counted twice.
     """
+    declared: list[SymbolSpec] = []
     if symbol_spec:
         try:
             for text in symbol_spec:
-                register_symbols(text)
+                declared += register_symbols(text, " (--symbol-spec)")
         except SmartTradeError as exc:
             raise typer.BadParameter(str(exc), param_hint="--symbol-spec") from None
     pace = _speed(speed)
@@ -322,6 +328,10 @@ def ingest(
 
     async def job(rt: Runtime) -> RunResult:
         err.print(f"Redis: {rt.where}", markup=False, highlight=False)
+        # the instruments this source is ingested with: registered, so later commands know them
+        mine = [*parse_specs(rt.settings.smarttrade_symbols), *declared]
+        for spec in await InstrumentRegistry(rt.pools, rt.settings).register(mine):
+            err.print(f"registered {spec.declaration} (smarttrade symbols)", markup=False, highlight=False)
         err.print(f"source {feed.name}", markup=False, highlight=False)
         with IngestProgress(err, "ingest", feed.total) as bar:
             return await run_feed(
@@ -369,9 +379,9 @@ def footprint(
             raise SmartTradeError(str(exc)) from None
 
     views = run(job)
-    scale = spec_for(symbol).price_scale
+    spec = spec_for(symbol)
     if as_json:
-        dump([v.as_json(scale) for v in views])
+        dump([v.as_json(spec) for v in views])
         return
     if not views:
         err.print(f"no {tf} bars for {symbol} (run an ingest or the demo first)", markup=False)
