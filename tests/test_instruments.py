@@ -175,8 +175,9 @@ def test_a_24_hour_market_gets_sessions_and_indicators(cli: CliRunner, tmp_path:
     """04:00-04:40 UTC is 01:00 in Sao Paulo, off-session for B3: a crypto pair declared without
     a calendar trades 24 h in UTC, so its bars are in session `day` and feed the indicators."""
     path = write_csv(tmp_path / "btc.csv", minute_rows("BTCUSDT", utc_s("2025-11-24T04:00:00"), 40))
-    ok(ingest(cli, path, tmp_path, "--symbol-spec", "BTCUSDT:0.01:5"))
-    shown = cli.smarttrade("indicators", "BTCUSDT", "--json")
+    env = {"SMARTTRADE_SYMBOLS": "BTCUSDT:0.01:5"}  # declared the same everywhere: only the calendar differs
+    ok(ingest(cli, path, tmp_path, env=env))
+    shown = cli.smarttrade("indicators", "BTCUSDT", "--json", env=env)
     ok(shown)
     closed = json.loads(shown.stdout)["closed"]
     assert {"rsi_14_1m", "sma_20_1m", "ema_20_1m", "atr_14_1m", "rsi", "vwap"} <= set(closed)
