@@ -276,3 +276,14 @@ def test_volumes_read_in_the_instruments_own_units(cli: CliRunner, tmp_path: Pat
     assert "123456" not in ladder.stdout.replace("1.23456", "")
     bad = cli.smarttrade("footprint", "BTCUSDT", env={"SMARTTRADE_IMBALANCE_MIN_VOLUME": "-1"})
     assert "SMARTTRADE_IMBALANCE_MIN_VOLUME" in one_line(bad)
+
+
+def test_a_role_without_access_to_the_registry_still_connects(cli: CliRunner) -> None:
+    """The backup and exporter roles' ACLs do not reach instruments:registry: loading it at
+    connect must not lock them out."""
+    cli.redis("ACL", "SETUSER", "noinstruments", "on", ">pw-test", "~ops:*", "+@all")
+    try:
+        url = cli.server.url.replace("redis://", "redis://noinstruments:pw-test@")
+        ok(cli.smarttrade("status", "--json", env={"REDIS_URL": url}))
+    finally:
+        cli.redis("ACL", "DELUSER", "noinstruments")

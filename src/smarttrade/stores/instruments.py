@@ -9,6 +9,8 @@ add SPEC --replace``).
 
 from __future__ import annotations
 
+import redis.exceptions as rexc
+
 from smarttrade.errors import SmartTradeError, ValidationError
 from smarttrade.keyspace import INSTRUMENTS_KEY, Store
 from smarttrade.redis.connections import RedisPools, redis_errors
@@ -23,11 +25,17 @@ class InstrumentRegistry:
         self.url = pools.url
         self.redis = pools.client(settings.db(Store.QUOTES))
 
-    async def read(self) -> dict[str, SymbolSpec]:
+    async def read(self, denied_ok: bool = False) -> dict[str, SymbolSpec]:
         """The registered instruments; a declaration this version cannot read is an error that
-        names it (the registry is never rewritten behind the user's back)."""
+        names it (the registry is never rewritten behind the user's back). ``denied_ok``: a
+        role whose ACL does not reach the key (backup, exporter) reads nothing instead."""
         with redis_errors(self.url):
-            raw = await self.redis.hgetall(INSTRUMENTS_KEY)
+            try:
+                raw = await self.redis.hgetall(INSTRUMENTS_KEY)
+            except rexc.NoPermissionError:
+                if not denied_ok:
+                    raise
+                return {}
         out: dict[str, SymbolSpec] = {}
         for root, text in sorted(raw.items()):
             try:
@@ -39,7 +47,7 @@ class InstrumentRegistry:
     async def load(self) -> dict[str, SymbolSpec]:
         """Make the registered instruments known to this process. One declared here too (in
         SMARTTRADE_SYMBOLS or --symbol-spec) must say the same; a different one is refused."""
-        registered = await self.read()
+        registered = await self.read(denied_ok=True)
         for spec in registered.values():
             mine = SPECS.get(spec.root)
             if mine is not None and mine != spec and not mine.builtin:
