@@ -287,3 +287,50 @@ def test_a_role_without_access_to_the_registry_still_connects(cli: CliRunner) ->
         ok(cli.smarttrade("status", "--json", env={"REDIS_URL": url}))
     finally:
         cli.redis("ACL", "DELUSER", "noinstruments")
+
+
+async def test_a_late_cancel_takes_exact_fractional_volume_out_of_a_closed_bar(
+    server, pools, settings
+) -> None:
+    """A cancel for a bar already closed is applied as an increment inside the commit: for a
+    fractional instrument the bar's fields stay exact decimal text (HINCRQTYEX), never floats."""
+    import numpy as np
+    import redis
+
+    from smarttrade.feeds.chunk import SIDE_SOURCE, Chunk
+    from smarttrade.ingest.run import ChunkFeed, run_feed
+    from smarttrade.symbols import declare, parse_spec
+
+    declare(parse_spec("LATEX:0.5:3"))
+    t0 = int(utc_s("2025-11-24T04:00:00"))
+
+    def chunk(ordinal: int, t: int, qty: int, cancel: bool) -> Chunk:
+        return Chunk(
+            symbols=["LATEX"],
+            code=np.zeros(1, dtype=np.int16),
+            price=np.array([2000], dtype=np.int64),  # 1000.0 in the scale of 2 (tick 0.5)
+            qty=np.array([qty], dtype=np.int64),  # units of 0.001
+            side=np.array([1], dtype=np.int8),
+            side_src=np.full(1, SIDE_SOURCE, dtype=np.int8),
+            time_us=np.array([t * 1_000_000]),
+            bid=np.zeros(1, dtype=np.int64),
+            ask=np.zeros(1, dtype=np.int64),
+            cancel=np.array([cancel]),
+            ordinal=np.array([ordinal], dtype=np.int64),
+            end_ordinal=ordinal,
+        )
+
+    def chunks():  # type: ignore[no-untyped-def]
+        yield chunk(1, t0 + 5, 1_234, False)  # 1.234 in bar t0
+        yield chunk(2, t0 + 6, 100, False)  # 0.1 in bar t0
+        yield chunk(3, t0 + 65, 7, False)  # the next bar: t0's closes
+        yield chunk(4, t0 + 6, 100, True)  # cancels the 0.1 of the closed bar (a cancel has its time)
+
+    await run_feed(pools, settings, ChunkFeed(chunks, "late-cancel"), None)
+    bars = redis.Redis(port=server.port, db=1, decode_responses=True)
+    bar = bars.hgetall(f"bar:LATEX:1m:{t0}")
+    assert (bar["volume"], bar["buy"], bar["delta"], bar["closed"]) == ("1.234", "1.234", "1.234", "1")
+    fps = redis.Redis(port=server.port, db=2, decode_responses=True)
+    assert fps.hget(f"fpbar:LATEX:1m:{t0}", "b:2000") == "1.234"
+    bars.close()
+    fps.close()

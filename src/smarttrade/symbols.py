@@ -131,7 +131,7 @@ class SymbolSpec:
     def declaration(self) -> str:
         """The canonical text of the spec: what the registry stores and conflicts compare."""
         cal = f"@{self.zone}" + (f":{self.sessions}" if self.sessions else "")
-        return f"{self.root}:{self.tick}:{self.qty_decimals}:{self.price_scale}{cal}"
+        return f"{self.root}:{self.tick.normalize():f}:{self.qty_decimals}:{self.price_scale}{cal}"
 
     @property
     def tz(self) -> ZoneInfo:

@@ -406,6 +406,6 @@ def indicators(
         dump({"closed": closed, "forming": peek})
         return
     if not closed:
-        err.print(f"no indicators for {symbol} yet (they follow closed regular-session bars)", markup=False)
+        err.print(f"no indicators for {symbol} yet (they follow closed bars of its sessions)", markup=False)
         raise typer.Exit(1)
     out.print(indicator_table(symbol, closed, peek))
