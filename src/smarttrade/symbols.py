@@ -141,7 +141,7 @@ class SymbolSpec:
     @property
     def calendar_text(self) -> str:
         if self.zone == B3:
-            return f"{B3_ZONE}, SMARTTRADE_SESSIONS"
+            return "B3 (SMARTTRADE_SESSIONS, America/Sao_Paulo)"
         return f"{self.zone}, " + (self.sessions.replace("+", ", ") if self.sessions else "24 h")
 
     def level(self, price: float | Decimal) -> int:

@@ -19,6 +19,7 @@ from smarttrade.stores.instruments import InstrumentRegistry
 from smarttrade.symbols import BUILTIN, SPEC_SYNTAX, SymbolSpec, parse_spec, parse_specs
 
 T = TypeVar("T")
+NUMBERS = ("trades", "tick", "qty decimals", "price scale")  # right-aligned; no column is ever cut
 
 symbols_app = typer.Typer(
     help="Instruments: the built-in B3 contracts and those registered in Redis (list, add, guess).",
@@ -65,7 +66,7 @@ def symbols_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         for spec in parse_specs(settings.smarttrade_symbols):
             known = registered.get(spec.root)
             if known is None:
-                rows.append(_row(spec, "SMARTTRADE_SYMBOLS (registered by the next ingest)"))
+                rows.append(_row(spec, "SMARTTRADE_SYMBOLS, not registered yet (an ingest registers it)"))
             elif known != spec:
                 rows.append(
                     _row(spec, f"SMARTTRADE_SYMBOLS: CONFLICTS with the registered {known.declaration}")
@@ -78,13 +79,13 @@ def symbols_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         return
     table = Table(title="instruments")
     for col in ("root", "tick", "qty decimals", "price scale", "calendar", "source"):
-        table.add_column(col, justify="right" if col in ("tick", "qty decimals", "price scale") else "left")
+        table.add_column(col, justify="right" if col in NUMBERS else "left", overflow="fold")
     for r in rows:
         table.add_row(
             str(r["root"]), str(r["tick"]), str(r["qty_decimals"]), str(r["price_scale"]),
             str(r["calendar"]), str(r["source"]),
         )  # fmt: skip
-    table.caption = f"declare more as {SPEC_SYNTAX} (docs/ingest.md)"
+    table.caption = f"declare more as {SPEC_SYNTAX} (docs/instruments.md)"
     out.print(table)
 
 
@@ -146,7 +147,7 @@ def symbols_guess(
         return
     table = Table(title=f"{file.name}: {report.lines:,} lines read, {report.rejected:,} unreadable")
     for col in ("symbol", "trades", "tick", "qty decimals", "declaration", "status"):
-        table.add_column(col, justify="right" if col in ("trades", "tick", "qty decimals") else "left")
+        table.add_column(col, justify="right" if col in NUMBERS else "left", overflow="fold")
     for g in report.guesses[:50]:
         table.add_row(g.symbol, f"{g.trades:,}", g.tick, str(g.qty_decimals), g.declaration, g.status)
     table.caption = (
