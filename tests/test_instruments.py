@@ -334,3 +334,24 @@ async def test_a_late_cancel_takes_exact_fractional_volume_out_of_a_closed_bar(
     assert fps.hget(f"fpbar:LATEX:1m:{t0}", "b:2000") == "1.234"
     bars.close()
     fps.close()
+
+
+def test_a_vwap_saved_by_the_previous_version_carries_on() -> None:
+    """The per-session key changed encoding (it now orders off-session time too): a checkpoint
+    saved before the change continues its session's VWAP instead of starting it over."""
+    import numpy as np
+
+    from smarttrade.analytics.bars import SymbolAnalytics
+    from smarttrade.analytics.calendar import calendar_for
+    from smarttrade.symbols import BUILTIN, DEFAULT_SESSIONS
+
+    spec = BUILTIN["WIN"]
+    calendar = calendar_for(spec, DEFAULT_SESSIONS)
+    analytics = SymbolAnalytics("WIN", spec, calendar, {"1m": 60}, (1, 2, 3), 1800)
+    t = np.array([sao_paulo_us("2025-11-24T10:00:00") // 1_000_000])
+    _, day, index, began = calendar.locate(t)
+    old_key = int(day[0]) * 16 + int(index[0]) + 1  # the old encoding of (day, regular)
+    analytics.load({"frames": {}, "vwap": ["2025-11-24/regular", 125_000 * 10, 10, old_key]})
+    ops: list = []
+    analytics._vwap(np.array([130_000]), np.array([10]), day, index, began, np.array([False]), ops, int(t[0]))
+    assert json.loads(ops[-1][3][0])["value"] == 127_500.0

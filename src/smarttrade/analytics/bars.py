@@ -33,6 +33,7 @@ BAR_INDEX_MAX = 5_000  # bars listed per symbol and timeframe
 PRIMARY_TF = "1m"  # calc:SYMBOL:rsi is RSI 14 on these closes
 
 Op = tuple[str, int, str, list[Any]]  # command, db, key, arguments
+_OLD_VWAP_KEYS = 16 * 100_000  # a saved VWAP key below this is the old (day, session) encoding
 
 
 def parse_timeframes(text: str) -> dict[str, int]:
@@ -185,6 +186,11 @@ class SymbolAnalytics:
             frame.bar = None if fs["bar"] is None else Bar(**fs["bar"])
             frame.cum_delta, frame.cum_session = fs["cum_delta"], fs["cum_session"]
         self.vwap_session, self.vwap_pv, self.vwap_qty, self.vwap_key = s["vwap"]
+        if 0 <= self.vwap_key < _OLD_VWAP_KEYS:  # saved as day * 16 + session + 1 before: same session
+            day, index = divmod(self.vwap_key, 16)
+            spans = self.calendar.spans
+            began = spans[index - 1].open_s if 0 < index <= len(spans) else 0
+            self.vwap_key = day * 86_400 + began
         for name, state in (indicators or {}).items():
             if name in self.frames:
                 self.frames[name].indicators.load(state)
