@@ -73,6 +73,10 @@ CHECKPOINT_PREFIX = "ingest:checkpoint"
 # like the checkpoints (one small hash per source; `ingest --reset` rewrites it): its format, how
 # many bytes were ingested and their hash, and a short head hash to find it by content.
 SOURCE_PREFIX = "ingest:source"
+# Instruments (docs/keyspace.md): one hash ROOT -> declaration in the quotes db, permanent on
+# purpose (stored data is read with it); written by an ingest and `smarttrade symbols add`.
+INSTRUMENTS_PREFIX = "instruments"
+INSTRUMENTS_KEY = f"{INSTRUMENTS_PREFIX}:registry"
 STREAM_PREFIX = "stream:trades"
 CHANNEL_PREFIX = "trades"
 # Analytics (docs/keyspace.md): a hash per bar in the order-flow db, its footprint (a hash of
@@ -98,7 +102,7 @@ class KeyFamily:
     """Keys sharing a prefix: which store's database holds them and how long they should live.
 
     ``ttl`` None with ``must_expire`` means the store's TTL setting; ``must_expire`` False marks
-    keys that are permanent on purpose (user settings, ingest checkpoints).
+    keys that are permanent on purpose (user settings, ingest checkpoints, instruments).
     """
 
     prefix: str
@@ -112,6 +116,7 @@ FAMILIES: tuple[KeyFamily, ...] = (
     KeyFamily(LAST_QUOTE_PREFIX, Store.QUOTES, True, LAST_QUOTE_TTL),
     KeyFamily(CHECKPOINT_PREFIX, Store.QUOTES, False),
     KeyFamily(SOURCE_PREFIX, Store.QUOTES, False),
+    KeyFamily(INSTRUMENTS_PREFIX, Store.QUOTES, False),
     KeyFamily(OPS_PREFIX, Store.QUOTES, True, OPS_TTL),
     KeyFamily(STREAM_PREFIX, Store.ORDERFLOW, True),
     KeyFamily(BAR_PREFIX, Store.ORDERFLOW, True, BAR_TTL),

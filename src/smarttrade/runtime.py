@@ -15,6 +15,7 @@ from smarttrade.redis.connections import RedisPools
 from smarttrade.redis.embedded import EmbeddedHandle, attach_or_start
 from smarttrade.settings import Settings, redact
 from smarttrade.stores import Stores
+from smarttrade.stores.instruments import InstrumentRegistry
 from smarttrade.symbols import register as register_symbols
 
 
@@ -43,7 +44,7 @@ async def connect(settings: Settings, check: bool = True) -> AsyncIterator[Runti
     """Connect (starting the embedded server when REDIS_URL is unset) and, unless ``check`` is
     False, make sure it answers (the exporter starts anyway and reports ``redis_up 0``)."""
     if settings.smarttrade_symbols:
-        register_symbols(settings.smarttrade_symbols)
+        register_symbols(settings.smarttrade_symbols, " (SMARTTRADE_SYMBOLS)")
     handle: EmbeddedHandle | None = None
     if settings.redis_url:
         url = settings.redis_url
@@ -54,6 +55,7 @@ async def connect(settings: Settings, check: bool = True) -> AsyncIterator[Runti
     try:
         if check:
             await pools.ping()
+            await InstrumentRegistry(pools, settings).load()  # what earlier ingests declared
         stores = Stores(pools, settings)
         hits = HitPublisher(stores.by_store())
         client = pools.client(settings.db(Store.QUOTES))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import parse_qs, urlsplit
@@ -16,10 +17,9 @@ from pydantic import BeforeValidator, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from smarttrade.analytics.bars import parse_timeframes
-from smarttrade.analytics.calendar import DEFAULT_SESSIONS, Calendar
 from smarttrade.errors import SettingsError, SmartTradeError
 from smarttrade.keyspace import SPECS, Store, StoreSpec
-from smarttrade.symbols import parse_spec
+from smarttrade.symbols import DEFAULT_SESSIONS, check_declarations, parse_sessions, parse_specs
 
 
 def _as_text(value: object) -> str:
@@ -168,9 +168,8 @@ def _redis_url(value: object) -> str | None:
 def _symbol_specs(value: object) -> str:
     text = _as_text(value)
     try:
-        for item in text.split(","):
-            if item.strip():
-                parse_spec(item)
+        # built-ins and conflicts among these; against the registry when a command connects
+        check_declarations(parse_specs(text), against_known=False)
     except SmartTradeError as exc:
         raise ValueError(str(exc).partition(": ")[2]) from None
     return text
@@ -184,8 +183,20 @@ def _timeframes(value: object) -> str:
 
 def _sessions(value: object) -> str:
     text = _as_text(value)
-    Calendar.parse(text)
+    parse_sessions(text)
     return text
+
+
+def _quantity(value: object) -> Decimal:
+    """A positive amount in an instrument's own units (5 contracts, 0.25 BTC), kept exact."""
+    text = _as_text(value)
+    try:
+        number = Decimal(text)
+    except ArithmeticError:
+        raise ValueError(f"must be a number (got {text!r})") from None
+    if not (number.is_finite() and 0 < number <= 1_000_000_000):
+        raise ValueError(f"must be a positive amount in the instrument's units (got {text!r})")
+    return number
 
 
 def _ratio(value: object) -> float:
@@ -217,6 +228,7 @@ Sessions = Annotated[str, BeforeValidator(_sessions)]
 Ratio = Annotated[float, BeforeValidator(_ratio)]
 Fraction = Annotated[float, BeforeValidator(_fraction)]
 Count = Annotated[int, BeforeValidator(_count)]
+Quantity = Annotated[Decimal, BeforeValidator(_quantity)]
 MemoryLevel = Annotated[str, BeforeValidator(_threshold_memory)]
 RenamedCommands = Annotated[str, BeforeValidator(_renamed)]
 Hours = Annotated[float, BeforeValidator(_hours)]
@@ -248,14 +260,15 @@ class Settings(BaseSettings):
     redis_max_connections: Connections = 24
     smarttrade_data_dir: Path = _default_data_dir()
     smarttrade_maxmemory: MemorySize = "512mb"
-    # Extra instruments, ROOT:TICK:QTY_DECIMALS[:PRICE_SCALE] comma-separated (symbols.parse_spec).
+    # Extra instruments, ROOT:TICK:QTY_DECIMALS[:PRICE_SCALE][@ZONE[:SESSIONS]] comma-separated
+    # (symbols.parse_spec); registered in Redis by the ingest that uses them.
     smarttrade_symbols: SymbolSpecs = ""
     # Order-flow analytics (docs/analytics.md): bars, per-bar footprints, indicators.
     smarttrade_analytics: bool = True
     smarttrade_timeframes: Timeframes = "1m,5m,15m"
-    smarttrade_sessions: Sessions = DEFAULT_SESSIONS
+    smarttrade_sessions: Sessions = DEFAULT_SESSIONS  # B3's, in America/Sao_Paulo
     smarttrade_imbalance_ratio: Ratio = 3.0
-    smarttrade_imbalance_min_volume: Count = 5
+    smarttrade_imbalance_min_volume: Quantity = Decimal(5)  # in each instrument's own units
     smarttrade_stacked_levels: Count = 3
     smarttrade_value_area: Fraction = 0.70
     # Operations (docs/operations.md). Commands renamed or disabled in the server's redis.conf.

@@ -10,19 +10,19 @@ from rich.table import Table
 from rich.text import Text
 
 from smarttrade.analytics.views import BarView
-from smarttrade.feeds.b3 import B3_TZ
-from smarttrade.symbols import spec_for
+from smarttrade.symbols import SymbolSpec, spec_for
 
 
-def _local(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, B3_TZ).strftime("%Y-%m-%d %H:%M:%S")
+def _local(epoch: float, spec: SymbolSpec) -> str:
+    """A time in the instrument's zone (its session days)."""
+    return datetime.fromtimestamp(epoch, spec.tz).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def ladder(view: BarView, symbol: str) -> Group:
     spec = spec_for(symbol)
     f = view.fields
     head = Text(
-        f"{symbol} {view.timeframe} bar {_local(view.start)} ({f.get('session', '?')})  "
+        f"{symbol} {view.timeframe} bar {_local(view.start, spec)} ({f.get('session', '?')})  "
         f"O {f.get('open')} H {f.get('high')} L {f.get('low')} C {f.get('close')}  "
         f"volume {f.get('volume')}  delta {f.get('delta')}  cum delta {f.get('cum_delta')}",
         style="bold",
@@ -50,26 +50,32 @@ def ladder(view: BarView, symbol: str) -> Group:
         if level == fp.levels[0] and fp.unfinished_low:
             notes.append(Text("unfinished low", style="yellow"))
         delta = buy - sell
+        q = spec.qty_text
         row_style = "bold reverse" if level == fp.poc else ("" if in_va else "dim")
         table.add_row(
             Text(marker, style="cyan"),
             spec.price_text(level),
-            Text(str(sell), style="bold red" if sell_imb else ""),
+            Text(q(sell), style="bold red" if sell_imb else ""),
             "x",
-            Text(str(buy), style="bold green" if buy_imb else ""),
-            Text(f"{delta:+d}", style="green" if delta > 0 else "red" if delta < 0 else ""),
+            Text(q(buy), style="bold green" if buy_imb else ""),
+            Text(_signed(q(delta)), style="green" if delta > 0 else "red" if delta < 0 else ""),
             Text(" ").join(notes) if notes else "",
             style=row_style,
         )
     foot = Text(
         f"POC {spec.price_text(fp.poc)}  value area {spec.price_text(va_low)}-{spec.price_text(va_high)}  "
-        f"delta {fp.delta:+d}  ◆ POC, │ value area, green/red: buy/sell imbalance",
+        f"delta {_signed(spec.qty_text(fp.delta))}  ◆ POC, │ value area, green/red: buy/sell imbalance",
         style="dim",
     )
     return Group(head, table, foot)
 
 
+def _signed(text: str) -> str:
+    return text if text.startswith("-") or text == "0" else f"+{text}"
+
+
 def indicator_table(symbol: str, closed: dict[str, Any], peek: dict[str, dict[str, Any]]) -> Table:
+    spec = spec_for(symbol)
     table = Table(title=f"{symbol} indicators")
     table.add_column("indicator", no_wrap=True)
     table.add_column("value", justify="right")
@@ -85,7 +91,7 @@ def indicator_table(symbol: str, closed: dict[str, Any], peek: dict[str, dict[st
             name,
             f"{c['value']:.6g}",
             "" if c.get("period") is None else str(c["period"]),
-            _local(c["timestamp"]) if c.get("timestamp") else "",
+            _local(c["timestamp"], spec) if c.get("timestamp") else "",
             "" if forming is None else f"{forming:.6g}",
         )
     return table

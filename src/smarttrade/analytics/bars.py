@@ -4,11 +4,14 @@ Everything here turns one commit's trades of one symbol into writes for the same
 are exactly as durable as the trades) and keeps the forming bar and the indicator recursions as
 plain state, saved in the ingest checkpoint so a restart resumes them exactly.
 
-- Bars are clock-aligned in America/Sao_Paulo and never span two sessions: a bar starts at the
-  later of its aligned start and its session's start. A trade that arrives late (within the
-  ingest tolerance) for a bar already closed joins the forming bar.
-- Indicators follow the regular session's bars; after-hours and off-session bars are kept apart
-  (their own bars, no indicators). Cumulative delta and VWAP restart with every session.
+- Bars are clock-aligned in the instrument's time zone (its calendar, symbols.py) and never span
+  two sessions: a bar starts at the later of its aligned start and its session's start. A trade
+  that arrives late (within the ingest tolerance) for a bar already closed joins the forming bar.
+- Indicators follow the bars of every session except off-session time and sessions marked
+  ``/apart`` (B3's after-hours): those are kept apart (their own bars, no indicators). Cumulative
+  delta and VWAP restart with every session and every stretch of off-session time.
+- Volumes are integers in quantity units inside; bar hashes and bar footprints hold them in the
+  instrument's own units (``5.234`` BTC), written from the integers (never summed as floats).
 - A cancel (B3) takes its trade's volume out of the bar and the bar's footprint it was counted
   in; the bar's open/high/low/close stay as traded.
 """
@@ -20,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from smarttrade.analytics.calendar import REGULAR, Calendar
+from smarttrade.analytics.calendar import Calendar
 from smarttrade.analytics.indicators import Atr, Bollinger, Ema, Macd, Rsi, Sma
 from smarttrade.keyspace import BAR_TTL, bar_footprint_key, bar_index_key, bar_key, calc_key
 from smarttrade.symbols import SymbolSpec
@@ -30,6 +33,7 @@ BAR_INDEX_MAX = 5_000  # bars listed per symbol and timeframe
 PRIMARY_TF = "1m"  # calc:SYMBOL:rsi is RSI 14 on these closes
 
 Op = tuple[str, int, str, list[Any]]  # command, db, key, arguments
+_OLD_VWAP_KEYS = 16 * 100_000  # a saved VWAP key below this is the old (day, session) encoding
 
 
 def parse_timeframes(text: str) -> dict[str, int]:
@@ -144,6 +148,9 @@ class SymbolAnalytics:
         self.symbol = symbol
         self.spec = spec
         self.calendar = calendar
+        self._feeds_indicators = {s.name for s in calendar.spans if not s.apart}
+        # whole contracts: plain HINCRBY on integers; else exact decimal text, incremented in Lua
+        self._qty_incr = "HINCRBYEX" if spec.qty_decimals == 0 else "HINCRQTYEX"
         self.frames = {name: Frame(seconds) for name, seconds in timeframes.items()}
         self.db_bars, self.db_fp, self.db_calc = dbs
         self.calc_ttl = calc_ttl
@@ -179,6 +186,11 @@ class SymbolAnalytics:
             frame.bar = None if fs["bar"] is None else Bar(**fs["bar"])
             frame.cum_delta, frame.cum_session = fs["cum_delta"], fs["cum_session"]
         self.vwap_session, self.vwap_pv, self.vwap_qty, self.vwap_key = s["vwap"]
+        if 0 <= self.vwap_key < _OLD_VWAP_KEYS:  # saved as day * 16 + session + 1 before: same session
+            day, index = divmod(self.vwap_key, 16)
+            spans = self.calendar.spans
+            began = spans[index - 1].open_s if 0 < index <= len(spans) else 0
+            self.vwap_key = day * 86_400 + began
         for name, state in (indicators or {}).items():
             if name in self.frames:
                 self.frames[name].indicators.load(state)
@@ -197,18 +209,18 @@ class SymbolAnalytics:
         epoch_s = time_us // 1_000_000
         local, day, index, began = self.calendar.locate(epoch_s)
         offset = local - epoch_s
-        self._vwap(price, qty, day, index, cancel, ops, int(epoch_s[-1]))
+        self._vwap(price, qty, day, index, began, cancel, ops, int(epoch_s[-1]))
         for name, frame in self.frames.items():
             aligned = (local // frame.seconds) * frame.seconds
             starts = np.maximum(aligned, day * 86_400 + began) - offset  # back to epoch seconds
             self._frame(name, frame, price, qty, side, starts, day, index, cancel, ops)
         return ops
 
-    def _vwap(self, price, qty, day, index, cancel, ops: list[Op], stamp: int) -> None:  # type: ignore[no-untyped-def]
+    def _vwap(self, price, qty, day, index, began, cancel, ops: list[Op], stamp: int) -> None:  # type: ignore[no-untyped-def]
         """Session VWAP in exact integers. A newer session starts it over; a late trade from an
         older one counts in the current session (as it does in the bars); a cancel takes its
         trade out again."""
-        key = day * 16 + (index + 1)  # orders (day, session) in time
+        key = day * 86_400 + began  # where the session (or stretch of off time) began: in time order
         cuts = np.flatnonzero(np.diff(key) | np.diff(cancel.astype(np.int64))) + 1
         small = int(price.max()) * int(qty.sum()) < 2**62  # int64 products and sums stay exact
         for a, b in zip([0, *cuts.tolist()], [*cuts.tolist(), key.size], strict=True):
@@ -295,7 +307,7 @@ class SymbolAnalytics:
                 key = bar_key(self.symbol, name, start)
                 delta = -q if sd > 0 else q
                 changes = ["volume", -q, "buy" if sd > 0 else "sell", -q, "delta", delta]
-                late.append(("HINCRBYEX", self.db_bars, key, [BAR_TTL, *changes]))
+                late.append((self._qty_incr, self.db_bars, key, self._incr_args(changes)))
             _add_levels(fp.setdefault(start, {}), price[i : i + 1], qty[i : i + 1], side[i : i + 1], -1)
         for start, bar in touched.items():
             # the TTL with every write: a key evicted or expired meanwhile must not come back forever
@@ -315,7 +327,7 @@ class SymbolAnalytics:
                 if q:
                     pairs += [f"{'b' if sd > 0 else 's'}:{level}", q]
             if pairs:
-                ops.append(("HINCRBYEX", self.db_fp, key, [BAR_TTL, *pairs]))
+                ops.append((self._qty_incr, self.db_fp, key, self._incr_args(pairs)))
 
     @staticmethod
     def _add_volume(frame: Frame, bar: Bar, buy: int, sell: int, trades: int) -> None:
@@ -326,18 +338,25 @@ class SymbolAnalytics:
         frame.cum_delta += buy - sell
         bar.cum_delta = frame.cum_delta
 
+    def _incr_args(self, pairs: list[Any]) -> list[Any]:
+        """HINCRQTYEX takes the quantity decimals after the TTL (redis/scripts.py)."""
+        if self.spec.qty_decimals == 0:
+            return [BAR_TTL, *pairs]
+        return [BAR_TTL, self.spec.qty_decimals, *pairs]
+
     def _fields(self, bar: Bar) -> list[Any]:
-        text = self.spec.price_text
+        text, q = self.spec.price_text, self.spec.qty_text
         return [
             "start", bar.start, "session", bar.session, "open", text(bar.open), "high", text(bar.high),
-            "low", text(bar.low), "close", text(bar.close), "volume", bar.volume, "buy", bar.buy,
-            "sell", bar.sell, "delta", bar.buy - bar.sell, "trades", bar.trades, "cum_delta", bar.cum_delta,
+            "low", text(bar.low), "close", text(bar.close), "volume", q(bar.volume), "buy", q(bar.buy),
+            "sell", q(bar.sell), "delta", q(bar.buy - bar.sell), "trades", bar.trades,
+            "cum_delta", q(bar.cum_delta),
         ]  # fmt: skip
 
     def _close(self, name: str, frame: Frame, bar: Bar, ops: list[Op]) -> None:
-        """A bar is done: feed the indicators (regular session only) and write their values."""
+        """A bar is done: feed the indicators (unless off or apart) and write their values."""
         key = bar_key(self.symbol, name, bar.start)
-        if bar.kind != REGULAR:
+        if bar.kind not in self._feeds_indicators:
             ops.append(("HSET", self.db_bars, key, ["closed", 1]))
             return
         scale = self.spec.price_scale
@@ -360,7 +379,7 @@ class SymbolAnalytics:
         """Indicator values as if the forming bar closed now."""
         frame = self.frames[name]
         bar = frame.bar
-        if bar is None or bar.kind != REGULAR:
+        if bar is None or bar.kind not in self._feeds_indicators:
             return {}
         scale = self.spec.price_scale
         return frame.indicators.peek(bar.high / scale, bar.low / scale, bar.close / scale)

@@ -1,32 +1,36 @@
-"""Trading sessions in America/Sao_Paulo (configurable): which session a trade belongs to.
+"""Trading sessions in an instrument's time zone: which session a trade belongs to.
 
-The default calendar is B3's futures day: ``regular=09:00-18:25`` and an after-hours session
-``after=18:30-20:00``, kept apart from the regular one. A trade outside every session belongs to
-``off``. Sessions of a day are named ``YYYY-MM-DD/name``.
+Each instrument declares its calendar (symbols.py): the built-in B3 contracts (and ``@B3``) use
+``SMARTTRADE_SESSIONS`` in America/Sao_Paulo, by default ``regular=09:00-18:25`` and an
+after-hours session ``after=18:30-20:00/apart`` (``/apart``: its own bars, no indicators); a
+24-hour market has one session ``day`` from midnight to midnight in its zone. A trade outside
+every session belongs to ``off``. Sessions of a day are named ``YYYY-MM-DD/name``, the day being
+the instrument's local day.
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from smarttrade.feeds.b3 import B3_TZ
+from smarttrade.symbols import (
+    B3,
+    B3_ZONE,
+    DAY,
+    DEFAULT_SESSIONS,
+    OFF,
+    SessionSpan,
+    SymbolSpec,
+    parse_sessions,
+    zone,
+)
 
-DEFAULT_SESSIONS = "regular=09:00-18:25,after=18:30-20:00"
-REGULAR = "regular"
-OFF = "off"
-
-
-@dataclass(frozen=True, slots=True)
-class SessionSpan:
-    name: str
-    open_s: int  # seconds after local midnight
-    close_s: int
+B3_TZ = zone(B3_ZONE)
+__all__ = ["DEFAULT_SESSIONS", "OFF", "Calendar", "calendar_for"]
 
 
 @dataclass(frozen=True)
@@ -35,25 +39,9 @@ class Calendar:
     tz: ZoneInfo = B3_TZ
 
     @classmethod
-    def parse(cls, text: str = DEFAULT_SESSIONS, tz: ZoneInfo = B3_TZ) -> Calendar:
-        spans = []
-        for item in text.split(","):
-            name, _, hours = item.strip().partition("=")
-            try:
-                a, b = hours.split("-")
-                opening, closing = time.fromisoformat(a.strip()), time.fromisoformat(b.strip())
-            except ValueError:
-                raise ValueError(f"session {item.strip()!r} is not NAME=HH:MM-HH:MM") from None
-            open_s = opening.hour * 3600 + opening.minute * 60
-            close_s = closing.hour * 3600 + closing.minute * 60
-            if not name.isidentifier() or close_s <= open_s or name == OFF:
-                raise ValueError(f"session {item.strip()!r}: a name, and a close after the open")
-            spans.append(SessionSpan(name, open_s, close_s))
-        spans.sort(key=lambda s: s.open_s)
-        for first, second in itertools.pairwise(spans):
-            if second.open_s < first.close_s:
-                raise ValueError(f"sessions {first.name} and {second.name} overlap")
-        return cls(tuple(spans), tz)
+    def parse(cls, text: str = DEFAULT_SESSIONS, tz: ZoneInfo | str = B3_ZONE) -> Calendar:
+        """ValueError names a bad session."""
+        return cls(parse_sessions(text), zone(tz) if isinstance(tz, str) else tz)
 
     def _offset_s(self, day: int) -> int:
         """The zone's UTC offset on a local day (days since the epoch), at noon."""
@@ -63,7 +51,8 @@ class Calendar:
         """Per trade: local time (epoch seconds shifted by the zone's offset), local day (days
         since the epoch), session index (-1: off) and where that session began (local seconds of
         the day: its open, or for ``off`` the last close before, else midnight)."""
-        guess = (epoch_s - 3 * 3600) // 86_400  # close enough to find each day's offset
+        approx = self._offset_s(int(epoch_s[0]) // 86_400)  # close enough to find each day's offset
+        guess = (epoch_s + approx) // 86_400
         first, last = int(guess[0]), int(guess[-1])
         if first == last and guess.min() == first:  # the usual case: one day
             offsets = np.full_like(epoch_s, self._offset_s(first))
@@ -85,11 +74,27 @@ class Calendar:
         return local, day, index, began
 
     def session_name(self, day: int, index: int) -> str:
-        name = self.spans[index].name if index >= 0 else OFF
-        return f"{date(1970, 1, 1) + timedelta(days=day)}/{name}"
+        return f"{date(1970, 1, 1) + timedelta(days=day)}/{self.kind(index)}"
 
     def kind(self, index: int) -> str:
         return self.spans[index].name if index >= 0 else OFF
+
+    def indicators(self, index: int) -> bool:
+        """Whether bars of this session feed the indicators: every session but ``off`` and those
+        marked ``/apart``."""
+        return index >= 0 and not self.spans[index].apart
+
+
+def calendar_for(spec: SymbolSpec, b3_sessions: str) -> Calendar:
+    """The instrument's calendar; ``b3_sessions`` is SMARTTRADE_SESSIONS, for B3's."""
+    if spec.zone == B3:
+        return _cached(b3_sessions, B3_ZONE)
+    return _cached(spec.sessions or f"{DAY}=00:00-24:00", spec.zone)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached(sessions: str, tz: str) -> Calendar:
+    return Calendar.parse(sessions, tz)
 
 
 @functools.lru_cache(maxsize=4096)

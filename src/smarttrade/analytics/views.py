@@ -4,19 +4,20 @@ bar from the ingester's saved state)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
 from smarttrade.analytics.bars import SymbolAnalytics, parse_timeframes
-from smarttrade.analytics.calendar import Calendar
+from smarttrade.analytics.calendar import calendar_for
 from smarttrade.analytics.footprint import BarFootprint, FootprintParams, dense, metrics
 from smarttrade.keyspace import CHECKPOINT_PREFIX, Store, bar_footprint_key, bar_index_key, bar_key
 from smarttrade.redis.connections import RedisPools, redis_errors
 from smarttrade.settings import Settings
 from smarttrade.stores import Stores
-from smarttrade.symbols import spec_for
+from smarttrade.symbols import SymbolSpec, spec_for
 
 MAX_LADDER_LEVELS = 20_000
 
@@ -28,24 +29,26 @@ class BarView:
     fields: dict[str, str]
     footprint: BarFootprint | None
 
-    def as_json(self, price_scale: int) -> dict[str, Any]:
+    def as_json(self, spec: SymbolSpec) -> dict[str, Any]:
+        """Prices and volumes in the instrument's own units (``bid`` 5.234 BTC, not 5234)."""
         fp = self.footprint
+        price_scale, q = spec.price_scale, spec.qty
         out: dict[str, Any] = {**self.fields, "timeframe": self.timeframe, "start": self.start}
         if fp is not None:
             out["footprint"] = {
                 "poc": fp.poc / price_scale,
                 "value_area": [fp.value_area[0] / price_scale, fp.value_area[1] / price_scale],
-                "delta": fp.delta,
-                "volume": fp.volume,
+                "delta": q(fp.delta),
+                "volume": q(fp.volume),
                 "unfinished_high": fp.unfinished_high,
                 "unfinished_low": fp.unfinished_low,
                 "stacked": [[side, lo / price_scale, hi / price_scale] for side, lo, hi in fp.stacked],
                 "levels": [
                     {
                         "price": lv / price_scale,
-                        "bid": s,
-                        "ask": b,
-                        "delta": b - s,
+                        "bid": q(s),
+                        "ask": q(b),
+                        "delta": q(b - s),
                         "buy_imbalance": bi,
                         "sell_imbalance": si,
                     }
@@ -62,10 +65,13 @@ class BarView:
         return out
 
 
-def footprint_params(settings: Settings) -> FootprintParams:
+def footprint_params(settings: Settings, spec: SymbolSpec) -> FootprintParams:
+    """The metric settings for one instrument: SMARTTRADE_IMBALANCE_MIN_VOLUME is in its own
+    units (5 contracts; 0.5 BTC), the metrics work in its quantity units."""
+    min_units = math.ceil(settings.smarttrade_imbalance_min_volume * spec.qty_unit)
     return FootprintParams(
         ratio=settings.smarttrade_imbalance_ratio,
-        min_volume=settings.smarttrade_imbalance_min_volume,
+        min_volume=max(1, min_units),
         stacked=settings.smarttrade_stacked_levels,
         value_area=settings.smarttrade_value_area,
     )
@@ -80,7 +86,7 @@ async def recent_bars(
         raise ValueError(f"timeframe {timeframe!r} is not one of {settings.smarttrade_timeframes}")
     bars = pools.client(settings.db(Store.ORDERFLOW))
     fps = pools.client(settings.db(Store.FOOTPRINT))
-    params = footprint_params(settings)
+    params = footprint_params(settings, spec)
     out: list[BarView] = []
     with redis_errors(pools.url):
         starts = [int(s) for s in await bars.zrevrange(bar_index_key(symbol, timeframe), 0, count - 1)]
@@ -93,7 +99,7 @@ async def recent_bars(
             for name, value in (await fps.hgetall(bar_footprint_key(symbol, timeframe, start))).items():
                 side, _, level = name.decode().partition(":")
                 entry = volumes.setdefault(int(level), [0, 0])
-                entry[0 if side == "b" else 1] += int(value)
+                entry[0 if side == "b" else 1] += spec.qty_units(value)
             traded = {k: (b, s) for k, (b, s) in volumes.items() if b > 0 or s > 0}  # cancels leave 0s
             footprint = None
             if traded:
@@ -126,10 +132,11 @@ async def forming_peek(pools: RedisPools, settings: Settings, symbol: str) -> di
     if best is None:
         return {}
     s = settings
+    spec = spec_for(symbol)
     analytics = SymbolAnalytics(
         symbol,
-        spec_for(symbol),
-        Calendar.parse(s.smarttrade_sessions),
+        spec,
+        calendar_for(spec, s.smarttrade_sessions),
         parse_timeframes(s.smarttrade_timeframes),
         (s.db(Store.ORDERFLOW), s.db(Store.FOOTPRINT), s.db(Store.CALC)),
         s.ttl(Store.CALC) or 0,

@@ -6,7 +6,7 @@ only a bug shows a traceback. Commands live in modules by theme; importing them 
 
 from __future__ import annotations
 
-from smarttrade.cli import data, inspect, maintain  # noqa: F401 - registers the commands
+from smarttrade.cli import data, inspect, maintain, symbols  # noqa: F401 - registers the commands
 from smarttrade.cli.common import app
 
 

@@ -28,7 +28,8 @@ from smarttrade.keyspace import Store
 from smarttrade.ops import health, keys
 from smarttrade.progress import IngestProgress
 from smarttrade.runtime import Runtime
-from smarttrade.symbols import check_symbol, spec_for
+from smarttrade.stores.instruments import InstrumentRegistry
+from smarttrade.symbols import SymbolSpec, check_symbol, parse_specs, spec_for
 from smarttrade.symbols import register as register_symbols
 from smarttrade.views import indicator_table, ladder
 
@@ -282,7 +283,11 @@ def ingest(
     symbol: Annotated[str | None, typer.Option(help="MT5: the symbol of the export.")] = None,
     only: Annotated[str | None, typer.Option(help="B3: keep these instruments, skip the rest.")] = None,
     symbol_spec: Annotated[
-        list[str] | None, typer.Option(help="Extra instrument ROOT:TICK:QTY_DECIMALS[:SCALE] (repeat).")
+        list[str] | None,
+        typer.Option(
+            help="Extra instrument ROOT:TICK:QTY_DECIMALS[:SCALE][@ZONE[:SESSIONS]] (repeat); "
+            "registered in Redis (smarttrade symbols)."
+        ),
     ] = None,
     tolerance: Annotated[float, typer.Option(min=0, help="Seconds a trade may arrive out of order.")] = 5.0,
     future_tolerance: Annotated[
@@ -314,10 +319,11 @@ def ingest(
     Resumes from its checkpoints after any stop: nothing is lost and nothing counted twice. A
     file is known by its content: moved, copied or renamed it resumes; grown, it continues.
     """
+    declared: list[SymbolSpec] = []
     if symbol_spec:
         try:
             for text in symbol_spec:
-                register_symbols(text)
+                declared += register_symbols(text, " (--symbol-spec)")
         except SmartTradeError as exc:
             raise typer.BadParameter(str(exc), param_hint="--symbol-spec") from None
     pace = _speed(speed)
@@ -358,6 +364,10 @@ def ingest(
                 return None, "nothing changed"
         else:
             await resolve_source(rt.pools, rt.settings, feed)
+        # the instruments this source is ingested with: registered, so later commands know them
+        mine = [*parse_specs(rt.settings.smarttrade_symbols), *declared]
+        for spec in await InstrumentRegistry(rt.pools, rt.settings).register(mine):
+            err.print(f"registered {spec.declaration} (smarttrade symbols)", markup=False, highlight=False)
         err.print(f"source {feed.name}", markup=False, highlight=False)
         with IngestProgress(err, "ingest", feed.total) as bar:
             try:
@@ -464,9 +474,9 @@ def footprint(
             raise SmartTradeError(str(exc)) from None
 
     views = run(job)
-    scale = spec_for(symbol).price_scale
+    spec = spec_for(symbol)
     if as_json:
-        dump([v.as_json(scale) for v in views])
+        dump([v.as_json(spec) for v in views])
         return
     if not views:
         err.print(f"no {tf} bars for {symbol} (run an ingest or the demo first)", markup=False)
@@ -491,6 +501,6 @@ def indicators(
         dump({"closed": closed, "forming": peek})
         return
     if not closed:
-        err.print(f"no indicators for {symbol} yet (they follow closed regular-session bars)", markup=False)
+        err.print(f"no indicators for {symbol} yet (they follow closed bars of its sessions)", markup=False)
         raise typer.Exit(1)
     out.print(indicator_table(symbol, closed, peek))

@@ -1,7 +1,7 @@
 """Tardis-style trade CSV: exchange,symbol,timestamp,local_timestamp,id,side,price,amount.
 
 Timestamps are microseconds since the epoch. Amounts are fractional: they are kept exact as
-integers in the symbol's quantity scale (SMARTTRADE_SYMBOLS, e.g. ``BTCUSDT:0.1:5``).
+integers in the symbol's quantity scale (SMARTTRADE_SYMBOLS, e.g. ``BTCUSDT:0.01:5``).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ import numpy as np
 import redis.exceptions as rexc
 
 from smarttrade.analytics.bars import Op, SymbolAnalytics, parse_timeframes
-from smarttrade.analytics.calendar import Calendar
+from smarttrade.analytics.calendar import calendar_for
 from smarttrade.errors import OutOfMemory, RedisUnavailable, SmartTradeError
 from smarttrade.feeds.chunk import Chunk
 from smarttrade.ingest.commit import Commit, Layout, SymbolSlice, build_commit
@@ -104,7 +104,6 @@ class Engine:
         self.wire = CommitWire(self.redis, INGEST_COMMIT)
         self.settings = settings
         self.analytics_on = settings.smarttrade_analytics
-        self._calendar = Calendar.parse(settings.smarttrade_sessions)
         self._timeframes = parse_timeframes(settings.smarttrade_timeframes)
         self.analytics: dict[str, SymbolAnalytics] = {}
         # states read with the checkpoints: (forming bars and VWAP, indicator recursions)
@@ -358,7 +357,12 @@ class Engine:
             s = self.settings
             dbs = (s.db(Store.ORDERFLOW), s.db(Store.FOOTPRINT), s.db(Store.CALC))
             analytics = SymbolAnalytics(
-                symbol, spec, self._calendar, self._timeframes, dbs, s.ttl(Store.CALC) or 0
+                symbol,
+                spec,
+                calendar_for(spec, s.smarttrade_sessions),
+                self._timeframes,
+                dbs,
+                s.ttl(Store.CALC) or 0,
             )
             saved = self._saved_analytics.get(symbol)
             if saved is not None:

@@ -180,12 +180,13 @@ return 1
 #       3*nl (price, buy, sell), nc trades to cancel (each exactly as written to its bucket), and
 #       no analytics ops, one string each: command, db and arguments joined by \031 (its key is in
 #       KEYS); HINCRBY takes field, amount pairs; HSETEX and HINCRBYEX take a TTL first and set it
-#       after the write.
+#       after the write; HINCRQTYEX takes a TTL, quantity decimals, then field, amount-in-units
+#       pairs, and keeps each field as exact decimal text (fractional quantities, never floats).
 INGEST_COMMIT = (
     LIB
     + r"""
 local ALLOWED_OPS = {HSET = true, HINCRBY = true, EXPIRE = true, ZADD = true, ZREMRANGEBYRANK = true,
-  SET = true, HSETEX = true, HINCRBYEX = true}
+  SET = true, HSETEX = true, HINCRBYEX = true, HINCRQTYEX = true}
 local seq, ordinal = tonumber(ARGV[1]), ARGV[2]
 local dbq, dbo, dbf = string.match(ARGV[3], '(%d+) (%d+) (%d+)')
 local ttl_q, ttl_o, ttl_f, ttl_last = string.match(ARGV[4], '(%d+) (%d+) (%d+) (%d+)')
@@ -342,10 +343,17 @@ for i = 1, no do
     selected = op[2]
   end
   local command, first = op[1], 3
-  if command == 'HSETEX' or command == 'HINCRBYEX' then  -- ours: the TTL first, then as below
+  if command == 'HSETEX' or command == 'HINCRBYEX' or command == 'HINCRQTYEX' then  -- ours: TTL first
     command, first = string.sub(command, 1, -3), 4
   end
-  if command == 'HINCRBY' then  -- field, amount pairs
+  if command == 'HINCRQTY' then  -- decimals, then field, units pairs: decimal text, exact
+    local d = tonumber(op[4])
+    local u = 10 ^ d
+    for j = 5, #op, 2 do
+      local v = (qty_units(redis.call('HGET', key, op[j]) or '0', u) or 0) + tonumber(op[j + 1])
+      redis.call('HSET', key, op[j], qty_text(v, d))
+    end
+  elseif command == 'HINCRBY' then  -- field, amount pairs
     for j = first, #op, 2 do redis.call('HINCRBY', key, op[j], op[j + 1]) end
   else
     redis.call(command, key, unpack(op, first))
