@@ -67,10 +67,15 @@ def run(job: Callable[[Runtime], Awaitable[T]], check: bool = True) -> T:
     """
 
     async def main() -> T:
-        async with connect(load_settings(), check=check) as rt:
+        async with connect(load_settings(), check=check, on_loading=note) as rt:
             return await job(rt)
 
     return run_async(main)
+
+
+def note(message: str) -> None:
+    """A status line on stderr (stdout stays for results)."""
+    err.print(message, markup=False, highlight=False)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
