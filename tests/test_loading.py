@@ -12,7 +12,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import redis
@@ -45,7 +44,8 @@ def _smarttrade(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Popen[
 
 def test_commands_wait_while_redis_loads(tmp_path: Path, binary: str) -> None:
     data = tmp_path / "redis"
-    config = {"save": "", "appendonly": "no", "maxmemory": "0", "rdbcompression": "no", **_debug_config(binary)}
+    config = {"save": "", "appendonly": "no", "maxmemory": "0", "rdbcompression": "no"}
+    config.update(_debug_config(binary))
     server = EmbeddedRedis(data_dir=data, config=config, binary=binary)
     server.start()
     try:
@@ -75,7 +75,7 @@ def test_commands_wait_while_redis_loads(tmp_path: Path, binary: str) -> None:
         attached = _smarttrade(
             "stats", "--sample", "0", env={**base, "SMARTTRADE_DATA_DIR": str(embedded)}, cwd=tmp_path
         )
-        url_out, url_err = by_url.communicate(timeout=300)
+        _, url_err = by_url.communicate(timeout=300)
         att_out, att_err = attached.communicate(timeout=300)
 
         assert by_url.returncode == 0, url_err
