@@ -62,6 +62,8 @@ def run_async(main: Callable[[], Awaitable[T]]) -> T:
         def stop(sig: signal.Signals) -> None:
             received.append(sig)
             task.cancel()
+            for each in STOP_EXIT:  # a second one acts at once (Ctrl-C twice: KeyboardInterrupt)
+                loop.remove_signal_handler(each)
 
         for sig in STOP_EXIT:
             loop.add_signal_handler(sig, stop, sig)
