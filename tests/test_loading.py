@@ -12,11 +12,12 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import redis
 
-from smarttrade.redis.embedded import STATE_FILE, EmbeddedRedis
+from smarttrade.redis.embedded import STATE_FILE, EmbeddedRedis, find_redis_binary
 
 KEYS = 3100
 VALUE_BYTES = 100_000  # 3100 x 100 kB: 310 MB of values
@@ -89,3 +90,32 @@ def test_commands_wait_while_redis_loads(tmp_path: Path, binary: str) -> None:
         assert _raw_ping(server.port).startswith(b"+PONG")  # and the attached command left it running
     finally:
         server.stop(save=False)
+
+
+def test_a_command_that_starts_the_embedded_server_waits_for_its_data(tmp_path: Path) -> None:
+    """The case of the issue: after a large ingest, the next command starts the embedded server,
+    which reads its AOF back in for seconds. 3 million small keys (300 MB of values) make the
+    load slow without any test-only setting; the command starts the PATH binary, as users do."""
+    binary = find_redis_binary()
+    data = tmp_path / "data"
+    server = EmbeddedRedis(data_dir=data, config={"maxmemory": "2gb", **_debug_config(binary)}, binary=binary)
+    server.start()
+    try:
+        with redis.Redis(port=server.port) as client:
+            client.execute_command("DEBUG", "POPULATE", 3_000_000, "small", 100)
+            client.bgrewriteaof()  # DEBUG POPULATE is not in the AOF: write it a base file
+            deadline = time.monotonic() + 120
+            while int(client.info("persistence")["aof_rewrite_in_progress"]) or int(
+                client.info("persistence")["aof_rewrite_scheduled"]
+            ):
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+    finally:
+        server.stop(save=True)
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update({"SMARTTRADE_DATA_DIR": str(data), "SMARTTRADE_MAXMEMORY": "2gb", "COLUMNS": "200"})
+    proc = _smarttrade("stats", "--sample", "0", env=env, cwd=tmp_path)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    assert "is loading its dataset:" in stderr
+    assert "3000000" in stdout  # every key, once loaded
