@@ -62,6 +62,8 @@ BAD_VALUES = [
         ("SMARTTRADE_MAXMEMORY", v, MEM_REASON.format(v))
         for v in ("lots", "512 mb", "1.5gb", "-1", "2tb", "mb")
     ],
+    *[("SMARTTRADE_MAXMEMORY", v, "must be at least 32mb") for v in ("1", "0", "100k", "31mb")],
+    *[("SMARTTRADE_FULL_WAIT", v, "must be") for v in ("0", "-1", "nan", "3601")],
     ("SMARTTRADE_SYMBOLS", "BTCUSDT", "is not ROOT:TICK:QTY_DECIMALS[:PRICE_SCALE]"),
     ("SMARTTRADE_ANALYTICS", "maybe", "valid boolean"),
     ("SMARTTRADE_TIMEFRAMES", "1m,7m", "timeframe '7m' must divide an hour, or a day"),
@@ -139,7 +141,7 @@ def test_every_variable_is_checked() -> None:
         ("REDIS_MAX_CONNECTIONS", "1000", 1000),
         ("SMARTTRADE_MAXMEMORY", "2GB", "2GB"),
         ("SMARTTRADE_MAXMEMORY", "1073741824", "1073741824"),
-        ("SMARTTRADE_MAXMEMORY", "100k", "100k"),
+        ("SMARTTRADE_MAXMEMORY", "32mb", "32mb"),  # the minimum
         ("SMARTTRADE_MAXMEMORY", "64Mb", "64Mb"),
         ("REDIS_URL", "redis://localhost:6380", "redis://localhost:6380"),
         ("REDIS_URL", "redis://localhost:6380/", "redis://localhost:6380/"),

@@ -52,3 +52,9 @@ class UnknownSymbol(ValidationError):
 
 class OutOfMemory(SmartTradeError):
     """Redis refused a write because maxmemory is reached and nothing can be evicted."""
+
+
+class StayedFull(OutOfMemory):
+    """The ingest engine waited SMARTTRADE_FULL_WAIT seconds and Redis never had room: it stops."""
+
+    exit_code = 2

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -40,9 +40,15 @@ PUBLISH_HITS_EVERY_S = 5.0
 
 
 @asynccontextmanager
-async def connect(settings: Settings, check: bool = True) -> AsyncIterator[Runtime]:
+async def connect(
+    settings: Settings, check: bool = True, on_loading: Callable[[str], None] | None = None
+) -> AsyncIterator[Runtime]:
     """Connect (starting the embedded server when REDIS_URL is unset) and, unless ``check`` is
-    False, make sure it answers (the exporter starts anyway and reports ``redis_up 0``)."""
+    False, make sure it answers (the exporter starts anyway and reports ``redis_up 0``).
+
+    A server still loading its dataset (just started, or restarted) is waited for, with progress
+    lines to ``on_loading``: the same for the embedded server, one attached to and REDIS_URL.
+    """
     if settings.smarttrade_symbols:
         register_symbols(settings.smarttrade_symbols, " (SMARTTRADE_SYMBOLS)")
     handle: EmbeddedHandle | None = None
@@ -54,7 +60,7 @@ async def connect(settings: Settings, check: bool = True) -> AsyncIterator[Runti
     pools = RedisPools(url, {settings.db(s) for s in Store}, settings.redis_max_connections)
     try:
         if check:
-            await pools.ping()
+            await pools.ping(on_loading)
             await InstrumentRegistry(pools, settings).load()  # what earlier ingests declared
         stores = Stores(pools, settings)
         hits = HitPublisher(stores.by_store())

@@ -29,6 +29,8 @@ def _as_text(value: object) -> str:
 # Redis takes a TTL up to 2^63 ms, but a TTL this long is a typo, not a cache lifetime.
 MAX_TTL_S = 315_360_000  # 10 years
 MAX_CONNECTIONS = 1000
+MIN_MAXMEMORY = 32 * 2**20  # below this an embedded server is full before a first replay ends
+MAX_FULL_WAIT_S = 3600.0
 _MEMORY_RE = re.compile(r"^\d+(b|k|kb|m|mb|g|gb)?$", re.IGNORECASE | re.ASCII)
 
 
@@ -77,6 +79,10 @@ def _memory(value: object) -> str:
     text = _as_text(value)
     if not _MEMORY_RE.match(text):
         raise ValueError(f"must be a Redis memory size such as 512mb, 2gb or 1073741824 (got {text!r})")
+    if memory_bytes(text) < MIN_MAXMEMORY:
+        raise ValueError(
+            f"must be at least 32mb: a smaller server is full before one replay ends (got {text!r})"
+        )
     return text
 
 
@@ -118,6 +124,13 @@ def _renamed(value: object) -> str:
         if not eq or not _COMMAND_RE.match(name.strip()) or not _RENAMED_RE.match(renamed.strip()):
             raise ValueError(f"{item!r} is not COMMAND=NEW_NAME (an empty NEW_NAME means disabled)")
     return text
+
+
+def _wait_s(value: object) -> float:
+    number = _ratio(value)
+    if number > MAX_FULL_WAIT_S:
+        raise ValueError(f"must be at most {MAX_FULL_WAIT_S:g} seconds (got {_as_text(value)!r})")
+    return number
 
 
 def _hours(value: object) -> float:
@@ -232,6 +245,7 @@ Quantity = Annotated[Decimal, BeforeValidator(_quantity)]
 MemoryLevel = Annotated[str, BeforeValidator(_threshold_memory)]
 RenamedCommands = Annotated[str, BeforeValidator(_renamed)]
 Hours = Annotated[float, BeforeValidator(_hours)]
+WaitSeconds = Annotated[float, BeforeValidator(_wait_s)]
 
 
 def _default_data_dir() -> Path:
@@ -260,6 +274,8 @@ class Settings(BaseSettings):
     redis_max_connections: Connections = 24
     smarttrade_data_dir: Path = _default_data_dir()
     smarttrade_maxmemory: MemorySize = "512mb"
+    # Seconds the ingest engine waits for room on a Redis that refuses writes (full), then exit 2.
+    smarttrade_full_wait: WaitSeconds = 60.0
     # Extra instruments, ROOT:TICK:QTY_DECIMALS[:PRICE_SCALE][@ZONE[:SESSIONS]] comma-separated
     # (symbols.parse_spec); registered in Redis by the ingest that uses them.
     smarttrade_symbols: SymbolSpecs = ""
@@ -304,6 +320,14 @@ class Settings(BaseSettings):
                 raise SettingsError(
                     f"SMARTTRADE_ALERT_{name.upper()}_CRIT{suffix}",
                     f"must be {word} the warning level, {warn_var} ({warn:g})",
+                )
+        warn_mem, crit_mem = self.smarttrade_alert_memory_warn, self.smarttrade_alert_memory_crit
+        if warn_mem.endswith("%") == crit_mem.endswith("%"):  # a size and a share compare on a server
+            as_number = (lambda t: int(t[:-1])) if warn_mem.endswith("%") else memory_bytes
+            if as_number(crit_mem) < as_number(warn_mem):
+                raise SettingsError(
+                    "SMARTTRADE_ALERT_MEMORY_CRIT",
+                    f"must be at least the warning level, SMARTTRADE_ALERT_MEMORY_WARN ({warn_mem})",
                 )
         return self
 

@@ -39,17 +39,34 @@ def admin_for(rt: Runtime) -> Admin:
     return Admin(rt.pools.client(rt.settings.db(Store.QUOTES)), rt.settings, rt.url)
 
 
+# Exit codes of a stop by signal: SIGTERM is how a service manager stops a service (systemctl
+# stop), so it is a clean end, exit 0; Ctrl-C (and SIGHUP) keep the shell's 128 + SIGINT.
+STOP_EXIT = {signal.SIGTERM: 0, signal.SIGINT: 130, signal.SIGHUP: 130}
+
+
 def run_async(main: Callable[[], Awaitable[T]]) -> T:
-    """Run ``main`` with SIGTERM/SIGHUP acting as Ctrl-C; expected failures become one line."""
+    """Run ``main``; SIGTERM, SIGINT and SIGHUP cancel it, and expected failures become one line.
+
+    A command that handles the stop itself (the demo prints its summary) returns normally; one
+    the stop cancels exits with ``STOP_EXIT``: 0 after SIGTERM, 130 after Ctrl-C.
+    """
+    received: list[signal.Signals] = []
 
     async def wrapped() -> T:
-        # SIGTERM/SIGHUP end the command like Ctrl-C does, so an embedded server we started is
-        # stopped cleanly instead of being left behind.
+        # The signals cancel the command instead of killing it, so an embedded server we started
+        # is stopped cleanly and the ingest engine's tasks end before the loop closes.
         task = asyncio.current_task()
         assert task is not None
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            loop.add_signal_handler(sig, task.cancel)
+
+        def stop(sig: signal.Signals) -> None:
+            received.append(sig)
+            task.cancel()
+            for each in STOP_EXIT:  # a second one acts at once (Ctrl-C twice: KeyboardInterrupt)
+                loop.remove_signal_handler(each)
+
+        for sig in STOP_EXIT:
+            loop.add_signal_handler(sig, stop, sig)
         return await main()
 
     try:
@@ -57,7 +74,10 @@ def run_async(main: Callable[[], Awaitable[T]]) -> T:
     except SmartTradeError as exc:
         fail(str(exc), exc.exit_code)
     except (KeyboardInterrupt, asyncio.CancelledError):
-        raise typer.Exit(130) from None
+        sig = received[0] if received else signal.SIGINT
+        if sig == signal.SIGTERM:
+            err.print("stopped by SIGTERM", markup=False, highlight=False)
+        raise typer.Exit(STOP_EXIT[sig]) from None
 
 
 def run(job: Callable[[Runtime], Awaitable[T]], check: bool = True) -> T:
@@ -67,10 +87,15 @@ def run(job: Callable[[Runtime], Awaitable[T]], check: bool = True) -> T:
     """
 
     async def main() -> T:
-        async with connect(load_settings(), check=check) as rt:
+        async with connect(load_settings(), check=check, on_loading=note) as rt:
             return await job(rt)
 
     return run_async(main)
+
+
+def note(message: str) -> None:
+    """A status line on stderr (stdout stays for results)."""
+    err.print(message, markup=False, highlight=False)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

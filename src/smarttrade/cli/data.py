@@ -155,12 +155,24 @@ def get(
 
 def _symbols(text: str) -> list[str]:
     symbols = [s.strip().upper() for s in text.split(",") if s.strip()]
+    if not symbols:
+        raise typer.BadParameter("no symbol given; e.g. --symbols DOL,WIN", param_hint="--symbols")
     try:
         for s in symbols:
             spec_for(check_symbol(s))
     except SmartTradeError as exc:
         raise typer.BadParameter(str(exc)) from None
     return symbols
+
+
+def _finite(option: str, value: float | None, positive: bool = False) -> None:
+    """Typer's ranges let nan and inf through (every comparison with nan is false)."""
+    if value is None:
+        return
+    if not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number (got {value})", param_hint=option)
+    if positive and value <= 0:
+        raise typer.BadParameter(f"must be a positive number of seconds (got {value:g})", param_hint=option)
 
 
 @app.command()
@@ -170,12 +182,14 @@ def demo(
     ] = None,
     symbols: Annotated[str, typer.Option(help="Comma-separated symbols.")] = "DOL,WDO,WIN",
     rate: Annotated[float, typer.Option(min=0.1, max=100_000, help="Trades/s per symbol.")] = 50,
-    seed: Annotated[int, typer.Option(help="Random seed, for a repeatable feed.")] = 1,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed, for a repeatable feed.")] = 1,
 ) -> None:
     """Run the demo: a live synthetic B3 feed through the ingest engine, and a demo user.
 
     Uses a private Redis unless REDIS_URL is set.
     """
+    _finite("--duration", duration, positive=True)
+    _finite("--rate", rate)
     symbol_list = _symbols(symbols)
 
     async def job(rt: Runtime) -> tuple[DemoStats, list[health.StoreKeys]]:
@@ -272,7 +286,7 @@ def ingest(
         int | None,
         typer.Option(min=1, help="Synthetic: replay this many trades (default: endless live feed)."),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Synthetic: random seed; same seed, same trades.")] = 1,
+    seed: Annotated[int, typer.Option(min=0, help="Synthetic: random seed; same seed, same trades.")] = 1,
     start_day: Annotated[
         str | None, typer.Option(help="Synthetic replay: first session day, YYYY-MM-DD (default today).")
     ] = None,
@@ -320,6 +334,8 @@ def ingest(
     file is known by its content: moved, copied or renamed it resumes; grown, it continues.
     """
     declared: list[SymbolSpec] = []
+    for option, value in (("--rate", rate), ("--duration", duration), ("--tolerance", tolerance)):
+        _finite(option, value)
     if symbol_spec:
         try:
             for text in symbol_spec:

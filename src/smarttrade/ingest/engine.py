@@ -25,7 +25,7 @@ import redis.exceptions as rexc
 
 from smarttrade.analytics.bars import Op, SymbolAnalytics, parse_timeframes
 from smarttrade.analytics.calendar import calendar_for
-from smarttrade.errors import OutOfMemory, RedisUnavailable, SmartTradeError
+from smarttrade.errors import OutOfMemory, RedisUnavailable, SmartTradeError, StayedFull
 from smarttrade.feeds.chunk import Chunk
 from smarttrade.ingest.commit import Commit, Layout, SymbolSlice, build_commit
 from smarttrade.ingest.wire import CommitWire
@@ -400,10 +400,22 @@ class Engine:
                     todo.append(c)
                     errors.append(r)
         delay, lost_contact = 0.2, False
+        full_since: float | None = None  # when Redis began refusing writes, without room since
         while todo:
             reason = _classify(errors, self.pools.url)
             if isinstance(reason, SmartTradeError) and not isinstance(reason, OutOfMemory | RedisUnavailable):
                 raise reason
+            if isinstance(reason, OutOfMemory):  # a full Redis does not empty itself: give up in time
+                full_since = full_since if full_since is not None else time.monotonic()
+                waited = time.monotonic() - full_since
+                if waited >= self.settings.smarttrade_full_wait:
+                    raise StayedFull(
+                        f"{reason}; still full after {waited:.0f} s (SMARTTRADE_FULL_WAIT): make room "
+                        "(`smarttrade cleanup --apply`, a larger maxmemory) and run the same command "
+                        "again: it resumes from its checkpoints"
+                    )
+            else:
+                full_since = None
             if isinstance(reason, OutOfMemory | RedisUnavailable):
                 lost_contact = lost_contact or isinstance(reason, RedisUnavailable)
                 what = "Redis is full" if isinstance(reason, OutOfMemory) else "waiting for Redis"
@@ -432,6 +444,8 @@ class Engine:
                 else:
                     todo_next.append(c)
                     errors.append(r)
+            if len(todo_next) < len(todo):
+                full_since = None  # some went in: room was made
             todo = todo_next
             first = errors[0] if errors else None
             if gaps_before and isinstance(first, rexc.ResponseError) and "GAP" in str(first):

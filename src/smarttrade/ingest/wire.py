@@ -88,13 +88,15 @@ class CommitWire:
     def _fail(self, exc: BaseException) -> None:
         """The connection's state is unknown: every round sent or queued fails; resend decides."""
         self._broken = True
-        while self._wire:
-            _, future = self._wire.popleft()
-            if not future.done():
-                future.set_exception(exc)
-        while self._outbox:
-            _, _, future = self._outbox.popleft()
-            if not future.done():
+        pending = [f for _, f in self._wire] + [f for _, _, f in self._outbox]
+        self._wire.clear()
+        self._outbox.clear()
+        for future in pending:
+            if future.done():
+                continue
+            if isinstance(exc, asyncio.CancelledError):  # a stop, not a failure: nothing to report
+                future.cancel()
+            else:
                 future.set_exception(exc)
 
     async def call(self, commits: Sequence[Commit]) -> list[object]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import redis.asyncio as aioredis
@@ -28,6 +29,11 @@ CONNECT_TIMEOUT_S = 2.0
 SOCKET_TIMEOUT_S = 5.0  # a reply slower than this counts as a failure (and is retried)
 FIRST_PING_S = 5.0  # the start-up check gives up on a server that accepts but never answers
 POOL_WAIT_S = 10.0
+# A server answers -LOADING while it reads its RDB/AOF after a start: wait for it, this long at
+# most (a 512mb dataset loads in seconds; a slow disk or a much larger one may need minutes).
+LOADING_WAIT_S = 300.0
+LOADING_POLL_S = 0.2
+LOADING_REPORT_S = 2.0  # one progress line this often, whole lines (pipes and journals too)
 
 
 def _reason(exc: BaseException) -> str:
@@ -62,6 +68,8 @@ def redis_errors(url: str, where: str | None = None) -> Iterator[None]:
         if "No connection available" in str(exc):
             raise SmartTradeError(_POOL_EXHAUSTED) from None
         raise RedisUnavailable(redact(url), _reason(exc)) from None
+    except rexc.InvalidResponse as exc:  # e.g. an HTTP server answering "HTTP/1.1 400"
+        raise RedisUnavailable(redact(url), f"not a Redis server ({_reason(exc)})") from None
     except rexc.ResponseError as exc:
         text = str(exc).strip()
         if text.startswith(("NOAUTH", "WRONGPASS", "NOPERM")):
@@ -77,6 +85,21 @@ def redis_errors(url: str, where: str | None = None) -> Iterator[None]:
 _POOL_EXHAUSTED = (
     "no free Redis connection within the pool wait; raise REDIS_MAX_CONNECTIONS or lower the load"
 )
+
+
+async def loading_progress(client: aioredis.Redis) -> str:
+    """How far a loading server is, from INFO persistence (which it answers while loading)."""
+    try:
+        info = await client.info("persistence")
+    except (rexc.RedisError, OSError):
+        return "progress unknown"
+    if not int(info.get("loading", 0)):
+        return "done"
+    perc = float(str(info.get("loading_loaded_perc", 0)).rstrip("%"))
+    eta = int(info.get("loading_eta_seconds", -1))
+    loaded = int(info.get("loading_loaded_bytes", 0))
+    text = f"{perc:.1f}% ({loaded / 2**20:,.0f} MiB read)"
+    return text + (f", about {eta} s left" if eta >= 0 else "")
 
 
 class RedisPools:
@@ -115,13 +138,35 @@ class RedisPools:
         except KeyError:
             raise ValueError(f"no pool for database {db}") from None
 
-    async def ping(self) -> None:
-        """Raise RedisUnavailable with the reason if the server does not answer."""
+    async def ping(self, on_loading: Callable[[str], None] | None = None) -> None:
+        """Raise RedisUnavailable with the reason if the server does not answer.
+
+        A server still loading its dataset answers -LOADING to every data command: wait until it
+        is done (at most LOADING_WAIT_S), telling ``on_loading`` how far it is now and then.
+        """
+        client = next(iter(self._clients.values()))
+        started = time.monotonic()
+        reported = 0.0
         with redis_errors(self.url):
-            try:
-                await asyncio.wait_for(next(iter(self._clients.values())).ping(), FIRST_PING_S)
-            except TimeoutError:
-                raise RedisUnavailable(redact(self.url), f"no reply within {FIRST_PING_S:g} s") from None
+            while True:
+                try:
+                    await asyncio.wait_for(client.ping(), FIRST_PING_S)
+                    return
+                except TimeoutError:
+                    raise RedisUnavailable(redact(self.url), f"no reply within {FIRST_PING_S:g} s") from None
+                except rexc.BusyLoadingError:
+                    pass
+                progress = await loading_progress(client)
+                waited = time.monotonic() - started
+                if waited > LOADING_WAIT_S:
+                    raise RedisUnavailable(
+                        redact(self.url), f"still loading its dataset after {waited:.0f} s ({progress})"
+                    )
+                now = time.monotonic()
+                if on_loading is not None and (not reported or now - reported >= LOADING_REPORT_S):
+                    reported = now
+                    on_loading(f"Redis at {redact(self.url)} is loading its dataset: {progress}; waiting")
+                await asyncio.sleep(LOADING_POLL_S)
 
     async def aclose(self) -> None:
         for client in self._clients.values():
