@@ -167,7 +167,7 @@ def btc_lines(n: int, seed: int = 3) -> list[str]:
 
 def declare(run: str) -> list[str]:
     """How a run declares BTCUSDT: "wrong", a tick coarser than its prices, or "right", as the
-    data needs. (With an instrument registry in Redis, "right" after "wrong" is a replace.)"""
+    data needs (the same price scale, so only the tick differs)."""
     return ["--symbol-spec", "BTCUSDT:1:3:10" if run == "wrong" else "BTCUSDT:0.1:3"]
 
 
@@ -185,6 +185,11 @@ def test_rejected_lines_are_ingested_once_the_cause_is_fixed(server, cli, tmp_pa
     assert wrong.returncode == 1, wrong.stderr  # most lines rejected: the run stops and says why
     assert "is not on BTCUSDT's tick of 1" in wrong.stderr and "declaration" in wrong.stderr
     assert json.loads(wrong.stdout)["trades"] > 0  # some prices happen to be whole
+    # the fix: the registered declaration is replaced explicitly (a conflicting one is refused)
+    refused = cli.smarttrade(*args, *declare("right"))
+    assert refused.returncode == 1 and "--replace" in refused.stderr, refused.stderr
+    replaced = cli.smarttrade("symbols", "add", declare("right")[1], "--replace")
+    assert replaced.returncode == 0, replaced.stderr
     fixed = cli.smarttrade(*args, *declare("right"))
     assert fixed.returncode == 0, fixed.stderr
     summary = json.loads(fixed.stdout)
