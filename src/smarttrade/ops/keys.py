@@ -9,11 +9,13 @@ from __future__ import annotations
 import bisect
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 
-from smarttrade.keyspace import KeyFamily, Store, family_of
+from smarttrade.keyspace import FAMILIES, KeyFamily, Store, family_of
 from smarttrade.ops.server import Admin, CommandUnavailable
 from smarttrade.redis.connections import redis_errors
 from smarttrade.settings import Settings
@@ -58,6 +60,72 @@ async def scan_store(
                 return
 
 
+def family_for_key(key: str) -> KeyFamily | None:
+    """The family a key belongs to, whatever its store (longest prefix first), or None."""
+    for fam in sorted(FAMILIES, key=lambda f: -len(f.prefix)):
+        if key.startswith(fam.prefix + ":"):
+            return fam
+    return None
+
+
+def _tolerant(raw: bytes) -> Any:
+    """JSON when it parses, else the text: a read never fails on what someone stored."""
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return _text(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class RawValue:
+    key: str
+    type: str  # Redis TYPE: string, hash, zset, stream, list, set; "none" when missing
+    ttl: int  # seconds; -1 none, -2 missing
+    length: int  # entries, members or fields (1 for a string)
+    value: Any  # builtins; a collection holds at most ``count`` items (the newest, for streams)
+
+
+async def read_any(client: aioredis.Redis, url: str, key: str, count: int) -> RawValue:
+    """Read any key of ours by its type: the families `keys` lists beyond the contract's strings.
+
+    Strings and hash fields decode as JSON when they parse; a stream gives its newest ``count``
+    entries (oldest first), a sorted set its first ``count`` members with scores, ascending.
+    """
+    with redis_errors(url, key):
+        pipe = client.pipeline(transaction=False)
+        pipe.type(key)
+        pipe.ttl(key)
+        kind_raw, ttl = await pipe.execute()
+        kind = kind_raw.decode() if isinstance(kind_raw, bytes) else str(kind_raw)
+        value: Any = None
+        length = 0
+        if kind == "string":
+            raw = await client.get(key)
+            value, length = (None, 0) if raw is None else (_tolerant(raw), 1)
+        elif kind == "hash":
+            fields = await client.hgetall(key)
+            value = {_text(k): _tolerant(v) for k, v in sorted(fields.items())}
+            length = len(value)
+        elif kind == "zset":
+            length = int(await client.zcard(key))
+            members = await client.zrange(key, 0, count - 1, withscores=True)
+            value = [{"member": _text(m), "score": s} for m, s in members]
+        elif kind == "stream":
+            length = int(await client.xlen(key))
+            entries = await client.xrevrange(key, count=count)
+            value = [
+                {"id": _text(i), "fields": {_text(k): _tolerant(v) for k, v in f.items()}}
+                for i, f in reversed(entries)
+            ]
+        elif kind == "list":
+            length = int(await client.llen(key))
+            value = [_tolerant(v) for v in await client.lrange(key, 0, count - 1)]
+        elif kind == "set":
+            length = int(await client.scard(key))
+            value = sorted(_text(m) for m in (await client.srandmember(key, count) or []))
+    return RawValue(key, kind, int(ttl), length, value)
+
+
 @dataclass(frozen=True, slots=True)
 class KeyRow:
     key: str
@@ -71,29 +139,66 @@ class KeyPage:
     cursor: int  # 0: the scan is complete; else pass it back to continue
 
 
-async def browse(
+# TYPE and TTL of a page of keys in one command: 100k keys cost about 100 round trips and a
+# flat reply, where a pipeline costs a Python command object per key.
+TYPE_TTL = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  out[2 * i - 1] = redis.call('TYPE', key).ok
+  out[2 * i] = redis.call('TTL', key)
+end
+return out
+"""
+
+
+async def _types_ttls(client: aioredis.Redis, url: str, keys: list[bytes]) -> list[Any]:
+    """Flat [type, ttl, type, ttl, ...] for ``keys``: a script, else a pipeline (scripts denied)."""
+    with redis_errors(url):
+        try:
+            return await client.register_script(TYPE_TTL)(keys=keys)
+        except rexc.ResponseError as exc:
+            if not (isinstance(exc, rexc.NoPermissionError) or "no permissions" in str(exc)):
+                raise
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.type(key)
+            pipe.ttl(key)
+        return await pipe.execute()
+
+
+async def browse_pages(
     client: aioredis.Redis, url: str, store: Store, pattern: str | None, limit: int, cursor: int = 0
-) -> KeyPage:
-    rows: list[KeyRow] = []
-    next_cursor = 0
-    # COUNT near the limit keeps pages near it: a page is shown whole, never cut, so that a
-    # resumed cursor misses nothing.
-    count = min(max(limit, 10), SCAN_COUNT)
+) -> AsyncIterator[KeyPage]:
+    """The store's keys with type and TTL, one SCAN page at a time, until about ``limit`` keys.
+
+    Each page's ``cursor`` continues after it (0 after the last). A page is yielded whole, never
+    cut, so a listing resumed from the last cursor misses nothing; memory stays one page.
+    """
+    listed = 0
+    count = min(max(limit, 10), SCAN_COUNT)  # COUNT near the limit keeps pages near it
     async for page_cursor, keys in scan_store(client, url, store, pattern, cursor, count):
-        next_cursor = page_cursor
+        rows: list[KeyRow] = []
         if keys:
-            with redis_errors(url):
-                pipe = client.pipeline(transaction=False)
-                for key in keys:
-                    pipe.type(key)
-                    pipe.ttl(key)
-                replies = await pipe.execute()
+            replies = await _types_ttls(client, url, keys)
             for i, key in enumerate(keys):
                 kind = replies[2 * i]
                 kind = kind.decode() if isinstance(kind, bytes) else str(kind)
-                rows.append(KeyRow(_text(key), kind, replies[2 * i + 1]))
-        if len(rows) >= limit:
-            break
+                rows.append(KeyRow(_text(key), kind, int(replies[2 * i + 1])))
+        listed += len(rows)
+        yield KeyPage(rows, page_cursor)
+        if listed >= limit:
+            return
+
+
+async def browse(
+    client: aioredis.Redis, url: str, store: Store, pattern: str | None, limit: int, cursor: int = 0
+) -> KeyPage:
+    """``browse_pages`` gathered into one page (small listings)."""
+    rows: list[KeyRow] = []
+    next_cursor = 0
+    async for page in browse_pages(client, url, store, pattern, limit, cursor):
+        rows += page.rows
+        next_cursor = page.cursor
     return KeyPage(rows, next_cursor)
 
 
