@@ -6,7 +6,8 @@ Fills the order-flow db of a private redis-server (never 6379) with N + 20% keys
 R rounds each, as separate processes writing to a pipe:
   1. `redis-cli -n 1 --scan | head -N` (names only; the issue's reference);
   2. `smarttrade keys orderflow --limit N` (names, type and TTL, streamed; process start included);
-  3. `smarttrade keys orderflow --limit N --json`.
+  3. `smarttrade keys orderflow --limit N --json`;
+  4. `smarttrade --version`: the process's start-up alone (imports), the floor under 2 and 3.
 Reports the median wall time, the ratio to redis-cli, and smarttrade's peak RSS (wait4).
 """
 
@@ -69,13 +70,15 @@ def main() -> None:
         try:
             fill(server.port, n + n // 5)
             env = {**os.environ, "REDIS_URL": server.url}
-            runs: dict[str, list[tuple[float, float, int]]] = {"redis-cli": [], "keys": [], "keys --json": []}
+            names = ("redis-cli", "keys", "keys --json", "--version")
+            runs: dict[str, list[tuple[float, float, int]]] = {name: [] for name in names}
             for _ in range(args.rounds):
                 reference = f"{redis_cli} -p {server.port} -n 1 --scan | head -{n}"
                 runs["redis-cli"].append(timed(reference, env, shell=True))
                 ours = [exe, "keys", "orderflow", "--limit", str(n)]
                 runs["keys"].append(timed(ours, env))
                 runs["keys --json"].append(timed([*ours, "--json"], env))
+                runs["--version"].append(timed([exe, "--version"], env))  # the start-up floor
         finally:
             server.stop(save=False)
     base = statistics.median(r[0] for r in runs["redis-cli"])

@@ -121,9 +121,9 @@ def keys_cmd(
         listed = next_cursor = 0
         emit.start()
         async for page in keys.browse_pages(client, rt.url, store, pattern, limit, cursor):
-            listed += len(page.rows)
+            listed += len(page)
             next_cursor = page.cursor
-            if not emit.page(page.rows):
+            if not emit.page(page):
                 return listed, -1  # the reader went away (`| head`): stop quietly
         emit.end(next_cursor)
         return listed, next_cursor
@@ -152,10 +152,15 @@ class _KeyLines:
         self.first = True
         self.width = 0
 
-    def _write(self, text: str) -> bool:
+    def _write(self, text: str | bytes) -> bool:
         try:
-            sys.stdout.write(text)
-            sys.stdout.flush()
+            if isinstance(text, bytes):
+                sys.stdout.flush()
+                sys.stdout.buffer.write(text)
+                sys.stdout.buffer.flush()
+            else:
+                sys.stdout.write(text)
+                sys.stdout.flush()
         except BrokenPipeError:
             return False
         return True
@@ -164,20 +169,22 @@ class _KeyLines:
         if self.as_json:
             self._write('{"keys": [')
 
-    def page(self, rows: list[keys.KeyRow]) -> bool:
-        if not rows:
+    def page(self, page: keys.KeyPage) -> bool:
+        if not len(page):
             return True
+        if not self.as_json and not self.terminal:  # the fast path: bytes from the reply
+            self.first = False
+            return self._write(page.tsv())
+        rows = page.rows
         if self.as_json:
-            body = msgspec.json.encode(rows).decode()[1:-1]
-            text = ("\n" if self.first else ",\n") + body.replace("},{", "},\n{")
-        elif self.terminal:
+            body = msgspec.json.encode(rows).decode()[1:-1]  # one page per line
+            text = ("\n" if self.first else ",\n") + body
+        else:
             if self.first:  # columns sized on the first page; a longer key pushes, never cut
                 self.width = max(len("key"), *(len(r.key) for r in rows))
                 out.print(f"{'key':<{self.width}}  {'type':<6}  {'TTL':>9}", style="bold", highlight=False)
             w = self.width
             text = "".join(f"{r.key:<{w}}  {r.type:<6}  {_ttl(r.ttl):>9}\n" for r in rows)
-        else:
-            text = "".join(f"{r.key}\t{r.type}\t{'none' if r.ttl == -1 else r.ttl}\n" for r in rows)
         self.first = False
         return self._write(text)
 
