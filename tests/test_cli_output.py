@@ -101,6 +101,13 @@ def test_ingest_to_a_pipe_logs_plain_progress_lines(cli: Any, server: Any, tmp_p
     assert "already committed (resumed)" in result.stdout  # the summary, whole at 40 columns
 
 
+def test_monitor_in_a_pipe_prints_each_reading_whole(cli: Any, server: Any) -> None:
+    result = run_smarttrade("monitor", "--interval", "0.5", "--duration", "2.2", env=_env(server, "40"))
+    out = _ok(result)
+    assert out.count("per-store hit rate (published by our processes)") >= 3, out
+    assert "…" not in out and "\x1b" not in out
+
+
 # -- item 14: --json fields are stable and documented -----------------------------------------------
 
 

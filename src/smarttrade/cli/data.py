@@ -47,7 +47,7 @@ def status(as_json: JsonOpt = False) -> None:
         mem += f" of {st.maxmemory / 2**20:.0f} MiB ({st.used_memory / st.maxmemory:.1%})"
     summary = Table.grid(padding=(0, 2))
     summary.add_column(no_wrap=True)
-    summary.add_column(no_wrap=True)
+    summary.add_column(overflow="fold")  # a narrow terminal folds the URL, never cuts it
     summary.add_row("Redis", st.url)
     summary.add_row("reachable", f"[green]yes[/] (PING {st.ping_ms:.2f} ms)")
     summary.add_row("version", st.version)

@@ -468,6 +468,12 @@ def monitor(
                 out.print(monitor_view(reading, rt.where))
             return
         started = time.monotonic()
+        if not out.is_terminal:  # a pipe or a journal: each reading printed whole, one after another
+            with contextlib.suppress(asyncio.CancelledError):
+                while duration is None or time.monotonic() - started < duration:
+                    await asyncio.sleep(interval)
+                    out.print(monitor_view(await watcher.poll(), rt.where))
+            return
         with (
             Live(monitor_view(obs, rt.where), console=out, refresh_per_second=4) as live,
             contextlib.suppress(asyncio.CancelledError),
