@@ -34,6 +34,7 @@ class PlainLog:
         self.every = every
         self.started = time.monotonic()
         self._last: float | None = None if at_once else self.started
+        self.logged = 0  # lines written so far
         self._pending: Callable[[], str] | None = None
 
     def line(self, text: Callable[[], str], force: bool = False) -> None:
@@ -41,6 +42,7 @@ class PlainLog:
         now = time.monotonic()
         if force or self._last is None or now - self._last >= self.every:
             self._last = now
+            self.logged += 1
             self._pending = None
             self.console.print(
                 f"{self.title}: {text()}  {now - self.started:,.1f} s",
@@ -165,6 +167,8 @@ def counting(console: Console, title: str, total: int | None = None, unit: str =
             log.line(lambda: _amount(done, total, unit))
 
         yield plain_tick
+        if log.logged:  # a job long enough to have logged also logs where it ended
+            log.flush()
         return
     progress = Progress(
         TextColumn("[bold]{task.description}"),
