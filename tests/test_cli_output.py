@@ -68,6 +68,12 @@ def test_piped_tables_keep_every_label_and_value_whole(filled: Any, server: Any,
         ("backups",),
         ("cleanup",),
         ("get", "lastquote:WINZ25"),
+        ("footprint", "WINZ25"),
+        ("indicators", "WINZ25"),
+        ("latency", "--count", "5"),
+        ("slowlog",),
+        ("profile", "check"),
+        ("config", "list", "u1"),
     ]
     for columns in (None, "30"):
         env = _env(server, columns, SMARTTRADE_BACKUP_DIR=str(backups))
@@ -85,6 +91,9 @@ def test_piped_tables_keep_every_label_and_value_whole(filled: Any, server: Any,
         assert "smarttrade-20260101T000000000000Z.rdb" in outputs["backups"]
         assert backups.name in outputs["backups"]
         assert "per-store hit rate (published by our processes)" in outputs["monitor"]
+        assert "POC" in outputs["footprint"] and "buy/sell imbalance" in outputs["footprint"]
+        assert "forming bar (peek)" in outputs["indicators"]
+        assert "trading profile vs the live server" in outputs["profile"]
 
 
 def test_ingest_to_a_pipe_logs_plain_progress_lines(cli: Any, server: Any, tmp_path: Path) -> None:
