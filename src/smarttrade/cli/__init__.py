@@ -6,12 +6,54 @@ only a bug shows a traceback. Commands live in modules by theme; importing them 
 
 from __future__ import annotations
 
-from smarttrade.cli import data, inspect, maintain, symbols  # noqa: F401 - registers the commands
-from smarttrade.cli.common import app
+from typing import Annotated
+
+import typer
+from typer._click import Command  # Typer 0.29 vendors click; get_command builds these
+from typer.core import TyperGroup
+from typer.main import get_command
+
+from smarttrade import __version__
+from smarttrade.cli import config, data, inspect, maintain, symbols  # noqa: F401 - registers the commands
+from smarttrade.cli.common import app, out
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"smarttrade {__version__}", markup=False, highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_version, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Smart-Trade real-time market-data layer on Redis."""
+
+
+def _no_bool_placeholder(command: Command) -> None:
+    """Typer prints ``<bool>`` beside every flag (even --help); a flag takes no value, so show none."""
+    ctx = typer.Context(command)
+    for param in [*command.params, command.get_help_option(ctx)]:
+        if param is not None and getattr(param, "is_flag", False):
+            param.metavar = ""
+    if isinstance(command, TyperGroup):
+        for sub in command.commands.values():
+            _no_bool_placeholder(sub)
+
+
+def command() -> Command:
+    """The click command behind ``smarttrade``, with the help text fixed as above."""
+    built = get_command(app)
+    _no_bool_placeholder(built)
+    return built
 
 
 def main() -> None:
-    app()
+    command()()
 
 
-__all__ = ["app", "main"]
+__all__ = ["app", "command", "main"]

@@ -24,8 +24,21 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# Not on a terminal (a pipe, a file, a journal) Rich would size output at 80 columns (or $COLUMNS)
+# and cut cells with an ellipsis; there nothing is cut: the width is unbounded.
+PIPE_WIDTH = 100_000
+
+
+def console(stderr: bool = False) -> Console:
+    """A console that fits a terminal's width and never cuts a label or value elsewhere."""
+    made = Console(stderr=stderr, soft_wrap=True)
+    if not made.is_terminal:
+        made.width = PIPE_WIDTH
+    return made
+
+
+out = console()
+err = console(stderr=True)
 T = TypeVar("T")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines instead of tables.")]

@@ -24,7 +24,7 @@ from smarttrade.ingest.deadletter import check_path
 from smarttrade.ingest.normalize import DEFAULT_FUTURE_S
 from smarttrade.ingest.run import RunResult, TooManyRejects, reset_plan, resolve_source, run_feed
 from smarttrade.ingest.sources import Format, file_feed, synthetic_feed
-from smarttrade.keyspace import Store
+from smarttrade.keyspace import LAST_QUOTE_PREFIX, SPECS, Store
 from smarttrade.ops import health, keys
 from smarttrade.progress import IngestProgress
 from smarttrade.runtime import Runtime
@@ -50,7 +50,7 @@ def status(as_json: JsonOpt = False) -> None:
         mem += f" of {st.maxmemory / 2**20:.0f} MiB ({st.used_memory / st.maxmemory:.1%})"
     summary = Table.grid(padding=(0, 2))
     summary.add_column(no_wrap=True)
-    summary.add_column(no_wrap=True)
+    summary.add_column(overflow="fold")  # a narrow terminal folds the URL, never cuts it
     summary.add_row("Redis", st.url)
     summary.add_row("reachable", f"[green]yes[/] (PING {st.ping_ms:.2f} ms)")
     summary.add_row("version", st.version)
@@ -130,27 +130,49 @@ def _sample_table(samples: dict[Store, keys.StoreSample], size: int) -> Table:
 
 @app.command()
 def get(
-    key: Annotated[str, typer.Argument(help="A contract key, e.g. footprint:DOL:5234500.")],
+    key: Annotated[
+        str, typer.Argument(help="Any key `keys` lists, e.g. footprint:DOL:5234500, bar:WIN:1m:EPOCH.")
+    ],
+    count: Annotated[
+        int, typer.Option(min=1, max=10_000, help="Streams, sorted sets, lists: show this many entries.")
+    ] = 10,
     as_json: JsonOpt = False,
 ) -> None:
-    """Read one key through the store its prefix names and print the decoded JSON."""
+    """Read one key and print its JSON: contract keys through their store (validated), others by type.
 
-    async def job(rt: Runtime) -> Any:
-        try:
-            return await rt.stores.read_key(key)
-        except ValueError as exc:
-            raise SmartTradeError(str(exc)) from None
+    Hashes (bars, checkpoints, ops) print as objects, sorted sets (bar indexes) as members with
+    scores, streams as their newest entries; type, TTL and size go to stderr.
+    """
+    fam = keys.family_for_key(key)
 
-    kv = run(job)
+    async def job(rt: Runtime) -> tuple[int, keys.RawValue]:
+        if fam is None or fam.prefix in _VALIDATED:
+            try:
+                kv = await rt.stores.read_key(key)
+            except ValueError as exc:
+                raise SmartTradeError(str(exc)) from None
+            return kv.db, keys.RawValue(key, "string", kv.ttl, int(kv.value is not None), kv.value)
+        db = rt.settings.db(fam.store)
+        return db, await keys.read_any(rt.pools.client(db), rt.url, key, count)
+
+    db, kv = run(job)
+    store = fam.store.value if fam else "?"
     if kv.value is None:
-        err.print(f"{key}: not found (store {kv.store.value}, db {kv.db})", markup=False)
+        err.print(f"{key}: not found (store {store}, db {db})", markup=False)
         raise typer.Exit(1)
     if as_json:
         dump(kv.value)
         return
     ttl = "no TTL" if kv.ttl == -1 else f"TTL {kv.ttl} s"
-    err.print(Text(f"{key}  store {kv.store.value}, db {kv.db}, {ttl}", style="dim"))
+    size = f", {kv.length:,} {'fields' if kv.type == 'hash' else 'entries'}" if kv.type != "string" else ""
+    cut = isinstance(kv.value, list) and len(kv.value) < kv.length
+    shown = f" ({'newest' if kv.type == 'stream' else 'first'} {len(kv.value):,})" if cut else ""
+    err.print(Text(f"{key}  store {store}, db {db}, {kv.type}{size}{shown}, {ttl}", style="dim"))
     out.print_json(data=kv.value)
+
+
+# Contract keys and the latest-quote index read through their store, which validates the shape.
+_VALIDATED = {*(spec.prefix for spec in SPECS.values()), LAST_QUOTE_PREFIX}
 
 
 def _symbols(text: str) -> list[str]:
@@ -281,7 +303,7 @@ def ingest(
     tickers: Annotated[
         bool, typer.Option(help="Synthetic: trade front-month tickers (WINZ25) for roots.")
     ] = False,
-    rate: Annotated[float, typer.Option(min=0.1, help="Synthetic: mean trades/s per symbol.")] = 20.0,
+    rate: Annotated[float, typer.Option(min=0.1, help="Synthetic: mean trades/s per symbol.")] = 50.0,
     count: Annotated[
         int | None,
         typer.Option(min=1, help="Synthetic: replay this many trades (default: endless live feed)."),

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
+import sys
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import msgspec
 import redis.exceptions as rexc
 import typer
 from rich.console import Group
@@ -95,7 +98,7 @@ def info(
             out.print(_fragmentation(fields))
 
 
-Limit = Annotated[int, typer.Option(min=1, max=100_000, help="Show about this many keys.")]
+Limit = Annotated[int, typer.Option(min=1, max=1_000_000, help="List about this many keys.")]
 
 
 @app.command("keys")
@@ -106,32 +109,92 @@ def keys_cmd(
     cursor: Annotated[int, typer.Option(min=0, help="Continue from the cursor a previous page printed.")] = 0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Browse a store's keys with their type and TTL: SCAN with a COUNT, paged (never KEYS)."""
+    """Browse a store's keys with their type and TTL: SCAN with a COUNT, streamed page by page.
 
-    async def job(rt: Runtime) -> keys.KeyPage:
+    Never KEYS. A terminal gets aligned columns; a pipe or file one KEY<Tab>TYPE<Tab>TTL line per
+    key (TTL in seconds or "none"); --json one object, written as the scan goes.
+    """
+    emit = _KeyLines(as_json, out.is_terminal)
+
+    async def job(rt: Runtime) -> tuple[int, int]:
         client = rt.pools.client(rt.settings.db(store))
-        return await keys.browse(client, rt.url, store, pattern, limit, cursor)
+        listed = next_cursor = 0
+        emit.start()
+        async for page in keys.browse_pages(client, rt.url, store, pattern, limit, cursor):
+            listed += len(page)
+            next_cursor = page.cursor
+            if not emit.page(page):
+                return listed, -1  # the reader went away (`| head`): stop quietly
+        emit.end(next_cursor)
+        return listed, next_cursor
 
-    page = run(job)
-    if as_json:
-        dump(
-            {"keys": [{"key": r.key, "type": r.type, "ttl": r.ttl} for r in page.rows], "cursor": page.cursor}
-        )
+    listed, next_cursor = run(job)
+    if next_cursor < 0:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit's flush
         return
-    table = Table(title=f"{store.value} keys" + (f" matching {pattern}" if pattern else ""))
-    table.add_column("key", overflow="fold")
-    table.add_column("type")
-    table.add_column("TTL", justify="right")
-    for row in page.rows:
-        table.add_row(row.key, row.type, "none" if row.ttl == -1 else f"{row.ttl} s")
-    out.print(table)
-    if page.cursor:
+    if next_cursor:
         err.print(
-            f"more: smarttrade keys {store.value} --cursor {page.cursor}"
-            + (f" --pattern '{pattern}'" if pattern else "")
+            f"{listed:,} keys; more: smarttrade keys {store.value} --cursor {next_cursor}"
+            + (f" --pattern '{pattern}'" if pattern else ""),
+            markup=False,
+            highlight=False,
         )
     else:
-        err.print(f"{len(page.rows)} keys; the scan is complete")
+        err.print(f"{listed:,} keys; the scan is complete", markup=False, highlight=False)
+
+
+class _KeyLines:
+    """Writes `keys` output a page at a time: memory stays one page whatever --limit says."""
+
+    def __init__(self, as_json: bool, terminal: bool) -> None:
+        self.as_json = as_json
+        self.terminal = terminal
+        self.first = True
+        self.width = 0
+
+    def _write(self, text: str | bytes) -> bool:
+        try:
+            if isinstance(text, bytes):
+                sys.stdout.flush()
+                sys.stdout.buffer.write(text)
+                sys.stdout.buffer.flush()
+            else:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+        except BrokenPipeError:
+            return False
+        return True
+
+    def start(self) -> None:
+        if self.as_json:
+            self._write('{"keys": [')
+
+    def page(self, page: keys.KeyPage) -> bool:
+        if not len(page):
+            return True
+        if not self.as_json and not self.terminal:  # the fast path: bytes from the reply
+            self.first = False
+            return self._write(page.tsv())
+        rows = page.rows
+        if self.as_json:
+            body = msgspec.json.encode(rows).decode()[1:-1]  # one page per line
+            text = ("\n" if self.first else ",\n") + body
+        else:
+            if self.first:  # columns sized on the first page; a longer key pushes, never cut
+                self.width = max(len("key"), *(len(r.key) for r in rows))
+                out.print(f"{'key':<{self.width}}  {'type':<6}  {'TTL':>9}", style="bold", highlight=False)
+            w = self.width
+            text = "".join(f"{r.key:<{w}}  {r.type:<6}  {_ttl(r.ttl):>9}\n" for r in rows)
+        self.first = False
+        return self._write(text)
+
+    def end(self, cursor: int) -> None:
+        if self.as_json:
+            self._write(f'\n], "cursor": {cursor}}}\n')
+
+
+def _ttl(ttl: int) -> str:
+    return "none" if ttl == -1 else f"{ttl} s"
 
 
 def ttl_table(report: keys.TtlReport) -> Table:
@@ -190,10 +253,18 @@ def ttl(
 
 @app.command("slowlog")
 def slowlog_cmd(
-    count: Annotated[int, typer.Argument(min=1, max=10_000, help="How many entries.")] = 10,
+    number: Annotated[
+        int | None, typer.Argument(min=1, max=10_000, help="Same as --count (the older spelling).")
+    ] = None,
+    count_opt: Annotated[
+        int | None, typer.Option("--count", min=1, max=10_000, help="How many entries [default: 10].")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """The newest slow-log entries (SLOWLOG GET N)."""
+    if number is not None and count_opt is not None and number != count_opt:
+        fail(f"slowlog: N ({number}) and --count ({count_opt}) disagree; give one", 2)
+    count = count_opt or number or 10
 
     async def job(rt: Runtime) -> tuple[list[inspect.SlowEntry], int]:
         return await inspect.slowlog(admin_for(rt), count)
@@ -313,11 +384,71 @@ def monitor_view(obs: Observation, where: str) -> Group:
     return Group(*parts)
 
 
+def _rounded(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def monitor_json(obs: Observation, where: str) -> dict[str, Any]:
+    """One reading for machines: wall-clock time, counters and rates; fields in docs/operations.md."""
+    s, r = obs.sample, obs.rates
+    return {
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        "redis": where,
+        "uptime_s": s.uptime_s,
+        "memory": {
+            "used_bytes": s.used_memory,
+            "maxmemory_bytes": s.maxmemory,
+            "policy": s.maxmemory_policy,
+            "frag_ratio": s.frag_ratio,
+            "allocator_frag_ratio": s.allocator_frag_ratio,
+        },
+        "clients": s.clients,
+        "blocked_clients": s.blocked_clients,
+        "hit_rate": _rounded(s.hit_rate),
+        "window": None
+        if r is None
+        else {
+            "seconds": round(r.seconds, 3),
+            "ops_per_s": round(r.ops_s, 1),
+            "hit_rate": _rounded(r.hit_rate),
+            "evicted_per_s": round(r.evicted_s, 3),
+            "expired_per_s": round(r.expired_s, 3),
+        },
+        "keys": {f"db{db}": keys for db, (keys, _exp) in sorted(s.keyspace.items())},
+        "stores": [
+            {
+                "store": st.store.value,
+                "hits": st.hits,
+                "misses": st.misses,
+                "hit_rate": _rounded(st.ratio),
+                "window_hit_rate": _rounded(st.window_ratio),
+            }
+            for st in obs.stores
+        ],
+        "ingesters": [
+            {
+                "source": f.source,
+                "lag_ms": round(f.lag_ms, 1),
+                "batch": f.batch,
+                "max_batch": f.max_batch,
+                "trades": f.trades,
+                "commits": f.commits,
+                "seen_s_ago": round(f.age_s, 1),
+            }
+            for f in obs.ingesters
+        ],
+        "checks": [c.as_json() for c in obs.checks],
+    }
+
+
 @app.command()
 def monitor(
     interval: Annotated[float, typer.Option(min=0.2, max=60, help="Seconds between refreshes.")] = 1.0,
     duration: Annotated[float | None, typer.Option(min=0, help="Stop after this many seconds.")] = None,
     once: Annotated[bool, typer.Option(help="Print one reading (two samples, for rates) and exit.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="With --once: print the reading as JSON (implies --once).")
+    ] = False,
 ) -> None:
     """Live view of the server, the stores, the ingesters and the alerts (Ctrl-C to stop).
 
@@ -328,11 +459,21 @@ def monitor(
     async def job(rt: Runtime) -> None:
         watcher = Watcher(admin_for(rt), rt.settings)
         obs = await watcher.poll()
-        if once:
+        if once or as_json:
             await asyncio.sleep(interval)
-            out.print(monitor_view(await watcher.poll(), rt.where))
+            reading = await watcher.poll()
+            if as_json:
+                dump(monitor_json(reading, rt.where))
+            else:
+                out.print(monitor_view(reading, rt.where))
             return
         started = time.monotonic()
+        if not out.is_terminal:  # a pipe or a journal: each reading printed whole, one after another
+            with contextlib.suppress(asyncio.CancelledError):
+                while duration is None or time.monotonic() - started < duration:
+                    await asyncio.sleep(interval)
+                    out.print(monitor_view(await watcher.poll(), rt.where))
+            return
         with (
             Live(monitor_view(obs, rt.where), console=out, refresh_per_second=4) as live,
             contextlib.suppress(asyncio.CancelledError),
@@ -424,4 +565,4 @@ def exporter(
     run(job, check=False)  # a Redis that is down at start is `redis_up 0`, not a crash loop
 
 
-__all__ = ["keys_cmd", "monitor_view", "ttl_table"]
+__all__ = ["keys_cmd", "monitor_json", "monitor_view", "ttl_table"]

@@ -9,11 +9,13 @@ from __future__ import annotations
 import bisect
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 
-from smarttrade.keyspace import SPECS, KeyFamily, Store, family_of
+from smarttrade.keyspace import FAMILIES, SPECS, KeyFamily, Store, families, family_of
 from smarttrade.ops.server import Admin, CommandUnavailable
 from smarttrade.redis.connections import redis_errors
 from smarttrade.settings import Settings
@@ -50,12 +52,81 @@ async def scan_store(
     count: int = SCAN_COUNT,
 ) -> AsyncIterator[tuple[int, list[bytes]]]:
     """Pages of (next cursor, the store's keys on this page); the cursor is 0 after the last."""
+    # The same test as family_of(key, store) is not None, on bytes: a 100k-key listing spends no
+    # time decoding keys it only filters.
+    ours = tuple(f"{fam.prefix}:".encode() for fam in families(store))
     with redis_errors(url):
         while True:
             cursor, page = await client.scan(cursor, match=pattern, count=count)
-            yield cursor, [k for k in page if family_of(_text(k), store)]
+            yield cursor, [k for k in page if k.startswith(ours)]
             if cursor == 0:
                 return
+
+
+def family_for_key(key: str) -> KeyFamily | None:
+    """The family a key belongs to, whatever its store (longest prefix first), or None."""
+    for fam in sorted(FAMILIES, key=lambda f: -len(f.prefix)):
+        if key.startswith(fam.prefix + ":"):
+            return fam
+    return None
+
+
+def _tolerant(raw: bytes) -> Any:
+    """JSON when it parses, else the text: a read never fails on what someone stored."""
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return _text(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class RawValue:
+    key: str
+    type: str  # Redis TYPE: string, hash, zset, stream, list, set; "none" when missing
+    ttl: int  # seconds; -1 none, -2 missing
+    length: int  # entries, members or fields (1 for a string)
+    value: Any  # builtins; a collection holds at most ``count`` items (the newest, for streams)
+
+
+async def read_any(client: aioredis.Redis, url: str, key: str, count: int) -> RawValue:
+    """Read any key of ours by its type: the families `keys` lists beyond the contract's strings.
+
+    Strings and hash fields decode as JSON when they parse; a stream gives its newest ``count``
+    entries (oldest first), a sorted set its first ``count`` members with scores, ascending.
+    """
+    with redis_errors(url, key):
+        pipe = client.pipeline(transaction=False)
+        pipe.type(key)
+        pipe.ttl(key)
+        kind_raw, ttl = await pipe.execute()
+        kind = kind_raw.decode() if isinstance(kind_raw, bytes) else str(kind_raw)
+        value: Any = None
+        length = 0
+        if kind == "string":
+            raw = await client.get(key)
+            value, length = (None, 0) if raw is None else (_tolerant(raw), 1)
+        elif kind == "hash":
+            fields = await client.hgetall(key)
+            value = {_text(k): _tolerant(v) for k, v in sorted(fields.items())}
+            length = len(value)
+        elif kind == "zset":
+            length = int(await client.zcard(key))
+            members = await client.zrange(key, 0, count - 1, withscores=True)
+            value = [{"member": _text(m), "score": s} for m, s in members]
+        elif kind == "stream":
+            length = int(await client.xlen(key))
+            entries = await client.xrevrange(key, count=count)
+            value = [
+                {"id": _text(i), "fields": {_text(k): _tolerant(v) for k, v in f.items()}}
+                for i, f in reversed(entries)
+            ]
+        elif kind == "list":
+            length = int(await client.llen(key))
+            value = [_tolerant(v) for v in await client.lrange(key, 0, count - 1)]
+        elif kind == "set":
+            length = int(await client.scard(key))
+            value = sorted(_text(m) for m in (await client.srandmember(key, count) or []))
+    return RawValue(key, kind, int(ttl), length, value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,20 +138,71 @@ class KeyRow:
 
 @dataclass
 class KeyPage:
-    rows: list[KeyRow]
+    flat: list[Any]  # [key, type, ttl, key, type, ttl, ...] as Redis replied (bytes, int)
     cursor: int  # 0: the scan is complete; else pass it back to continue
 
+    def __len__(self) -> int:
+        return len(self.flat) // 3
 
-async def browse(
-    client: aioredis.Redis, url: str, store: Store, pattern: str | None, limit: int, cursor: int = 0
-) -> KeyPage:
-    rows: list[KeyRow] = []
-    next_cursor = 0
-    # COUNT near the limit keeps pages near it: a page is shown whole, never cut, so that a
-    # resumed cursor misses nothing.
-    count = min(max(limit, 10), SCAN_COUNT)
+    @property
+    def rows(self) -> list[KeyRow]:
+        return _rows(self.flat)
+
+    def tsv(self) -> bytes:
+        """KEY<Tab>TYPE<Tab>TTL lines (TTL ``none`` when there is none), straight from the reply."""
+        f = self.flat
+        return b"".join(
+            b"%s\t%s\t%s\n" % (f[i], _bytes(f[i + 1]), b"none" if f[i + 2] == -1 else b"%d" % f[i + 2])
+            for i in range(0, len(f), 3)
+        )
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
+# One SCAN page with the type and TTL of each of the store's keys on it, in one command: 100k
+# keys cost ~100 small round trips and flat replies, where a pipeline costs a Python command
+# object per key (20 s for 100k). ARGV: cursor, COUNT, MATCH pattern or '', the store's prefixes.
+SCAN_PAGE = """
+local args = {'SCAN', ARGV[1], 'COUNT', ARGV[2]}
+if ARGV[3] ~= '' then
+  args[5] = 'MATCH'
+  args[6] = ARGV[3]
+end
+local reply = redis.call(unpack(args))
+local out = {reply[1]}
+for _, key in ipairs(reply[2]) do
+  for i = 4, #ARGV do
+    if string.sub(key, 1, #ARGV[i]) == ARGV[i] then
+      out[#out + 1] = key
+      out[#out + 1] = redis.call('TYPE', key).ok
+      out[#out + 1] = redis.call('TTL', key)
+      break
+    end
+  end
+end
+return out
+"""
+
+
+def _rows(flat: list[Any]) -> list[KeyRow]:
+    """[key, type, ttl, key, type, ttl, ...] as rows."""
+    rows = []
+    for i in range(0, len(flat), 3):
+        kind = flat[i + 1]
+        rows.append(
+            KeyRow(_text(flat[i]), kind.decode() if isinstance(kind, bytes) else str(kind), int(flat[i + 2]))
+        )
+    return rows
+
+
+async def _pages_by_pipeline(
+    client: aioredis.Redis, url: str, store: Store, pattern: str | None, cursor: int, count: int
+) -> AsyncIterator[KeyPage]:
+    """The same pages for a user who may not run scripts: SCAN, then TYPE+TTL per key."""
     async for page_cursor, keys in scan_store(client, url, store, pattern, cursor, count):
-        next_cursor = page_cursor
+        flat: list[Any] = []
         if keys:
             with redis_errors(url):
                 pipe = client.pipeline(transaction=False)
@@ -89,12 +211,58 @@ async def browse(
                     pipe.ttl(key)
                 replies = await pipe.execute()
             for i, key in enumerate(keys):
-                kind = replies[2 * i]
-                kind = kind.decode() if isinstance(kind, bytes) else str(kind)
-                rows.append(KeyRow(_text(key), kind, replies[2 * i + 1]))
-        if len(rows) >= limit:
-            break
-    return KeyPage(rows, next_cursor)
+                flat += [key, replies[2 * i], replies[2 * i + 1]]
+        yield KeyPage(flat, page_cursor)
+
+
+async def _pages(
+    client: aioredis.Redis, url: str, store: Store, pattern: str | None, cursor: int, count: int
+) -> AsyncIterator[KeyPage]:
+    script = client.register_script(SCAN_PAGE)
+    prefixes = [f"{fam.prefix}:" for fam in families(store)]
+    while True:
+        try:
+            with redis_errors(url):
+                flat = await script(args=[cursor, count, pattern or "", *prefixes])
+        except rexc.ResponseError as exc:  # scripts denied to this user: the slower way
+            if not (isinstance(exc, rexc.NoPermissionError) or "no permissions" in str(exc)):
+                raise
+            async for page in _pages_by_pipeline(client, url, store, pattern, cursor, count):
+                yield page
+            return
+        cursor = int(flat[0])
+        yield KeyPage(flat[1:], cursor)
+        if cursor == 0:
+            return
+
+
+async def browse_pages(
+    client: aioredis.Redis, url: str, store: Store, pattern: str | None, limit: int, cursor: int = 0
+) -> AsyncIterator[KeyPage]:
+    """The store's keys with type and TTL, one SCAN page at a time, until about ``limit`` keys.
+
+    Each page's ``cursor`` continues after it (0 after the last). A page is yielded whole, never
+    cut, so a listing resumed from the last cursor misses nothing; memory stays one page.
+    """
+    listed = 0
+    count = min(max(limit, 10), SCAN_COUNT)  # COUNT near the limit keeps pages near it
+    async for page in _pages(client, url, store, pattern, cursor, count):
+        listed += len(page)
+        yield page
+        if listed >= limit:
+            return
+
+
+async def browse(
+    client: aioredis.Redis, url: str, store: Store, pattern: str | None, limit: int, cursor: int = 0
+) -> KeyPage:
+    """``browse_pages`` gathered into one page (small listings)."""
+    flat: list[Any] = []
+    next_cursor = 0
+    async for page in browse_pages(client, url, store, pattern, limit, cursor):
+        flat += page.flat
+        next_cursor = page.cursor
+    return KeyPage(flat, next_cursor)
 
 
 async def _ttls(client: aioredis.Redis, url: str, keys: list[bytes]) -> list[int]:
