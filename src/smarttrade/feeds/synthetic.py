@@ -30,6 +30,8 @@ START_PRICES: dict[str, Decimal] = {
 # Regimes of activity: (rate multiplier, mean length in trades).
 REGIMES = ((0.15, 400), (1.0, 1500), (6.0, 600))  # quiet, normal, burst
 SEGMENT = 128  # trades per regime draw
+LIVE_PART = 16_384  # most trades in one live chunk: a step beyond it is yielded in parts
+MAX_EXPECTED = 1e12  # trades per live step, at most (numpy's Poisson has a ceiling)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +189,8 @@ class LiveSyntheticFeed(SyntheticFeed):
     """
 
     def __init__(self, symbols: list[str], seed: int = 1, rate: float = 20.0, step_s: float = 0.05) -> None:
+        if not (0 < rate < float("inf")):
+            raise ValueError(f"rate {rate!r}: must be a positive number of trades/s")
         super().__init__(symbols, seed=seed, count=None, rate=rate, session=None, chunk=1024)
         self.step_s = step_s
 
@@ -200,17 +204,24 @@ class LiveSyntheticFeed(SyntheticFeed):
         buffer = next(source)
         pos, ordinal = 0, 0
         release = wallclock.time()
+        expected = min(self.rate * len(self.symbols) * self.step_s, MAX_EXPECTED)
         while True:
             release += self.step_s
-            n = int(rng.poisson(self.rate * len(self.symbols) * self.step_s))
-            if pos + n > len(buffer):
-                buffer, pos = _concat(buffer, pos, next(source)), 0
-            part = _take(buffer, pos, pos + n, ordinal)
-            pos += n
-            ordinal += n
-            part.time_us[:] = int(release * 1000) * 1000
-            part.meta["not_before"] = release
-            yield part
+            due = int(rng.poisson(expected))
+            while True:  # a step's trades, in parts of at most LIVE_PART (bounded memory)
+                n = min(due, LIVE_PART)
+                # a fast step can need several source chunks, not just one more
+                while pos + n > len(buffer):
+                    buffer, pos = _concat(buffer, pos, next(source)), 0
+                part = _take(buffer, pos, pos + n, ordinal)
+                pos += n
+                ordinal += n
+                due -= n
+                part.time_us[:] = int(release * 1000) * 1000
+                part.meta["not_before"] = release
+                yield part
+                if due <= 0:
+                    break
 
 
 def _take(c: Chunk, a: int, b: int, ordinal: int) -> Chunk:

@@ -1,0 +1,51 @@
+"""The live synthetic feed and the demo, through the CLI against a real server."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import redis
+
+
+def _orderflow_trades(port: int, symbol: str) -> int:
+    """Trades in the order-flow buckets of ``symbol`` (every bucket outlives a short run)."""
+    count = 0
+    with redis.Redis(port=port, db=1) as db:
+        for key in db.scan_iter(match=f"orderflow:{symbol}:*", count=1000):
+            count += len(json.loads(db.get(key))["trades"])
+    return count
+
+
+@pytest.mark.parametrize("command", ["ingest", "demo"])
+def test_the_live_feed_takes_20000_trades_per_second(cli, command: str) -> None:
+    """Above ~6,800 trades/s a step needed more than one more generator chunk and crashed."""
+    args = ["--symbols", "WIN,WDO", "--rate", "20000", "--duration", "3"]
+    if command == "ingest":
+        result = cli.smarttrade("ingest", "--synthetic", *args, "--json")
+    else:
+        result = cli.smarttrade("demo", *args)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    if command == "ingest":
+        stats = json.loads(result.stdout)
+        committed, abandoned = stats["trades"], stats["abandoned"]
+    else:
+        done = re.search(r"^done: ([\d,]+) trades", result.stdout, re.M)
+        assert done, result.stdout
+        committed, abandoned = int(done[1].replace(",", "")), 0
+    assert committed > 20_000  # many steps of ~2,000 trades, each past one generator chunk
+    assert abandoned == 0
+    assert sum(_orderflow_trades(cli.server.port, s) for s in ("WIN", "WDO")) == committed
+
+
+def test_a_huge_live_rate_comes_in_bounded_parts() -> None:
+    from smarttrade.feeds.synthetic import LIVE_PART, LiveSyntheticFeed
+
+    parts = LiveSyntheticFeed(["WIN"], rate=1e9).chunks()
+    first, second = next(parts), next(parts)
+    assert len(first) == len(second) == LIVE_PART  # one 50 ms step, yielded in parts
+    assert first.ordinal[-1] + 1 == second.ordinal[0]
+    with pytest.raises(ValueError, match="rate"):
+        LiveSyntheticFeed(["WIN"], rate=float("inf"))
