@@ -49,3 +49,30 @@ def test_a_huge_live_rate_comes_in_bounded_parts() -> None:
     assert first.ordinal[-1] + 1 == second.ordinal[0]
     with pytest.raises(ValueError, match="rate"):
         LiveSyntheticFeed(["WIN"], rate=float("inf"))
+
+
+def _done(stdout: str) -> tuple[int, int]:
+    """(trades, back-filled) from the demo's summary line."""
+    done = re.search(r"^done: ([\d,]+) trades .*?\((?:([\d,]+) back-filled|none back-filled)", stdout, re.M)
+    assert done, stdout
+    return int(done[1].replace(",", "")), int((done[2] or "0").replace(",", ""))
+
+
+def test_the_demo_has_indicators_from_its_first_seconds(cli) -> None:
+    """A back-filled past (2 h, at full speed) closes enough 1m bars for every indicator."""
+    first = cli.smarttrade("demo", "--symbols", "WIN", "--duration", "2")
+    assert first.returncode == 0, first.stderr
+    trades, backfilled = _done(first.stdout)
+    assert backfilled > 5_000 and re.search(rf"then {trades - backfilled:,} live", first.stdout)
+    assert _orderflow_trades(cli.server.port, "WIN") == trades
+    result = cli.smarttrade("indicators", "WIN", "--json")
+    assert result.returncode == 0, result.stderr
+    closed = json.loads(result.stdout)["closed"]
+    for name in ("rsi", "macd_1m", "macd_signal_1m", "bb_upper_1m", "bb_lower_1m", "atr_14_1m"):
+        assert isinstance(closed[name]["value"], float), name
+    # started again at once, it back-fills only the seconds since the first one stopped
+    again = cli.smarttrade("demo", "--symbols", "WIN", "--duration", "1")
+    assert again.returncode == 0, again.stderr
+    trades2, backfilled2 = _done(again.stdout)
+    assert backfilled2 < 50 * 30  # under 30 s at the live rate, not another 2 h
+    assert _orderflow_trades(cli.server.port, "WIN") == trades + trades2
