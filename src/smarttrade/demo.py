@@ -9,7 +9,6 @@ settings, so every store has something to show.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 import uuid
@@ -20,6 +19,7 @@ from smarttrade.errors import OutOfMemory, SmartTradeError
 from smarttrade.feeds.synthetic import Backfill, LiveSyntheticFeed
 from smarttrade.ingest.engine import IngestStats
 from smarttrade.ingest.run import ChunkFeed, run_feed
+from smarttrade.ops.published import periodic
 from smarttrade.redis.connections import RedisPools
 from smarttrade.settings import Settings
 from smarttrade.stores import Stores
@@ -138,15 +138,13 @@ async def run_demo(
         on_tick(stats)
 
     async def keep_session() -> None:
-        while True:
-            await asyncio.sleep(TOUCH_EVERY_S)
+        with contextlib.suppress(SmartTradeError):  # Redis away: the next round tries again
             await _guarded(stats, stores.sessions.touch(DEMO_USER))
 
     async def dashboard() -> None:
         """Read like a dashboard does, so `monitor` has per-store hit rates to show."""
-        while True:
-            await asyncio.sleep(READ_EVERY_S)
-            now = int(time.time())
+        now = int(time.time())
+        with contextlib.suppress(SmartTradeError):  # a refused read: the next round tries again
             for symbol in symbols:
                 quote = await stores.quotes.latest(symbol)
                 await stores.quotes.get(symbol, now - 1)
@@ -158,9 +156,9 @@ async def run_demo(
             await stores.sessions.get(DEMO_USER)
             await stores.configs.get(DEMO_USER, "theme")
 
-    writer = asyncio.create_task(keep_session())
-    reader = asyncio.create_task(dashboard())
-    try:
+    # Stopped by an event, never cancelled mid-command: redis-py can turn that cancellation into
+    # a retried ConnectionError, and the demo then waited forever for a reader that never ended.
+    async with periodic(TOUCH_EVERY_S, keep_session), periodic(READ_EVERY_S, dashboard):
         result = await run_feed(
             pools,
             settings,
@@ -170,11 +168,6 @@ async def run_demo(
             on_progress=progress,
             on_wait=waiting,
         )
-        stats.ingest = result.stats
-        stats.backfill_trades = live.backfilled
-    finally:
-        for task in (writer, reader):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, SmartTradeError):
-                await task
+    stats.ingest = result.stats
+    stats.backfill_trades = live.backfilled
     return stats
