@@ -226,7 +226,7 @@ def demo(
     result, keys = run(job)
     ing = result.ingest
     past = (
-        f"{result.backfilled:,} back-filled ({result.backfill_s / 3600:.1f} h replayed at full speed), "
+        f"{result.backfilled:,} back-filled from the last {_span(result.backfill_s)} at full speed, "
         f"then {result.live_trades:,} live"
         if result.backfill_s
         else "none back-filled (an earlier demo's data is that recent)"
@@ -240,6 +240,12 @@ def demo(
     if result.last_refusal:
         out.print(result.last_refusal, style="red", markup=False)
     out.print(_keys_table(keys, "keys per store at the end of the demo"))
+
+
+def _span(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
 Speed = Annotated[
