@@ -235,7 +235,7 @@ class LiveSyntheticFeed(SyntheticFeed):
         return f"live-synthetic-{'-'.join(self.symbols)}"
 
     def _history(self) -> Iterator[Chunk]:
-        """The backfill's trades, cut at its end; leaves ``levels`` where its prices ended."""
+        """The backfill's trades, cut at its end; leaves ``levels`` at its last prices."""
         bf = self.backfill
         if bf is None or bf.end_s <= bf.start_s:
             return
@@ -244,7 +244,10 @@ class LiveSyntheticFeed(SyntheticFeed):
         for chunk in past.chunks():
             n = int(np.searchsorted(chunk.time_us, end_us))  # times never decrease
             part = chunk if n == len(chunk) else _take(chunk, 0, n, int(chunk.ordinal[0]) - 1)
-            self.levels = past.levels  # approximate at the cut: a few trades' drift at most
+            for k, symbol in enumerate(self.symbols):  # the live part goes on from these prices
+                prices = part.price[part.code == k]
+                if prices.size:
+                    self.levels[symbol] = int(prices[-1])
             self.backfilled += len(part)
             if len(part):
                 yield part
