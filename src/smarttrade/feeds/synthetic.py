@@ -100,7 +100,9 @@ class SyntheticFeed:
         self.chunk = chunk
         self.start_day = start_day or date.today()
         self.origin_s = origin_s  # with no session: data time starts here, not at midnight
-        self.levels: dict[str, int] = {}  # each symbol's last price: where a sequel starts
+        # where each symbol's prices start (default START_PRICES): a sequel goes on from its past.
+        # Only ever set from outside, so every pass over ``chunks()`` yields the same trades.
+        self.start_levels: dict[str, int] = {}
 
     @property
     def name(self) -> str:
@@ -130,7 +132,7 @@ class SyntheticFeed:
         ticks = np.array([s.tick_units for s in self.specs], dtype=np.int64)
         last = np.array(
             [
-                self.levels.get(sym) or s.level(START_PRICES.get(s.root, Decimal(100)))
+                self.start_levels.get(sym) or s.level(START_PRICES.get(s.root, Decimal(100)))
                 for sym, s in zip(self.symbols, self.specs, strict=True)
             ],
             dtype=np.int64,
@@ -177,7 +179,6 @@ class SyntheticFeed:
                     last[k] = path[-1]
             qty = rng.geometric(0.35, n).astype(np.int64)
             qty[rng.random(n) < 0.02] *= 10  # the occasional block
-            self.levels = dict(zip(self.symbols, last.tolist(), strict=True))
             tick_of = ticks[code]
             yield Chunk(
                 symbols=self.symbols,
@@ -235,7 +236,7 @@ class LiveSyntheticFeed(SyntheticFeed):
         return f"live-synthetic-{'-'.join(self.symbols)}"
 
     def _history(self) -> Iterator[Chunk]:
-        """The backfill's trades, cut at its end; leaves ``levels`` at its last prices."""
+        """The backfill's trades, cut at its end; the live part starts from its last prices."""
         bf = self.backfill
         if bf is None or bf.end_s <= bf.start_s:
             return
@@ -247,7 +248,7 @@ class LiveSyntheticFeed(SyntheticFeed):
             for k, symbol in enumerate(self.symbols):  # the live part goes on from these prices
                 prices = part.price[part.code == k]
                 if prices.size:
-                    self.levels[symbol] = int(prices[-1])
+                    self.start_levels[symbol] = int(prices[-1])
             self.backfilled += len(part)
             if len(part):
                 yield part
@@ -255,7 +256,7 @@ class LiveSyntheticFeed(SyntheticFeed):
                 return
 
     def chunks(self) -> Iterator[Chunk]:
-        self.backfilled = 0
+        self.backfilled, self.start_levels = 0, {}
         yield from self._history()
         rng = np.random.default_rng(self.seed + 1)
         source = super().chunks()
