@@ -796,3 +796,90 @@ def test_a_restart_between_the_samples_gives_no_rates_and_no_crash(plain: Settin
     reset = rates(sample(at=1.0, commands=100, evicted=5), sample(at=2.0, commands=10, evicted=0))
     assert reset is not None and reset.ops_s == 0 and reset.evicted == 0
     assert Level.CRITICAL.label == "critical"
+
+
+# -- ops/s counts what clients send ----------------------------------------------------------------
+
+LOOP_1000 = "for i = 1, 1000 do redis.call('SET', KEYS[1], i) end return 1"
+
+
+def test_info_counts_every_command_a_script_runs(srv: EmbeddedRedis) -> None:
+    """Why ops/s cannot be INFO's own counter: on 6.2 and 7.x alike, total_commands_processed and
+    commandstats both count the 1,000 SETs inside each EVALSHA (checked on both binaries)."""
+    with redis.Redis(port=srv.port) as c:
+        sha = c.script_load(LOOP_1000)
+        before = c.info("stats")["total_commands_processed"]
+        for _ in range(5):
+            c.evalsha(sha, 1, "loop")
+        after = c.info("stats")["total_commands_processed"]
+        stats = c.info("commandstats")
+    assert after - before >= 5_000
+    assert stats["cmdstat_evalsha"]["calls"] == 5 and stats["cmdstat_set"]["calls"] == 5_000
+
+
+async def test_an_evalsha_counts_once_in_the_ops_rate(srv: EmbeddedRedis) -> None:
+    from smarttrade.redis.scripts import counted
+
+    settings = settings_for(srv.url)
+    client = aioredis.Redis.from_url(srv.url)
+    try:
+        admin = Admin(client, settings, srv.url)
+        sha = await client.script_load(counted(LOOP_1000))
+        first = await take(admin)
+        for _ in range(20):
+            await client.evalsha(sha, 1, "loop")
+        window = rates(first, await take(admin))
+    finally:
+        await client.aclose()
+    assert window is not None
+    assert window.commands_s * window.seconds >= 20_000  # what Redis ran
+    assert 20 <= window.ops_s * window.seconds < 40  # what we sent: 20 EVALSHA, HGETALL, INFO
+
+
+async def test_a_demo_rate_ingest_does_not_warn_a_busy_client_does(
+    srv: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """The demo's 150 trades/s ran ~2,300 commands/s inside the commit scripts: ops warned
+    during any ingest. Client commands are what the runbook's 1,000/s means."""
+    from smarttrade.feeds.synthetic import LiveSyntheticFeed
+    from smarttrade.ingest.run import ChunkFeed, run_feed
+    from smarttrade.keyspace import Store
+    from smarttrade.redis.connections import RedisPools
+
+    backups = tmp_path / "backups"
+    fake_backup(backups)
+    env = env_for(srv.url, backups)
+    settings = settings_for(srv.url)
+    pools = RedisPools(srv.url, {settings.db(s) for s in Store}, 8)
+    live = LiveSyntheticFeed(["DOL", "WDO", "WIN"], rate=50)  # the demo's 150 trades/s
+    ingest = asyncio.create_task(
+        run_feed(pools, settings, ChunkFeed(live.chunks, "ops-test", live=True), None, duration=5)
+    )
+    try:
+        await asyncio.sleep(1.0)  # under way
+        calm = await asyncio.to_thread(alerts_json, env, 2.0)
+        result = await ingest
+    finally:
+        ingest.cancel()
+        await pools.aclose()
+    assert result.stats.trades > 200
+    assert calm.levels["ops"] == "ok", calm
+    scripts = int(info(srv.port)["total_commands_processed"])
+    assert scripts > 20 * result.stats.commits  # the scripts did run many commands each
+
+    stop = threading.Event()
+
+    def busy() -> None:
+        deadline = time.monotonic() + 30  # bounded, whatever happens to the test
+        with redis.Redis(port=srv.port) as c:
+            while not stop.is_set() and time.monotonic() < deadline:
+                c.get("some:key")  # a few thousand a second: one round trip each
+
+    thread = threading.Thread(target=busy, daemon=True)
+    thread.start()
+    try:
+        loud = alerts_json(env, interval=1.0)
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert loud.levels["ops"] == "warning", loud

@@ -1,13 +1,14 @@
 """The demo: the live synthetic B3 feed through the ingest engine, plus a demo user.
 
-Besides what the engine writes (quotes, order flow, footprint, the trade stream, bars and
-indicators), the demo keeps a demo user's session and settings, so every store has something to
-show.
+It starts with a back-filled past (the last ``BACKFILL_S`` seconds, replayed at full speed through
+the same engine), so bars, footprint metrics and indicators (MACD needs 34 closed 1m bars) have
+values from the first second; then it goes live. Besides what the engine writes (quotes, order
+flow, footprint, the trade stream, bars and indicators), the demo keeps a demo user's session and
+settings, so every store has something to show.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 import uuid
@@ -15,9 +16,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from smarttrade.errors import OutOfMemory, SmartTradeError
-from smarttrade.feeds.synthetic import LiveSyntheticFeed
+from smarttrade.feeds.synthetic import Backfill, LiveSyntheticFeed
 from smarttrade.ingest.engine import IngestStats
 from smarttrade.ingest.run import ChunkFeed, run_feed
+from smarttrade.ops.published import periodic
 from smarttrade.redis.connections import RedisPools
 from smarttrade.settings import Settings
 from smarttrade.stores import Stores
@@ -28,6 +30,8 @@ DEMO_SESSIONS = "regular=00:00-23:59"
 TOUCH_EVERY_S = 30.0
 READ_EVERY_S = 0.5  # the demo user's dashboard polling the stores (per-store hit rates)
 INDICATORS = ("rsi", "vwap", "ema_20_1m")
+BACKFILL_S = 2 * 3600.0  # 120 closed 1m bars, 24 of 5m, 8 of 15m
+BACKFILL_TRADES = 20_000  # per symbol at most (about a second of engine work for three)
 
 
 @dataclass
@@ -38,6 +42,8 @@ class DemoStats:
     waiting: str = ""  # what the engine is waiting for, if anything
     last_wait: str = ""  # the last thing it waited for (kept after it cleared)
     started: float = field(default_factory=time.monotonic)
+    backfill_s: float = 0.0  # the past replayed before going live (0: none)
+    backfill_trades: int = 0  # trades of that past handed to the engine (committed first)
 
     @property
     def elapsed(self) -> float:
@@ -46,6 +52,15 @@ class DemoStats:
     @property
     def trades(self) -> int:
         return self.ingest.trades
+
+    @property
+    def backfilled(self) -> int:
+        """Back-filled trades committed (they go before every live one)."""
+        return min(self.backfill_trades, self.ingest.trades)
+
+    @property
+    def live_trades(self) -> int:
+        return self.ingest.trades - self.backfilled
 
 
 async def _guarded(stats: DemoStats, write: Awaitable[object]) -> None:
@@ -68,6 +83,23 @@ async def _setup_user(stores: Stores, symbols: list[str], stats: DemoStats) -> N
     await _guarded(stats, stores.configs.set(DEMO_USER, "alerts", alert))
 
 
+async def _backfill(stores: Stores, symbols: list[str], rate: float, window_s: float) -> Backfill | None:
+    """The past to replay: the last ``window_s`` seconds, but never before what an earlier demo
+    already wrote (its latest quotes), so a restarted demo fills the gap instead of counting the
+    same minutes twice. Thinned to at most ``BACKFILL_TRADES`` per symbol, to stay quick."""
+    if window_s <= 0:
+        return None
+    now = time.time()
+    start = now - window_s
+    for symbol in symbols:
+        latest = await stores.quotes.latest(symbol)
+        if latest is not None:
+            start = max(start, latest.timestamp + 0.001)
+    if now - start < 1.0:
+        return None
+    return Backfill(start, now, min(rate, BACKFILL_TRADES / (now - start)))
+
+
 async def run_demo(
     pools: RedisPools,
     settings: Settings,
@@ -78,8 +110,10 @@ async def run_demo(
     on_tick: Callable[[DemoStats], None] = lambda _: None,
     seed: int = 1,
     stats: DemoStats | None = None,
+    backfill_s: float = BACKFILL_S,
 ) -> DemoStats:
-    """Feed about ``rate`` trades/s per symbol until ``duration`` seconds pass (or forever).
+    """Back-fill the last ``backfill_s`` seconds, then feed about ``rate`` trades/s per symbol
+    until ``duration`` seconds pass (or forever).
 
     ``stats`` is updated as it goes, so a caller interrupted mid-way still has the figures.
     """
@@ -87,12 +121,15 @@ async def run_demo(
     # The demo trades around the clock: one all-day regular session, so bars get indicators at
     # any hour (a real B3 calendar would call 3 a.m. trades off-session).
     settings = settings.model_copy(update={"smarttrade_sessions": DEMO_SESSIONS})
-    live = LiveSyntheticFeed(symbols, seed=seed, rate=rate)
+    backfill = await _backfill(stores, symbols, rate, backfill_s)
+    stats.backfill_s = backfill.end_s - backfill.start_s if backfill else 0.0
+    live = LiveSyntheticFeed(symbols, seed=seed, rate=rate, backfill=backfill)
     feed = ChunkFeed(live.chunks, f"demo-{live.name}", live=True)
     await _setup_user(stores, symbols, stats)
 
     def progress(engine, dead, feed) -> None:  # type: ignore[no-untyped-def]
         stats.ingest = engine.stats
+        stats.backfill_trades = live.backfilled
         on_tick(stats)
 
     def waiting(message: str) -> None:
@@ -101,15 +138,13 @@ async def run_demo(
         on_tick(stats)
 
     async def keep_session() -> None:
-        while True:
-            await asyncio.sleep(TOUCH_EVERY_S)
+        with contextlib.suppress(SmartTradeError):  # Redis away: the next round tries again
             await _guarded(stats, stores.sessions.touch(DEMO_USER))
 
     async def dashboard() -> None:
         """Read like a dashboard does, so `monitor` has per-store hit rates to show."""
-        while True:
-            await asyncio.sleep(READ_EVERY_S)
-            now = int(time.time())
+        now = int(time.time())
+        with contextlib.suppress(SmartTradeError):  # a refused read: the next round tries again
             for symbol in symbols:
                 quote = await stores.quotes.latest(symbol)
                 await stores.quotes.get(symbol, now - 1)
@@ -121,9 +156,9 @@ async def run_demo(
             await stores.sessions.get(DEMO_USER)
             await stores.configs.get(DEMO_USER, "theme")
 
-    writer = asyncio.create_task(keep_session())
-    reader = asyncio.create_task(dashboard())
-    try:
+    # Stopped by an event, never cancelled mid-command: redis-py can turn that cancellation into
+    # a retried ConnectionError, and the demo then waited forever for a reader that never ended.
+    async with periodic(TOUCH_EVERY_S, keep_session), periodic(READ_EVERY_S, dashboard):
         result = await run_feed(
             pools,
             settings,
@@ -133,10 +168,6 @@ async def run_demo(
             on_progress=progress,
             on_wait=waiting,
         )
-        stats.ingest = result.stats
-    finally:
-        for task in (writer, reader):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, SmartTradeError):
-                await task
+    stats.ingest = result.stats
+    stats.backfill_trades = live.backfilled
     return stats

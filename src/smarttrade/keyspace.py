@@ -92,6 +92,7 @@ OPS_PREFIX = "ops"
 STORE_HITS_KEY = f"{OPS_PREFIX}:storehits"  # hash STORE:hits / STORE:misses
 INGEST_STATS_PREFIX = f"{OPS_PREFIX}:ingest"  # hash per running ingester source
 ALERTS_KEY = f"{OPS_PREFIX}:alerts"  # hash: the counters the last `smarttrade alerts` saw
+SCRIPT_CALLS_KEY = f"{OPS_PREFIX}:scriptcalls"  # hash `calls`: commands our Lua commits ran
 OPS_TTL = 7 * 86_400
 INGEST_STATS_TTL = 30  # gone half a minute after its ingester stops
 SOURCE_RE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")

@@ -17,7 +17,7 @@ from rich.text import Text
 
 from smarttrade.analytics.views import BarView, forming_peek, indicator_values, recent_bars
 from smarttrade.cli.common import JsonOpt, admin_for, app, confirm, dump, err, fail, human_bytes, out, run
-from smarttrade.demo import DemoStats, run_demo
+from smarttrade.demo import BACKFILL_S, DemoStats, run_demo
 from smarttrade.errors import SmartTradeError, ValidationError
 from smarttrade.feeds.synthetic import synthetic_symbols
 from smarttrade.ingest.deadletter import check_path
@@ -224,7 +224,10 @@ def demo(
                 highlight=False,
             )
         stop = "Ctrl-C to stop" if duration is None else f"stops after {duration:g} s"
-        out.print(f"feeding {', '.join(symbol_list)} at ~{rate:g} trades/s each ({stop})")
+        out.print(
+            f"back-filling up to the last {BACKFILL_S / 3600:g} h at full speed, then feeding "
+            f"{', '.join(symbol_list)} live at ~{rate:g} trades/s each ({stop})"
+        )
 
         def line(st: DemoStats) -> Text:
             ing = st.ingest
@@ -232,6 +235,8 @@ def demo(
                 f"{st.elapsed:6.1f} s  {ing.trades:>9,} trades  {ing.trades / max(st.elapsed, 1e-9):>8,.0f}/s"
                 f"  {ing.commits:>7,} commits  lag {ing.lag_ms:,.1f} ms"
             )
+            if st.backfill_trades and ing.trades < st.backfill_trades:
+                text.append(f"  back-filling {st.backfill_trades:,} trades", style="cyan")
             if st.waiting:
                 text.append(f"  {st.waiting}", style="bold yellow")
             if st.refused:
@@ -259,8 +264,14 @@ def demo(
 
     result, keys = run(job)
     ing = result.ingest
+    past = (
+        f"{result.backfilled:,} back-filled from the last {_span(result.backfill_s)} at full speed, "
+        f"then {result.live_trades:,} live"
+        if result.backfill_s
+        else "none back-filled (an earlier demo's data is that recent)"
+    )
     out.print(
-        f"done: {ing.trades:,} trades in {result.elapsed:.1f} s through the ingest engine, "
+        f"done: {ing.trades:,} trades in {result.elapsed:.1f} s through the ingest engine ({past}), "
         f"{ing.commits:,} commits (largest {ing.max_batch:,} trades), {result.refused} demo writes refused"
     )
     if ing.abandoned:
@@ -268,6 +279,12 @@ def demo(
     if result.last_refusal:
         out.print(result.last_refusal, style="red", markup=False)
     out.print(_keys_table(keys, "keys per store at the end of the demo"))
+
+
+def _span(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
 Speed = Annotated[

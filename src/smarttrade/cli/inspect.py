@@ -344,7 +344,11 @@ def monitor_view(obs: Observation, where: str) -> Group:
         used += f" of {human_bytes(s.maxmemory)}  {bar} {share:.0%}"
     head.add_row("memory", f"{used}  ({s.maxmemory_policy})")
     head.add_row("fragmentation", f"rss/used {s.frag_ratio:.2f}, allocator {s.allocator_frag_ratio:.2f}")
-    ops = f"{r.ops_s:,.0f}/s" if r else f"{s.ops_per_sec:,}/s (server figure; rates after the next refresh)"
+    ops = (
+        f"{r.ops_s:,.0f}/s from clients ({r.commands_s:,.0f}/s with what scripts ran)"
+        if r
+        else f"{s.ops_per_sec:,}/s (server figure; rates after the next refresh)"
+    )
     head.add_row("ops", ops)
     head.add_row("clients", f"{s.clients} ({s.blocked_clients} blocked)")
     window = f", last {r.seconds:.1f} s {_ratio(r.hit_rate)}" if r else ""

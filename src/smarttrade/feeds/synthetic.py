@@ -30,6 +30,8 @@ START_PRICES: dict[str, Decimal] = {
 # Regimes of activity: (rate multiplier, mean length in trades).
 REGIMES = ((0.15, 400), (1.0, 1500), (6.0, 600))  # quiet, normal, burst
 SEGMENT = 128  # trades per regime draw
+LIVE_PART = 16_384  # most trades in one live chunk: a step beyond it is yielded in parts
+MAX_EXPECTED = 1e12  # trades per live step, at most (numpy's Poisson has a ceiling)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +89,7 @@ class SyntheticFeed:
         start_day: date | None = None,
         session: SessionHours | None = B3_SESSION,
         chunk: int = 16_384,
+        origin_s: float | None = None,
     ) -> None:
         self.symbols = symbols
         self.specs = [spec_for(s) for s in symbols]
@@ -96,6 +99,10 @@ class SyntheticFeed:
         self.session = session
         self.chunk = chunk
         self.start_day = start_day or date.today()
+        self.origin_s = origin_s  # with no session: data time starts here, not at midnight
+        # where each symbol's prices start (default START_PRICES): a sequel goes on from its past.
+        # Only ever set from outside, so every pass over ``chunks()`` yields the same trades.
+        self.start_levels: dict[str, int] = {}
 
     @property
     def name(self) -> str:
@@ -103,6 +110,8 @@ class SyntheticFeed:
         another source, never a mix of two."""
         session = "always" if self.session is None else f"{self.session.open}-{self.session.close}"
         params = f"{self.count}|{self.rate}|{session}|{self.chunk}"
+        if self.origin_s is not None:
+            params += f"|{self.origin_s}"
         digest = hashlib.sha1(params.encode()).hexdigest()[:8]
         return f"synthetic-{'-'.join(self.symbols)}-s{self.seed}-{self.start_day.isoformat()}-{digest}"
 
@@ -111,15 +120,23 @@ class SyntheticFeed:
         if self.session is not None:
             for seconds in self.session.opens_from(self.start_day):
                 yield seconds * 10**6
-        base = int(datetime.combine(self.start_day, time(0), B3_TZ).timestamp())
+        base = int(datetime.combine(self.start_day, time(0), B3_TZ).timestamp()) * 10**6
+        if self.origin_s is not None:
+            base = int(self.origin_s * 1000) * 1000
         for day in range(1 << 30):
-            yield (base + day * 86_400) * 10**6
+            yield base + day * 86_400 * 10**6
 
     def chunks(self) -> Iterator[Chunk]:
         rng = np.random.default_rng(self.seed)
         n_sym = len(self.symbols)
         ticks = np.array([s.tick_units for s in self.specs], dtype=np.int64)
-        last = np.array([s.level(START_PRICES.get(s.root, Decimal(100))) for s in self.specs], dtype=np.int64)
+        last = np.array(
+            [
+                self.start_levels.get(sym) or s.level(START_PRICES.get(s.root, Decimal(100)))
+                for sym, s in zip(self.symbols, self.specs, strict=True)
+            ],
+            dtype=np.int64,
+        )
         session_us = (self.session.length_s if self.session else 86_400) * 10**6
         opens_iter = self._opens()
         opens: list[int] = []
@@ -180,37 +197,90 @@ class SyntheticFeed:
             done += n
 
 
+@dataclass(frozen=True, slots=True)
+class Backfill:
+    """A past to replay before going live: trades stamped from ``start_s`` up to ``end_s`` (Unix
+    seconds), ``rate`` per second per symbol, with no wall-clock pacing (full speed)."""
+
+    start_s: float
+    end_s: float
+    rate: float
+
+
 class LiveSyntheticFeed(SyntheticFeed):
     """Live mode: trades stamped with the wall clock, about ``rate`` per second per symbol.
 
-    Each chunk carries ``meta["not_before"]``, the wall time the engine releases it at.
+    Each live chunk carries ``meta["not_before"]``, the wall time the engine releases it at. With
+    a ``backfill``, its history comes first (same ordinals, prices carried on into the live part),
+    so one engine builds bars and indicators over both.
     """
 
-    def __init__(self, symbols: list[str], seed: int = 1, rate: float = 20.0, step_s: float = 0.05) -> None:
+    def __init__(
+        self,
+        symbols: list[str],
+        seed: int = 1,
+        rate: float = 20.0,
+        step_s: float = 0.05,
+        backfill: Backfill | None = None,
+    ) -> None:
+        for value in (rate, *((backfill.rate,) if backfill else ())):
+            if not (0 < value < float("inf")):
+                raise ValueError(f"rate {value!r}: must be a positive number of trades/s")
         super().__init__(symbols, seed=seed, count=None, rate=rate, session=None, chunk=1024)
         self.step_s = step_s
+        self.backfill = backfill
+        self.backfilled = 0  # history trades handed out so far
 
     @property
     def name(self) -> str:
         return f"live-synthetic-{'-'.join(self.symbols)}"
 
+    def _history(self) -> Iterator[Chunk]:
+        """The backfill's trades, cut at its end; the live part starts from its last prices."""
+        bf = self.backfill
+        if bf is None or bf.end_s <= bf.start_s:
+            return
+        past = SyntheticFeed(self.symbols, self.seed + 2, None, bf.rate, session=None, origin_s=bf.start_s)
+        end_us = int(bf.end_s * 1e6)
+        for chunk in past.chunks():
+            n = int(np.searchsorted(chunk.time_us, end_us))  # times never decrease
+            part = chunk if n == len(chunk) else _take(chunk, 0, n, int(chunk.ordinal[0]) - 1)
+            for k, symbol in enumerate(self.symbols):  # the live part goes on from these prices
+                prices = part.price[part.code == k]
+                if prices.size:
+                    self.start_levels[symbol] = int(prices[-1])
+            self.backfilled += len(part)
+            if len(part):
+                yield part
+            if n < len(chunk):
+                return
+
     def chunks(self) -> Iterator[Chunk]:
+        self.backfilled, self.start_levels = 0, {}
+        yield from self._history()
         rng = np.random.default_rng(self.seed + 1)
         source = super().chunks()
         buffer = next(source)
-        pos, ordinal = 0, 0
+        pos, ordinal = 0, self.backfilled
         release = wallclock.time()
+        expected = min(self.rate * len(self.symbols) * self.step_s, MAX_EXPECTED)
         while True:
             release += self.step_s
-            n = int(rng.poisson(self.rate * len(self.symbols) * self.step_s))
-            if pos + n > len(buffer):
-                buffer, pos = _concat(buffer, pos, next(source)), 0
-            part = _take(buffer, pos, pos + n, ordinal)
-            pos += n
-            ordinal += n
-            part.time_us[:] = int(release * 1000) * 1000
-            part.meta["not_before"] = release
-            yield part
+            due = int(rng.poisson(expected))
+            while True:  # a step's trades, in parts of at most LIVE_PART (bounded memory)
+                n = min(due, LIVE_PART)
+                # a fast step can need several source chunks, not just one more
+                while pos + n > len(buffer):
+                    buffer, pos = _concat(buffer, pos, next(source)), 0
+                part = _take(buffer, pos, pos + n, ordinal)
+                pos += n
+                ordinal += n
+                due -= n
+                part.time_us[:] = int(release * 1000) * 1000
+                part.meta["not_before"] = release
+                yield part
+                if due <= 0:
+                    break
 
 
 def _take(c: Chunk, a: int, b: int, ordinal: int) -> Chunk:

@@ -113,10 +113,16 @@ def _hit_rate(s: Settings, cur: Sample, prev: Previous | None) -> Check:
 
 
 def _ops(s: Settings, rates: Rates | None, cur: Sample) -> Check:
+    """Commands clients send (an EVALSHA once, not the dozens of writes it runs: ops/sample.py)."""
     ops = rates.ops_s if rates else float(cur.ops_per_sec)
     warn, crit = s.smarttrade_alert_ops_warn, s.smarttrade_alert_ops_crit
     level = _grade(ops, warn, crit)
-    message = f"{ops:,.0f} commands/s (warn > {warn:,}, crit > {crit:,})"
+    measured = (
+        f"{ops:,.0f} client commands/s ({rates.commands_s:,.0f}/s with what scripts ran)"
+        if rates
+        else f"{ops:,.0f} commands/s (the server's instantaneous figure, scripts' commands included)"
+    )
+    message = f"{measured} (warn > {warn:,}, crit > {crit:,})"
     if level:
         message += ": watch latency (`smarttrade latency`) and the slow log (`smarttrade slowlog`)"
     return Check("ops", level, f"{ops:,.0f}/s", message)

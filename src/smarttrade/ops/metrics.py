@@ -30,7 +30,7 @@ METRICS: dict[str, tuple[str, str]] = {
     "redis_blocked_clients": ("gauge", "Clients blocked in a blocking call"),
     "redis_keyspace_hits_total": ("counter", "Successful key lookups"),
     "redis_keyspace_misses_total": ("counter", "Failed key lookups"),
-    "redis_commands_processed_total": ("counter", "Commands processed"),
+    "redis_commands_processed_total": ("counter", "Commands processed (what Lua scripts ran included)"),
     "redis_evicted_keys_total": ("counter", "Keys evicted for maxmemory"),
     "redis_expired_keys_total": ("counter", "Keys expired by TTL"),
     "redis_instantaneous_ops_per_sec": ("gauge", "The server's own ops/s figure"),
@@ -39,6 +39,11 @@ METRICS: dict[str, tuple[str, str]] = {
     "redis_rdb_last_save_timestamp_seconds": ("gauge", "Unix time of the last successful RDB save"),
     "redis_rdb_changes_since_last_save": ("gauge", "Writes since the last RDB save"),
     "redis_rdb_last_bgsave_status": ("gauge", "1 when the last BGSAVE succeeded"),
+    "smarttrade_script_commands_total": (
+        "counter",
+        "Commands our ingest scripts ran inside Redis (part of redis_commands_processed_total); "
+        "the difference of the two rates is what clients send",
+    ),
     "smarttrade_store_hits_total": ("counter", "Reads that found their key, per store (from our processes)"),
     "smarttrade_store_misses_total": ("counter", "Reads that found nothing, per store"),
     "smarttrade_store_hit_ratio": ("gauge", "hits / (hits + misses) per store, since the counters began"),
@@ -86,6 +91,7 @@ def families(obs: Observation | None) -> Iterator[Metric]:
         "redis_rdb_last_save_timestamp_seconds": s.rdb_last_save,
         "redis_rdb_changes_since_last_save": s.rdb_changes,
         "redis_rdb_last_bgsave_status": 1 if s.rdb_bgsave_ok else 0,
+        "smarttrade_script_commands_total": s.script_calls,
         "smarttrade_scrape_duration_seconds": obs.taken_s,
     }
     for name, value in plain.items():

@@ -7,6 +7,29 @@ it fails halfway, so scripts that can refuse do all their checks before the firs
 
 from __future__ import annotations
 
+from smarttrade.keyspace import OPS_TTL, SCRIPT_CALLS_KEY
+
+
+def counted(script: str) -> str:
+    """``script``, adding the commands it runs to ``SCRIPT_CALLS_KEY`` (in the db it ends in).
+
+    Redis counts every command a script runs in INFO (total_commands_processed and commandstats
+    alike, on 6.2 and 7.x), so one commit reads as dozens of ops. The ops rate subtracts this
+    counter to count what clients send: an EVALSHA once (docs/operations.md, "ops/s").
+    """
+    body = script.replace("redis.call(", "_counted_call(").replace("redis.pcall(", "_counted_pcall(")
+    return (
+        "local _calls = 0\n"
+        "local function _counted_call(...) _calls = _calls + 1 return redis.call(...) end\n"
+        "local function _counted_pcall(...) _calls = _calls + 1 return redis.pcall(...) end\n"
+        f"local function _script()\n{body}\nend\n"
+        "local _reply = _script()\n"
+        f"redis.call('HINCRBY', '{SCRIPT_CALLS_KEY}', 'calls', _calls + 2)  -- these two included\n"
+        f"redis.call('EXPIRE', '{SCRIPT_CALLS_KEY}', {OPS_TTL})\n"
+        "return _reply\n"
+    )
+
+
 # Quantities are added as integers in units of 10^-decimals, so fractional amounts never drift.
 LIB = r"""
 local LIMIT = 2 ^ 53  -- integers beyond this are not exact in a double
@@ -182,7 +205,8 @@ return 1
 #       KEYS); HINCRBY takes field, amount pairs; HSETEX and HINCRBYEX take a TTL first and set it
 #       after the write; HINCRQTYEX takes a TTL, quantity decimals, then field, amount-in-units
 #       pairs, and keeps each field as exact decimal text (fractional quantities, never floats).
-INGEST_COMMIT = (
+# Counted (see ``counted``): every path through it ends in the quotes db, where ops:* keys live.
+INGEST_COMMIT = counted(
     LIB
     + r"""
 local ALLOWED_OPS = {HSET = true, HINCRBY = true, EXPIRE = true, ZADD = true, ZREMRANGEBYRANK = true,
