@@ -373,7 +373,8 @@ def test_low_hit_rate_is_critical_and_the_next_check_judges_only_what_came_after
     only(good)
     message = good.checks["hit_rate"]["message"]
     assert "since the last check" in message, good
-    assert float(good.checks["hit_rate"]["value"].rstrip("%")) > 99.0, good
+    # 400 hits, and the few misses of our own start-up reads (instrument registry, script calls)
+    assert float(good.checks["hit_rate"]["value"].rstrip("%")) >= 98.5, good
     lookups = int(re.search(r"of ([\d,]+) lookups", message)[1].replace(",", ""))  # type: ignore[index]
     assert 400 <= lookups < 410, good  # not the 310 lookups the first check judged
 

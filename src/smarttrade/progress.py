@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from smarttrade.ingest.deadletter import DeadLetters
 from smarttrade.ingest.engine import Engine
-from smarttrade.ingest.run import Feed, RunResult
+from smarttrade.ingest.run import Feed
 
 Tick = Callable[..., None]  # tick(done, total=None)
 PLAIN_EVERY_S = 5.0  # seconds between two plain progress lines when not on a terminal
@@ -121,37 +119,6 @@ class IngestProgress:
         self._waiting = message
 
 
-def summary(result: RunResult, dead_letter: str | None) -> Table:
-    st = result.stats
-    table = Table(title="ingest summary", show_header=False)
-    table.add_column(justify="right")
-    table.add_column()
-    rows = [
-        ("trades committed", f"{st.trades:,}"),
-        ("cancels applied", f"{st.cancels:,}"),
-        ("rejected", f"{result.rejected:,}"),
-        ("skipped (instruments not tracked)", f"{result.skipped:,}"),
-        ("already committed (resumed)", f"{st.resumed:,}"),
-        ("commits", f"{st.commits:,} (max batch {st.max_batch:,} trades)"),
-        ("elapsed", f"{st.elapsed:.2f} s ({st.trades / max(st.elapsed, 1e-9):,.0f} trades/s)"),
-    ]
-    if st.skipped_commits:
-        rows.append(("commits already applied", f"{st.skipped_commits:,}"))
-    if st.repaired or st.missed_cancels:
-        rows.append(("corrupt keys replaced", f"{st.repaired:,}"))
-        rows.append(("cancels with no trade left", f"{st.missed_cancels:,}"))
-    if result.restarts:
-        rows.append(("restarts from checkpoints", str(result.restarts)))
-    for reason, count in sorted(result.reasons.items(), key=lambda kv: -kv[1])[:8]:
-        rows.append((f"  rejected: {reason}", f"{count:,}"))
-    if result.rejected and dead_letter:
-        rows.append(("dead letters", dead_letter))
-    for name, value in rows:
-        table.add_row(name, value)
-    return table
-
-
-@contextmanager
 def counting(console: Console, title: str, total: int | None = None, unit: str = "keys") -> Iterator[Tick]:
     """A bar (or a counter when the total is unknown) for scans, backups, exports and imports.
 
