@@ -37,3 +37,4 @@ clean:
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/analytics.py
+	$(BIN)/python benchmarks/keys.py

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
-from smarttrade.ingest.deadletter import DeadLetters
-from smarttrade.ingest.engine import Engine
-from smarttrade.ingest.run import Feed
+if TYPE_CHECKING:  # types only: scans and backups need not load the ingest engine
+    from smarttrade.ingest.deadletter import DeadLetters
+    from smarttrade.ingest.engine import Engine
+    from smarttrade.ingest.run import Feed
+
 
 Tick = Callable[..., None]  # tick(done, total=None)
 PLAIN_EVERY_S = 5.0  # seconds between two plain progress lines when not on a terminal
@@ -119,6 +123,7 @@ class IngestProgress:
         self._waiting = message
 
 
+@contextmanager
 def counting(console: Console, title: str, total: int | None = None, unit: str = "keys") -> Iterator[Tick]:
     """A bar (or a counter when the total is unknown) for scans, backups, exports and imports.
 

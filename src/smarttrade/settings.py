@@ -16,10 +16,10 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import BeforeValidator, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from smarttrade.analytics.bars import parse_timeframes
 from smarttrade.errors import SettingsError, SmartTradeError
 from smarttrade.keyspace import SPECS, Store, StoreSpec
 from smarttrade.symbols import DEFAULT_SESSIONS, check_declarations, parse_sessions, parse_specs
+from smarttrade.timeframes import parse_timeframes
 
 
 def _as_text(value: object) -> str:

@@ -36,24 +36,6 @@ Op = tuple[str, int, str, list[Any]]  # command, db, key, arguments
 _OLD_VWAP_KEYS = 16 * 100_000  # a saved VWAP key below this is the old (day, session) encoding
 
 
-def parse_timeframes(text: str) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for item in text.split(","):
-        name = item.strip()
-        if not name:
-            continue
-        unit = {"s": 1, "m": 60, "h": 3600}.get(name[-1:])
-        if unit is None or not name[:-1].isdigit() or int(name[:-1]) <= 0:
-            raise ValueError(f"timeframe {name!r} is not like 1m, 5m, 15m or 1h")
-        seconds = int(name[:-1]) * unit
-        if 3600 % seconds and (seconds % 3600 or 86_400 % seconds):
-            raise ValueError(f"timeframe {name!r} must divide an hour, or a day in whole hours")
-        out[name] = seconds
-    if not out:
-        raise ValueError("no timeframes")
-    return out
-
-
 @dataclass
 class Indicators:
     """The per-timeframe set; names and parameters are documented in docs/keyspace.md."""

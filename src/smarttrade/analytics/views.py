@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from smarttrade.analytics.bars import SymbolAnalytics, parse_timeframes
+from smarttrade.analytics.bars import SymbolAnalytics
 from smarttrade.analytics.calendar import calendar_for
 from smarttrade.analytics.footprint import BarFootprint, FootprintParams, dense, metrics
 from smarttrade.keyspace import CHECKPOINT_PREFIX, Store, bar_footprint_key, bar_index_key, bar_key
@@ -18,6 +18,7 @@ from smarttrade.redis.connections import RedisPools, redis_errors
 from smarttrade.settings import Settings
 from smarttrade.stores import Stores
 from smarttrade.symbols import SymbolSpec, spec_for
+from smarttrade.timeframes import parse_timeframes
 
 MAX_LADDER_LEVELS = 20_000
 

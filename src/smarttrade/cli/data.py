@@ -7,7 +7,7 @@ import contextlib
 import math
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 import typer
@@ -15,15 +15,11 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from smarttrade.analytics.views import BarView, forming_peek, indicator_values, recent_bars
 from smarttrade.cli.common import JsonOpt, admin_for, app, confirm, dump, err, fail, human_bytes, out, run
-from smarttrade.demo import BACKFILL_S, DemoStats, run_demo
 from smarttrade.errors import SmartTradeError, ValidationError
-from smarttrade.feeds.synthetic import synthetic_symbols
+from smarttrade.feeds.formats import Format
 from smarttrade.ingest.deadletter import check_path
-from smarttrade.ingest.normalize import DEFAULT_FUTURE_S
-from smarttrade.ingest.run import RunResult, TooManyRejects, reset_plan, resolve_source, run_feed
-from smarttrade.ingest.sources import Format, file_feed, synthetic_feed
+from smarttrade.ingest.defaults import DEFAULT_FUTURE_S, DEFAULT_TOLERANCE_S
 from smarttrade.keyspace import LAST_QUOTE_PREFIX, SPECS, Store
 from smarttrade.ops import health, keys
 from smarttrade.progress import IngestProgress
@@ -31,7 +27,14 @@ from smarttrade.runtime import Runtime
 from smarttrade.stores.instruments import InstrumentRegistry
 from smarttrade.symbols import SymbolSpec, check_symbol, parse_specs, spec_for
 from smarttrade.symbols import register as register_symbols
-from smarttrade.views import indicator_table, ladder
+
+if TYPE_CHECKING:
+    from smarttrade.analytics.views import BarView
+    from smarttrade.demo import DemoStats
+    from smarttrade.ingest.run import RunResult
+
+# The engine, feeds and analytics (numpy) are imported inside the commands that use them, so
+# `keys`, `status` and the other light commands start quickly.
 
 
 @app.command()
@@ -210,6 +213,8 @@ def demo(
 
     Uses a private Redis unless REDIS_URL is set.
     """
+    from smarttrade.demo import BACKFILL_S, DemoStats, run_demo
+
     _finite("--duration", duration, positive=True)
     _finite("--rate", rate)
     symbol_list = _symbols(symbols)
@@ -342,7 +347,9 @@ def ingest(
             "registered in Redis (smarttrade symbols)."
         ),
     ] = None,
-    tolerance: Annotated[float, typer.Option(min=0, help="Seconds a trade may arrive out of order.")] = 5.0,
+    tolerance: Annotated[
+        float, typer.Option(min=0, help="Seconds a trade may arrive out of order.")
+    ] = DEFAULT_TOLERANCE_S,
     future_tolerance: Annotated[
         float,
         typer.Option(
@@ -372,6 +379,10 @@ def ingest(
     Resumes from its checkpoints after any stop: nothing is lost and nothing counted twice. A
     file is known by its content: moved, copied or renamed it resumes; grown, it continues.
     """
+    from smarttrade.feeds.synthetic import synthetic_symbols
+    from smarttrade.ingest.run import TooManyRejects, reset_plan, resolve_source, run_feed
+    from smarttrade.ingest.sources import file_feed, synthetic_feed
+
     declared: list[SymbolSpec] = []
     for option, value in (("--rate", rate), ("--duration", duration), ("--tolerance", tolerance)):
         _finite(option, value)
@@ -520,6 +531,9 @@ def footprint(
     as_json: JsonOpt = False,
 ) -> None:
     """The footprint ladder of recent bars: bid x ask per level, delta, POC, value area, imbalances."""
+    from smarttrade.analytics.views import recent_bars
+    from smarttrade.views import ladder
+
     symbol = symbol.upper()
 
     async def job(rt: Runtime) -> list[BarView]:
@@ -546,6 +560,9 @@ def indicators(
     as_json: JsonOpt = False,
 ) -> None:
     """Current indicator values: closed bars (the calculations store) and the forming bar (peek)."""
+    from smarttrade.analytics.views import forming_peek, indicator_values
+    from smarttrade.views import indicator_table
+
     symbol = symbol.upper()
 
     async def job(rt: Runtime) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:

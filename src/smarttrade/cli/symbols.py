@@ -11,8 +11,8 @@ from rich.table import Table
 
 from smarttrade.cli.common import JsonOpt, app, dump, err, fail, out, run_async
 from smarttrade.errors import SmartTradeError
-from smarttrade.ingest.guess import MAX_LINES, guess
-from smarttrade.ingest.sources import Format
+from smarttrade.feeds.formats import Format
+from smarttrade.ingest.defaults import GUESS_MAX_LINES
 from smarttrade.runtime import Runtime, connect
 from smarttrade.settings import Settings, load_settings
 from smarttrade.stores.instruments import InstrumentRegistry
@@ -119,12 +119,14 @@ def symbols_guess(
     symbol: Annotated[str | None, typer.Option(help="MT5: the symbol of the export.")] = None,
     lines: Annotated[
         int, typer.Option(min=1, max=100_000_000, help="Read at most this many lines.")
-    ] = MAX_LINES,
+    ] = GUESS_MAX_LINES,
     as_json: JsonOpt = False,
 ) -> None:
     """Propose a declaration (tick, quantity decimals) per symbol from the file's own trades."""
 
     async def job(rt: Runtime, settings: Settings):  # type: ignore[no-untyped-def]
+        from smarttrade.ingest.guess import guess  # the parsers (numpy) only when guessing
+
         return guess(fmt, file, symbol, lines)
 
     try:

@@ -23,7 +23,7 @@ import msgspec
 import numpy as np
 import redis.exceptions as rexc
 
-from smarttrade.analytics.bars import Op, SymbolAnalytics, parse_timeframes
+from smarttrade.analytics.bars import Op, SymbolAnalytics
 from smarttrade.analytics.calendar import calendar_for
 from smarttrade.errors import OutOfMemory, RedisUnavailable, SmartTradeError, StayedFull
 from smarttrade.feeds.chunk import Chunk
@@ -34,6 +34,7 @@ from smarttrade.redis.connections import RedisPools, redis_errors
 from smarttrade.redis.scripts import INGEST_COMMIT
 from smarttrade.settings import Settings, redact
 from smarttrade.symbols import SymbolSpec, spec_for
+from smarttrade.timeframes import parse_timeframes
 
 MAX_BATCH = 50_000  # trades per commit round: bounds how long one script holds Redis
 MAX_PENDING = 400_000  # trades queued before the feed is made to wait

@@ -16,10 +16,10 @@ from itertools import islice
 from pathlib import Path
 
 from smarttrade.feeds.files import parse_lines, read_lines
-from smarttrade.ingest.sources import Format, file_feed
+from smarttrade.feeds.formats import Format
+from smarttrade.ingest.defaults import GUESS_MAX_LINES as MAX_LINES
+from smarttrade.ingest.sources import file_feed
 from smarttrade.symbols import BUILTIN, SPECS, SymbolSpec, parse_spec, probing, root_of
-
-MAX_LINES = 200_000  # lines read by default: enough to see a tick, bounded on a day's file
 
 
 @dataclass

@@ -12,8 +12,9 @@ import asyncio
 from smarttrade.feeds.chunk import Chunk
 from smarttrade.feeds.record import TradeRecord
 from smarttrade.ingest.deadletter import DeadLetters
+from smarttrade.ingest.defaults import DEFAULT_TOLERANCE_S
 from smarttrade.ingest.engine import Engine
-from smarttrade.ingest.normalize import DEFAULT_TOLERANCE_S, Normalizer
+from smarttrade.ingest.normalize import Normalizer
 from smarttrade.models import encode
 
 FLUSH_AT = 8192  # hand a full builder to the queue even while a commit runs

@@ -28,12 +28,8 @@ from smarttrade.feeds.files import Line, Parsed
 from smarttrade.feeds.record import BUY, SELL, UNKNOWN, TradeRecord
 from smarttrade.ingest.commit import ordinal_digest
 from smarttrade.ingest.deadletter import DeadLetters
+from smarttrade.ingest.defaults import DEFAULT_FUTURE_S, DEFAULT_TOLERANCE_S
 
-DEFAULT_TOLERANCE_S = 5.0
-# How far ahead of its symbol's clock (replays) or of the wall clock (live) a trade may be without
-# confirmation. Not above the late tolerance, so an unconfirmed trade can never make a later good
-# one "late".
-DEFAULT_FUTURE_S = 5.0
 CANCEL_WINDOW = 200_000  # trades remembered per source for B3 cancels
 FUTURE_LIMIT_S = 86_400  # replays: a trade stamped further ahead of the wall clock is rejected
 _REFRESH = 4096  # trades between two reads of the wall clock (live)

@@ -21,8 +21,9 @@ from smarttrade.feeds.files import LineParser, parse_lines, read_lines
 from smarttrade.feeds.record import MAX_LINE_BYTES
 from smarttrade.ingest import identity
 from smarttrade.ingest.deadletter import DeadLetters
+from smarttrade.ingest.defaults import DEFAULT_FUTURE_S, DEFAULT_TOLERANCE_S
 from smarttrade.ingest.engine import Checkpoint, Engine, IngestStats, Rewind, _select
-from smarttrade.ingest.normalize import DEFAULT_FUTURE_S, DEFAULT_TOLERANCE_S, Changed, Normalizer
+from smarttrade.ingest.normalize import Changed, Normalizer
 from smarttrade.keyspace import Store
 from smarttrade.ops.published import periodic, publish_ingest
 from smarttrade.redis.connections import RedisPools

@@ -5,29 +5,21 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import date
-from enum import StrEnum
 from pathlib import Path
 
 from smarttrade.errors import ValidationError
 from smarttrade.feeds.b3 import B3Parser
 from smarttrade.feeds.files import LineParser
+from smarttrade.feeds.formats import Format
 from smarttrade.feeds.generic import CsvParser, JsonLinesParser
 from smarttrade.feeds.mt5 import Mt5Parser
 from smarttrade.feeds.synthetic import B3_SESSION, LiveSyntheticFeed, SessionHours, SyntheticFeed
 from smarttrade.feeds.tardis import TardisParser
+from smarttrade.ingest.defaults import DEFAULT_FUTURE_S, DEFAULT_TOLERANCE_S
 from smarttrade.ingest.identity import head_of
-from smarttrade.ingest.normalize import DEFAULT_FUTURE_S, DEFAULT_TOLERANCE_S
 from smarttrade.ingest.run import ChunkFeed, Feed, FileFeed
 from smarttrade.keyspace import SOURCE_RE
 from smarttrade.symbols import check_symbol, spec_for
-
-
-class Format(StrEnum):
-    CSV = "csv"
-    JSONL = "jsonl"
-    B3 = "b3"
-    MT5 = "mt5"
-    TARDIS = "tardis"
 
 
 def source_name(text: str) -> str:

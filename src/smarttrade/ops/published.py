@@ -13,11 +13,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 
-from smarttrade.ingest.engine import IngestStats
+if TYPE_CHECKING:  # the type only: the exporter and monitor need not load the engine
+    from smarttrade.ingest.engine import IngestStats
+
 from smarttrade.keyspace import (
     ALERTS_KEY,
     INGEST_STATS_PREFIX,
