@@ -96,7 +96,8 @@ def test_get_errors(cli) -> None:
     missing = cli.smarttrade("get", "calc:DOL:rsi")
     assert missing.returncode == 1 and "not found" in missing.stderr
     bad = cli.smarttrade("get", "nonsense:1")
-    assert bad.returncode == 1 and "no store prefix" in bad.stderr
+    assert bad.returncode == 1 and "not one of our keys" in bad.stderr
+    assert all(p in bad.stderr for p in ("quote:", "bar:", "fpbar:", "stream:", "ingest:", "instruments:"))
     cli.redis("-n", "0", "SET", "quote:DOL:1", '{"price":"abc"}')
     corrupt = cli.smarttrade("get", "quote:DOL:1")
     assert corrupt.returncode == 1

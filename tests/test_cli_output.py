@@ -204,6 +204,10 @@ def test_version_and_no_bool_placeholder_on_any_flag(capsys: pytest.CaptureFixtu
         assert exit_info.value.code == 0
         text = capsys.readouterr().out
         assert "--help" in text and "<bool>" not in text, path
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "TERMINAL_WIDTH")}
+    for path in (["ingest"], ["demo"], ["symbols", "add"], ["ingest", "--synthetic"]):
+        piped = run_smarttrade(*path, "--help", env=env)  # into a pipe: no word cut at 80 columns
+        assert piped.returncode == 0 and "…" not in piped.stdout, (path, piped.stdout)
 
 
 def test_one_convention_for_counts_and_rates(filled: Any) -> None:

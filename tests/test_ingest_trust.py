@@ -140,6 +140,44 @@ async def test_a_changed_ingested_part_is_refused(server, pools, settings, cli, 
     assert stores_of(server.port) == before  # nothing applied on top
 
 
+@pytest.mark.parametrize("edit", ["first-line", "crlf"])
+async def test_a_file_edited_in_its_head_is_refused_not_ingested_again(
+    server, pools, settings, tmp_path, edit
+) -> None:
+    lines = dol_lines(600)
+    path = write(tmp_path / "day.csv", lines)
+    await ingest(pools, settings, path, dead=tmp_path / "d.jsonl")
+    before = stores_of(server.port)
+    if edit == "first-line":  # inside the first 4 KiB: no record's head matches any more
+        lines[0] = lines[0].replace(",d0", ",d0x")
+        write(path, lines)
+    else:  # the same trades with CRLF endings
+        path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
+    with pytest.raises(SmartTradeError, match="--reset"):
+        await ingest(pools, settings, path, dead=tmp_path / "d.jsonl")
+    assert stores_of(server.port) == before  # not every trade a second time
+
+
+async def test_an_empty_file_is_no_source_for_the_next_one(server, pools, settings, cli, tmp_path) -> None:
+    lines = dol_lines(600)
+    path = write(tmp_path / "day.csv", lines)
+    await ingest(pools, settings, path, dead=tmp_path / "d.jsonl")
+    before = stores_of(server.port)
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    assert (
+        cli.smarttrade(
+            "ingest", "--format", "csv", str(empty), "--dead-letter", str(tmp_path / "e")
+        ).returncode
+        == 1
+    )
+    short = write(tmp_path / "short.csv", lines[:300])  # a truncated copy: refused, not a new source
+    result = cli.smarttrade("ingest", "--format", "csv", str(short), "--dead-letter", str(tmp_path / "e"))
+    assert result.returncode == 1, result.stderr
+    assert "shorter than" in result.stderr and "Traceback" not in result.stderr
+    assert stores_of(server.port) == before
+
+
 async def test_source_names_a_source_explicitly(server, pools, settings, tmp_path) -> None:
     lines = dol_lines(400)
     path = write(tmp_path / "a.csv", lines)

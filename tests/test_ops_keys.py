@@ -221,3 +221,14 @@ def test_families_cover_every_prefix() -> None:
     assert family_of("ingest:checkpoint:src:DOL", Store.QUOTES).must_expire is False  # type: ignore[union-attr]
     assert family_of("lastquote:DOL", Store.QUOTES).ttl == 86_400  # type: ignore[union-attr]
     assert family_of("quote:DOL:1", Store.ORDERFLOW) is None
+
+
+def test_stats_samples_as_many_keys_as_asked(cli: Any, server: Any) -> None:
+    with redis.Redis(port=server.port, db=1) as r:
+        pipe = r.pipeline(transaction=False)
+        for i in range(3000):  # bounded; more than one SCAN page
+            pipe.set(f"orderflow:SMP:{1_700_000_000 + i}", '{"symbol":"SMP","trades":[]}', ex=300)
+        pipe.execute()
+    rows = json.loads(_ok(cli.smarttrade("stats", "--sample", "50", "--json")).stdout)
+    (flow,) = [row for row in rows if row["store"] == "orderflow"]
+    assert flow["sampled"] == 50 and sum(flow["ttl_sample"].values()) == 50, flow

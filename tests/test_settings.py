@@ -103,6 +103,8 @@ BAD_VALUES = [
     ("REDIS_URL", "http://localhost:6380", "scheme must be redis://, rediss:// or unix://"),
     ("REDIS_URL", "redis://localhost:port", "cannot parse"),
     ("REDIS_URL", "redis://", "no host"),
+    ("REDIS_URL", "redis://127.0.0.1:", "empty port"),
+    ("REDIS_URL", "redis://:secret@[::1]:", "empty port"),
     ("REDIS_URL", "redis://localhost/3", URL_DB_REASON.format("/3")),
     ("REDIS_URL", "redis://localhost:6380/0", URL_DB_REASON.format("/0")),
     ("REDIS_URL", "rediss://localhost/99", URL_DB_REASON.format("/99")),

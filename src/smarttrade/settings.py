@@ -164,6 +164,10 @@ def _redis_url(value: object) -> str | None:
         raise ValueError(f"scheme must be redis://, rediss:// or unix:// (got {text!r})")
     if parts.scheme != "unix" and not parts.hostname:
         raise ValueError(f"no host in {text!r}")
+    if parts.scheme != "unix" and parts.netloc.endswith(":"):
+        # urlsplit reads "host:" as no port, and redis-py then connects to the default port:
+        # a typo would reach someone else's server
+        raise ValueError(f"empty port in {text!r}: give one (host:PORT) or drop the colon")
     if parts.scheme == "unix" and not parts.path:
         raise ValueError(f"no socket path in {text!r}")
     # redis-py's from_url lets a database in the URL override the db each store's pool asks for,

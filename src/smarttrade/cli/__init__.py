@@ -6,6 +6,8 @@ only a bug shows a traceback. Commands live in modules by theme; importing them 
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Annotated
 
 import typer
@@ -53,6 +55,12 @@ def command() -> Command:
 
 
 def main() -> None:
+    if not sys.stdout.isatty() and not os.environ.get("TERMINAL_WIDTH") and not os.environ.get("COLUMNS"):
+        # Help into a pipe or a file: Rich would size it to 80 columns and cut long words
+        # (`America/Sao_Paul…`); wide enough that nothing is cut.
+        from typer import rich_utils
+
+        rich_utils.MAX_WIDTH = 200
     command()()
 
 

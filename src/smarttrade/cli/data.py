@@ -20,7 +20,7 @@ from smarttrade.errors import SmartTradeError, ValidationError
 from smarttrade.feeds.formats import Format
 from smarttrade.ingest.deadletter import check_path
 from smarttrade.ingest.defaults import DEFAULT_FUTURE_S, DEFAULT_TOLERANCE_S
-from smarttrade.keyspace import LAST_QUOTE_PREFIX, SPECS, Store
+from smarttrade.keyspace import FAMILIES, LAST_QUOTE_PREFIX, SPECS, Store
 from smarttrade.ops import health, keys
 from smarttrade.progress import IngestProgress
 from smarttrade.runtime import Runtime
@@ -147,9 +147,12 @@ def get(
     scores, streams as their newest entries; type, TTL and size go to stderr.
     """
     fam = keys.family_for_key(key)
+    if fam is None:
+        known = ", ".join(sorted({f"{f.prefix}:" for f in FAMILIES}))
+        fail(f"{key!r}: not one of our keys (prefixes: {known})")
 
     async def job(rt: Runtime) -> tuple[int, keys.RawValue]:
-        if fam is None or fam.prefix in _VALIDATED:
+        if fam.prefix in _VALIDATED:
             try:
                 kv = await rt.stores.read_key(key)
             except ValueError as exc:
@@ -159,7 +162,7 @@ def get(
         return db, await keys.read_any(rt.pools.client(db), rt.url, key, count)
 
     db, kv = run(job)
-    store = fam.store.value if fam else "?"
+    store = fam.store.value
     if kv.value is None:
         err.print(f"{key}: not found (store {store}, db {db})", markup=False)
         raise typer.Exit(1)

@@ -42,6 +42,7 @@ class SourceRecord:
     head_len: int
     head: str  # sha1 of the first head_len bytes
     rejected: int = 0  # lines the last full run dead-lettered
+    paths: str = ""  # where it was last read (resolved, space-separated)
 
 
 def _chunks(paths: Sequence[Path], limit: int | None) -> Iterator[bytes]:
@@ -81,6 +82,7 @@ def _decode(name: str, raw: dict[bytes, bytes]) -> SourceRecord | None:
             int(raw[b"head_len"]),
             raw[b"head"].decode(),
             int(raw.get(b"rejected", b"0")),
+            raw.get(b"paths", b"").decode(errors="replace"),
         )
     except (KeyError, ValueError, UnicodeDecodeError):
         return None  # not one of ours: ignored
@@ -128,34 +130,52 @@ async def identify(
     if explicit:
         rec = await read_record(client, url, default)
         if rec is not None and not allow_changed and (rec.format != fmt or _changed(rec, paths)):
-            raise _refusal(what, rec)
+            raise _refusal(what, rec, paths)
         return default, rec
     heads: dict[int, str] = {}
-    head_match: SourceRecord | None = None
-    for rec in await _records(client, url):
+    here = _where(paths)
+    same_path: SourceRecord | None = None
+    for rec in await _records(client, url):  # the most ingested first
         if rec.format != fmt:
             continue
+        if rec.paths == here:
+            same_path = same_path or rec
+        if rec.head_len == 0:
+            continue  # an empty input's record says nothing about any file
         if rec.head_len not in heads:
             heads[rec.head_len], n = content_hash(paths, rec.head_len)
             if n < rec.head_len:
                 heads[rec.head_len] = ""
         if heads[rec.head_len] != rec.head:
             continue
-        if not _changed(rec, paths):
+        # The first (largest) source these files start like decides: the same source, grown or
+        # not; or its ingested part changed, refused, even if a smaller record would match.
+        if not _changed(rec, paths) or allow_changed:
             return rec.name, rec
-        head_match = head_match or rec
-    if head_match is not None:
+        raise _refusal(what, rec, paths)
+    if same_path is not None and same_path.bytes > 0:
+        # Edited in place so that even its first bytes differ (a line changed, CRLF endings):
+        # not a new file to ingest again in full.
         if allow_changed:
-            return head_match.name, head_match
-        raise _refusal(what, head_match)
+            return same_path.name, same_path
+        raise _refusal(what, same_path, paths)
     return default, None
 
 
-def _refusal(what: str, rec: SourceRecord) -> SourceChanged:
+def _where(paths: Sequence[Path]) -> str:
+    return " ".join(str(p.resolve()) for p in paths)[:1000]
+
+
+def _refusal(what: str, rec: SourceRecord, paths: Sequence[Path]) -> SourceChanged:
+    size = content_size(paths)
+    how = (
+        f"is {size:,} bytes, shorter than the {rec.bytes:,} bytes source {rec.name} ingested"
+        if size < rec.bytes
+        else f"differs from what source {rec.name} ingested in its first {rec.bytes:,} bytes"
+    )
     return SourceChanged(
-        f"{what}: the first {rec.bytes:,} bytes differ from what source {rec.name} ingested "
-        f"({rec.format}; the input changed, it did not just grow): start that source over with "
-        f"`--reset`, or ingest this as a new source with `--source NEW_NAME`"
+        f"{what} {how} ({rec.format}; the input changed, it did not just grow): start that source "
+        f"over with `--reset`, or ingest this as a new source with `--source NEW_NAME`"
     )
 
 
@@ -183,7 +203,7 @@ async def write_record(
         "head_len": head_len,
         "head": head,
         "rejected": rejected,
-        "paths": " ".join(str(p.resolve()) for p in paths)[:1000],
+        "paths": _where(paths),
     }
     with redis_errors(url):
         await client.hset(source_key(name), mapping=mapping)

@@ -297,6 +297,8 @@ async def ttl_report(
     async for _cursor, keys in scan_store(client, url, store):
         if not keys:
             continue
+        if limit is not None:
+            keys = keys[: limit - report.keys]  # a sample of ``limit`` keys, not whole pages
         ttls = await _ttls(client, url, keys)
         for key, ttl in zip(keys, ttls, strict=True):
             if ttl == -2:
