@@ -138,8 +138,15 @@ def test_mixed_memory_levels_are_judged_on_the_server(tmp_path: Path) -> None:
     assert "of 32 MiB" in proc.stdout  # the minimum is a usable server
 
 
-def test_a_replay_gives_up_on_a_redis_that_stays_full(tmp_path: Path, binary: str) -> None:
+@pytest.mark.parametrize("feed", ["synthetic", "file"])
+def test_a_replay_gives_up_on_a_redis_that_stays_full(tmp_path: Path, binary: str, feed: str) -> None:
     server = start_server(tmp_path / "full", binary, maxmemory="24mb")
+    trades = tmp_path / "dol.csv"  # a file source writes its record before the first commit
+    trades.write_text(
+        "symbol,price,volume,side,time,trade_id\n"
+        + "".join(f"DOL,{5300 + (i % 5) * 0.5},1,buy,{1_764_590_400 + i},t{i}\n" for i in range(200))
+    )
+    source = ["--synthetic", "--count", "100000"] if feed == "synthetic" else ["--format", "csv", str(trades)]
     try:
         with redis.Redis(port=server.port, db=5) as filler, pytest.raises(redis.exceptions.OutOfMemoryError):
             for i in range(10_000):
@@ -147,9 +154,7 @@ def test_a_replay_gives_up_on_a_redis_that_stays_full(tmp_path: Path, binary: st
         started = time.monotonic()
         proc = run_smarttrade(
             "ingest",
-            "--synthetic",
-            "--count",
-            "100000",
+            *source,
             "--dead-letter",
             str(tmp_path / "dead.jsonl"),
             env=_env(REDIS_URL=server.url, SMARTTRADE_FULL_WAIT="2"),

@@ -410,11 +410,7 @@ class Engine:
                 full_since = full_since if full_since is not None else time.monotonic()
                 waited = time.monotonic() - full_since
                 if waited >= self.settings.smarttrade_full_wait:
-                    raise StayedFull(
-                        f"{reason}; still full after {waited:.0f} s (SMARTTRADE_FULL_WAIT): make room "
-                        "(`smarttrade cleanup --apply`, a larger maxmemory) and run the same command "
-                        "again: it resumes from its checkpoints"
-                    )
+                    raise stayed_full(reason, waited)
             else:
                 full_since = None
             if isinstance(reason, OutOfMemory | RedisUnavailable):
@@ -506,6 +502,14 @@ class Engine:
         behind = [s for s, cp in self.checkpoints.items() if theirs.get(s, Checkpoint()).seq < cp.seq]
         if behind:
             raise Rewind(f"Redis lost commits of {', '.join(sorted(behind))}; resuming from its checkpoints")
+
+
+def stayed_full(reason: Exception, waited: float) -> StayedFull:
+    return StayedFull(
+        f"{reason}; still full after {waited:.0f} s (SMARTTRADE_FULL_WAIT): make room "
+        "(`smarttrade cleanup --apply`, a larger maxmemory) and run the same command "
+        "again: it resumes from its checkpoints"
+    )
 
 
 @dataclass

@@ -8,21 +8,21 @@ import contextlib
 import hashlib
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from smarttrade.errors import SmartTradeError
+from smarttrade.errors import OutOfMemory, SmartTradeError
 from smarttrade.feeds.chunk import Chunk
 from smarttrade.feeds.files import LineParser, parse_lines, read_lines
 from smarttrade.feeds.record import MAX_LINE_BYTES
 from smarttrade.ingest import identity
 from smarttrade.ingest.deadletter import DeadLetters
 from smarttrade.ingest.defaults import DEFAULT_FUTURE_S, DEFAULT_TOLERANCE_S
-from smarttrade.ingest.engine import Checkpoint, Engine, IngestStats, Rewind, _select
+from smarttrade.ingest.engine import Checkpoint, Engine, IngestStats, Rewind, _select, stayed_full
 from smarttrade.ingest.normalize import Changed, Normalizer
 from smarttrade.keyspace import Store
 from smarttrade.ops.published import periodic, publish_ingest
@@ -313,7 +313,16 @@ async def _run_feed(
         if isinstance(feed, FileFeed):
             record = await identity.read_record(quotes, pools.url, feed.name)
             if record is None:  # before the first commit, so a copy of a run killed early is found
-                await identity.write_record(quotes, pools.url, feed.name, feed.fmt, feed.paths)
+                await _while_full(
+                    settings,
+                    on_wait,
+                    identity.write_record,
+                    quotes,
+                    pools.url,
+                    feed.name,
+                    feed.fmt,
+                    feed.paths,
+                )
             floor = 0 if record is None else record.bytes
         recorded = time.monotonic()
         dead = DeadLetters(dead_letter, feed.name)
@@ -336,8 +345,16 @@ async def _run_feed(
                     and time.monotonic() - recorded >= RECORD_EVERY_S
                     and feed.read_so_far()[0] > floor
                 ):  # the record covers what was read, so never less than what is committed
-                    await identity.write_record(
-                        quotes, pools.url, feed.name, feed.fmt, feed.paths, feed.read_so_far()
+                    await _while_full(
+                        settings,
+                        on_wait,
+                        identity.write_record,
+                        quotes,
+                        pools.url,
+                        feed.name,
+                        feed.fmt,
+                        feed.paths,
+                        feed.read_so_far(),
                     )
                     recorded = time.monotonic()
                 if duration is not None and time.monotonic() - started >= duration:
@@ -363,8 +380,17 @@ async def _run_feed(
                 started_over,
             )
             if isinstance(feed, FileFeed) and feed.read_so_far()[0] >= floor:
-                await identity.write_record(
-                    quotes, pools.url, feed.name, feed.fmt, feed.paths, feed.read_so_far(), dead.count
+                await _while_full(
+                    settings,
+                    on_wait,
+                    identity.write_record,
+                    quotes,
+                    pools.url,
+                    feed.name,
+                    feed.fmt,
+                    feed.paths,
+                    feed.read_so_far(),
+                    dead.count,
                 )
                 if not feed.accepted:
                     refused = TooManyRejects(nothing_accepted(feed, dead))
@@ -405,3 +431,22 @@ async def _run_feed(
         finally:
             dead.close()
             await engine.abort()
+
+
+async def _while_full(
+    settings: Settings, on_wait: Callable[[str], None], write: Callable[..., Awaitable[None]], *args: object
+) -> None:
+    """A source-record write on a full Redis waits like the commits do (SMARTTRADE_FULL_WAIT),
+    then stops with exit 2, instead of failing the run at once."""
+    started, delay = time.monotonic(), 0.2
+    while True:
+        try:
+            await write(*args)
+            return
+        except OutOfMemory as exc:
+            waited = time.monotonic() - started
+            if waited >= settings.smarttrade_full_wait:
+                raise stayed_full(exc, waited) from None
+            on_wait(f"Redis is full: {exc}; retrying in {delay:.1f} s")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
