@@ -15,7 +15,7 @@ from smarttrade.symbols import SymbolSpec, spec_for
 
 def _local(epoch: float, spec: SymbolSpec) -> str:
     """A time in the instrument's zone (its session days)."""
-    return datetime.fromtimestamp(epoch, spec.tz).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(epoch, spec.tz).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def ladder(view: BarView, symbol: str) -> Group:
