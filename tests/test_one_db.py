@@ -34,6 +34,25 @@ def test_placement_puts_every_store_on_database_0() -> None:
     assert placement.shared_with(Store.QUOTES) == [s for s in Store if s is not Store.QUOTES]
 
 
+async def test_topology_hands_out_one_client_per_database(server: EmbeddedRedis) -> None:
+    from smarttrade.redis.topology import Topology
+
+    six = Topology.standalone(server.url, settings_for(server.url), 12)
+    one = Topology.standalone(server.url, settings_for(server.url, **{k.lower(): 0 for k in ONE_DB}), 12)
+    try:
+        assert len({id(six.client(s)) for s in Store}) == 6
+        assert len({id(one.client(s)) for s in Store}) == 1 and one.client(Store.CALC) is one.admin
+        await one.ping()
+        await one.client(Store.CONFIG).set("config:u:theme", '"dark"')
+        assert await six.client(Store.QUOTES).get("config:u:theme") == b'"dark"'  # database 0
+        assert await six.client(Store.CONFIG).get("config:u:theme") is None
+        assert six.dbs(Store.ORDERFLOW, Store.FOOTPRINT, Store.CALC) == (1, 2, 3)
+        assert one.dbs(Store.ORDERFLOW, Store.FOOTPRINT, Store.CALC) == (0, 0, 0)
+    finally:
+        await six.aclose()
+        await one.aclose()
+
+
 def _everything(server: EmbeddedRedis, dbs: range) -> dict[str, Any]:
     """Every key's value, whatever its db (streams, checkpoints, ops figures aside: run times)."""
     out: dict[str, Any] = {}
