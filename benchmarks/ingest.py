@@ -34,9 +34,8 @@ from smarttrade.feeds.record import TradeRecord
 from smarttrade.feeds.synthetic import SyntheticFeed
 from smarttrade.ingest.engine import Engine
 from smarttrade.ingest.live import LiveIngest
-from smarttrade.keyspace import Store
-from smarttrade.redis.connections import RedisPools
 from smarttrade.redis.embedded import EmbeddedRedis, find_redis_binary
+from smarttrade.redis.topology import Topology
 from smarttrade.settings import Settings
 
 SYMBOLS = ["DOL", "WDO", "WIN"]
@@ -91,7 +90,7 @@ def records(n: int, seed: int) -> list[TradeRecord]:
 
 async def live_path(url: str, n: int) -> dict:
     settings = Settings(_env_file=None, redis_url=url)
-    pools = RedisPools(url, {settings.db(s) for s in Store}, 12)
+    pools = Topology.standalone(url, settings, 12)
     trades = records(n, seed=8)
     engine = Engine(pools, settings, "bench-live")
     live = LiveIngest(engine)
@@ -156,7 +155,7 @@ def _has(name: str) -> bool:
 
 async def latency(url: str, rate: int, seconds: float) -> dict:
     settings = Settings(_env_file=None, redis_url=url)
-    pools = RedisPools(url, {settings.db(s) for s in Store}, 12)
+    pools = Topology.standalone(url, settings, 12)
     sub = aioredis.Redis.from_url(url).pubsub()
     await sub.subscribe(*(f"trades:{s}" for s in SYMBOLS))
     for _ in SYMBOLS:

@@ -19,9 +19,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from smarttrade.keyspace import Store
-from smarttrade.redis.connections import RedisPools
 from smarttrade.redis.embedded import EmbeddedRedis, find_redis_binary
+from smarttrade.redis.topology import Topology
 from smarttrade.settings import Settings
 from smarttrade.stores import Stores
 
@@ -85,14 +84,15 @@ def settings(server: EmbeddedRedis) -> Settings:
 
 
 @pytest.fixture
-async def pools(settings: Settings) -> AsyncIterator[RedisPools]:
-    p = RedisPools(settings.redis_url or "", {settings.db(s) for s in Store}, 24)
+async def pools(settings: Settings) -> AsyncIterator[Topology]:
+    """The standalone topology over the test server (named for the pools it holds)."""
+    p = Topology.standalone(settings.redis_url or "", settings, 24)
     yield p
     await p.aclose()
 
 
 @pytest.fixture
-def stores(pools: RedisPools, settings: Settings) -> Stores:
+def stores(pools: Topology, settings: Settings) -> Stores:
     return Stores(pools, settings)
 
 

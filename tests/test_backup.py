@@ -237,7 +237,7 @@ async def test_export_import_each_store(
         db = settings.db(store)
         before = snapshot(server.port, range(db, db + 1), store)
         assert before, f"no {store.value} keys to export"
-        client = pools.client(db)
+        client = pools.client(store)
         file = tmp_path / f"{store.value}.jsonl"
         exported = await transfer.export_store(client, server.url, store, db, file)
         assert exported.keys == len(before)

@@ -15,14 +15,13 @@ LEVELS = [5234000 + 500 * i for i in range(10)]
 WRITER = textwrap.dedent(
     """
     import asyncio, sys
-    from smarttrade.keyspace import Store
-    from smarttrade.redis.connections import RedisPools
+    from smarttrade.redis.topology import Topology
     from smarttrade.settings import Settings
     from smarttrade.stores import Stores
 
     async def main(url, rounds, levels):
         settings = Settings(_env_file=None, redis_url=url)
-        pools = RedisPools(url, {settings.db(s) for s in Store}, 8)
+        pools = Topology.standalone(url, settings, 8)
         stores = Stores(pools, settings)
         for _ in range(rounds):
             await stores.footprint.apply("DOL", {lv: (1, 2) for lv in levels})

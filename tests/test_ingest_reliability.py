@@ -47,8 +47,10 @@ def make_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
         server.stop(save=False)
 
 
-def ingest(url: str, cwd: Path, *args: str, stderr=subprocess.PIPE) -> subprocess.Popen[str]:
-    env = {**os.environ, "REDIS_URL": url, "COLUMNS": "200"}
+def ingest(
+    url: str, cwd: Path, *args: str, stderr=subprocess.PIPE, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    env = {**os.environ, "REDIS_URL": url, "COLUMNS": "200", **(env or {})}
     exe = Path(sys.executable).parent / "smarttrade"
     return subprocess.Popen(
         [str(exe), "ingest", *args, "--dead-letter", str(cwd / "dead.jsonl")],

@@ -12,10 +12,9 @@ import redis
 
 from smarttrade.demo import run_demo
 from smarttrade.errors import OutOfMemory
-from smarttrade.keyspace import Store
 from smarttrade.models import Quote, Trade, encode
-from smarttrade.redis.connections import RedisPools
 from smarttrade.redis.embedded import EmbeddedRedis
+from smarttrade.redis.topology import Topology
 from smarttrade.stores import Stores
 from tests.conftest import settings_for, start_server
 
@@ -32,7 +31,7 @@ def small_server(tmp_path: Path, binary: str) -> Iterator[EmbeddedRedis]:
 @pytest.fixture
 async def small_stores(small_server: EmbeddedRedis) -> AsyncIterator[Stores]:
     settings = settings_for(small_server.url)
-    pools = RedisPools(small_server.url, {settings.db(s) for s in Store}, 12)
+    pools = Topology.standalone(small_server.url, settings, 12)
     yield Stores(pools, settings)
     await pools.aclose()
 
@@ -82,7 +81,7 @@ async def test_full_server_is_reported_and_the_writer_survives(
     # the demo's writer meets the same wall: it counts refusals and returns normally
     settings = settings_for(small_server.url)
     stats = await asyncio.wait_for(
-        run_demo(small_stores.pools, settings, small_stores, ["DOL"], rate=50, duration=1.0), 30
+        run_demo(small_stores.topology, settings, small_stores, ["DOL"], rate=50, duration=1.0), 30
     )
     assert stats.refused > 0
     assert "maxmemory reached" in stats.last_refusal

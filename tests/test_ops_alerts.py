@@ -33,11 +33,11 @@ import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
 from smarttrade.ingest.engine import IngestStats
+from smarttrade.ingest.figures import publish_figures as publish_ingest
 from smarttrade.keyspace import ALERTS_KEY, STORE_HITS_KEY
 from smarttrade.ops.alerts import CHECKS, Check, Level, Previous, evaluate, memory_limit, worst
 from smarttrade.ops.backup import list_backups, newest_age_s
 from smarttrade.ops.metrics import METRIC_NAMES
-from smarttrade.ops.published import publish_ingest
 from smarttrade.ops.sample import Rates, Sample, rates, take
 from smarttrade.ops.server import Admin
 from smarttrade.ops.watch import Watcher
@@ -844,14 +844,13 @@ async def test_a_demo_rate_ingest_does_not_warn_a_busy_client_does(
     during any ingest. Client commands are what the runbook's 1,000/s means."""
     from smarttrade.feeds.synthetic import LiveSyntheticFeed
     from smarttrade.ingest.run import ChunkFeed, run_feed
-    from smarttrade.keyspace import Store
-    from smarttrade.redis.connections import RedisPools
+    from smarttrade.redis.topology import Topology
 
     backups = tmp_path / "backups"
     fake_backup(backups)
     env = env_for(srv.url, backups)
     settings = settings_for(srv.url)
-    pools = RedisPools(srv.url, {settings.db(s) for s in Store}, 8)
+    pools = Topology.standalone(srv.url, settings, 8)
     live = LiveSyntheticFeed(["DOL", "WDO", "WIN"], rate=50)  # the demo's 150 trades/s
     ingest = asyncio.create_task(
         run_feed(pools, settings, ChunkFeed(live.chunks, "ops-test", live=True), None, duration=5)

@@ -123,7 +123,7 @@ def test_ttl_report_and_cleanup(filled: Any, server: Any) -> None:
 async def test_cleanup_never_overrides_a_ttl_set_meanwhile(
     server: Any, settings: Settings, pools: Any
 ) -> None:
-    client = pools.client(0)
+    client = pools.client(Store.QUOTES)
     await client.set("quote:DOL:1", "{}")
     await client.set("lastquote:DOL", "{}")
     result = await keys.cleanup(client, server.url, settings, Store.QUOTES, apply=True)
@@ -201,12 +201,12 @@ def test_slowlog_and_latency(filled: Any, server: Any) -> None:
 
 
 async def test_memory_estimate_scales_the_sample(server: Any, settings: Settings, pools: Any) -> None:
-    client = pools.client(2)
+    client = pools.client(Store.FOOTPRINT)
     for i in range(300):
         await client.set(f"footprint:DOL:{5000000 + i}", "x" * 100, ex=600)
     for i in range(100):
         await client.set(f"foreign:{i}", "y")
-    admin = Admin(pools.client(0), settings, server.url)
+    admin = Admin(pools.admin, settings, server.url)
     est = await keys.memory_estimate(admin, client, Store.FOOTPRINT, db_keys=400, sample=50)
     assert est is not None and est.sampled == 50
     assert 0.6 < est.share < 0.9  # 3 of 4 keys are footprint levels

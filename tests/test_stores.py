@@ -205,9 +205,9 @@ async def test_a_timed_out_script_is_not_sent_twice(server, settings) -> None:
     import asyncio
 
     from smarttrade.errors import RedisUnavailable
-    from smarttrade.redis.connections import RedisPools
+    from smarttrade.redis.topology import Topology
 
-    pools = RedisPools(server.url, {settings.db(s) for s in Store}, 12, socket_timeout=0.3)
+    pools = Topology.standalone(server.url, settings, 12, socket_timeout=0.3)
     slow = Stores(pools, settings)
     try:
         await slow.footprint.apply("DOL", {5234500: (1, 0)})

@@ -19,8 +19,8 @@ from smarttrade.errors import OutOfMemory, SmartTradeError
 from smarttrade.feeds.synthetic import Backfill, LiveSyntheticFeed
 from smarttrade.ingest.engine import IngestStats
 from smarttrade.ingest.run import ChunkFeed, run_feed
-from smarttrade.ops.published import periodic
-from smarttrade.redis.connections import RedisPools
+from smarttrade.redis.periodic import periodic
+from smarttrade.redis.topology import Topology
 from smarttrade.settings import Settings
 from smarttrade.stores import Stores
 from smarttrade.symbols import spec_for
@@ -101,7 +101,7 @@ async def _backfill(stores: Stores, symbols: list[str], rate: float, window_s: f
 
 
 async def run_demo(
-    pools: RedisPools,
+    topology: Topology,
     settings: Settings,
     stores: Stores,
     symbols: list[str],
@@ -160,7 +160,7 @@ async def run_demo(
     # a retried ConnectionError, and the demo then waited forever for a reader that never ended.
     async with periodic(TOUCH_EVERY_S, keep_session), periodic(READ_EVERY_S, dashboard):
         result = await run_feed(
-            pools,
+            topology,
             settings,
             feed,
             None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class SmartTradeError(Exception):
     """An expected failure: shown to the user as one line, exit code ``exit_code``."""
@@ -58,3 +60,11 @@ class StayedFull(OutOfMemory):
     """The ingest engine waited SMARTTRADE_FULL_WAIT seconds and Redis never had room: it stops."""
 
     exit_code = 2
+
+
+_PASSWORD_RE = re.compile(r"(//[^/@:]*:)[^@/]*@")
+
+
+def redact(url: str) -> str:
+    """The URL with its password masked, for messages; works on URLs too broken to parse."""
+    return _PASSWORD_RE.sub(r"\1***@", url)

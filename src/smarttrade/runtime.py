@@ -1,4 +1,4 @@
-"""Wiring for a command: settings -> Redis (given, or the embedded default) -> pools -> stores."""
+"""Wiring for a command: settings -> Redis (given, or the embedded default) -> topology -> stores."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ from dataclasses import dataclass
 
 import redis.exceptions as rexc
 
+from smarttrade.errors import redact
 from smarttrade.keyspace import Store
-from smarttrade.ops.published import HitPublisher, periodic
-from smarttrade.redis.connections import RedisPools
+from smarttrade.ops.published import HitPublisher
 from smarttrade.redis.embedded import EmbeddedHandle, attach_or_start
-from smarttrade.settings import Settings, redact
+from smarttrade.redis.periodic import periodic
+from smarttrade.redis.topology import Topology
+from smarttrade.settings import Settings
 from smarttrade.stores import Stores
 from smarttrade.stores.instruments import InstrumentRegistry
 from smarttrade.symbols import register as register_symbols
@@ -23,7 +25,7 @@ from smarttrade.symbols import register as register_symbols
 class Runtime:
     settings: Settings
     url: str
-    pools: RedisPools
+    topology: Topology
     stores: Stores
     embedded: EmbeddedHandle | None
 
@@ -57,20 +59,20 @@ async def connect(
     else:
         handle = attach_or_start(settings.smarttrade_data_dir, settings.smarttrade_maxmemory)
         url = handle.url
-    pools = RedisPools(url, {settings.db(s) for s in Store}, settings.redis_max_connections)
+    topology = Topology.standalone(url, settings)
     try:
         if check:
-            await pools.ping(on_loading)
-            await InstrumentRegistry(pools, settings).load()  # what earlier ingests declared
-        stores = Stores(pools, settings)
+            await topology.ping(on_loading)
+            await InstrumentRegistry(topology).load()  # what earlier ingests declared
+        stores = Stores(topology, settings)
         hits = HitPublisher(stores.by_store())
-        client = pools.client(settings.db(Store.QUOTES))
+        client = topology.client(Store.QUOTES)
         # Per-store hit counts for `monitor` and the exporter; a failure loses only the figures.
         async with periodic(PUBLISH_HITS_EVERY_S, lambda: hits.publish(client)):
-            yield Runtime(settings, url, pools, stores, handle)
+            yield Runtime(settings, url, topology, stores, handle)
         with contextlib.suppress(rexc.RedisError, OSError):
             await hits.publish(client)
     finally:
-        await pools.aclose()
+        await topology.aclose()
         if handle is not None:
             handle.close()

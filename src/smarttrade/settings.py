@@ -16,7 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import BeforeValidator, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from smarttrade.errors import SettingsError, SmartTradeError
+from smarttrade.errors import SettingsError, SmartTradeError, redact
 from smarttrade.keyspace import SPECS, Store, StoreSpec
 from smarttrade.symbols import DEFAULT_SESSIONS, check_declarations, parse_sessions, parse_specs
 from smarttrade.timeframes import parse_timeframes
@@ -138,14 +138,6 @@ def _hours(value: object) -> float:
     if number > 24 * 366:
         raise ValueError(f"must be at most a year of hours (got {_as_text(value)!r})")
     return number
-
-
-_PASSWORD_RE = re.compile(r"(//[^/@:]*:)[^@/]*@")
-
-
-def redact(url: str) -> str:
-    """The URL with its password masked; works on URLs too broken to parse."""
-    return _PASSWORD_RE.sub(r"\1***@", url)
 
 
 def _redis_url(value: object) -> str | None:

@@ -48,8 +48,8 @@ StoreArg = Annotated[
 
 
 def admin_for(rt: Runtime) -> Admin:
-    """Ops commands talk to the server through the quotes db's pool, with its command names."""
-    return Admin(rt.pools.client(rt.settings.db(Store.QUOTES)), rt.settings, rt.url)
+    """Ops commands talk to the server through the topology's admin client, with its command names."""
+    return Admin(rt.topology.admin, rt.settings, rt.url)
 
 
 # Exit codes of a stop by signal: SIGTERM is how a service manager stops a service (systemctl

@@ -16,13 +16,13 @@ from rich.table import Table
 from rich.text import Text
 
 from smarttrade.cli.common import JsonOpt, admin_for, app, confirm, dump, err, fail, human_bytes, out, run
+from smarttrade.cli.progress import IngestProgress
 from smarttrade.errors import SmartTradeError, ValidationError
 from smarttrade.feeds.formats import Format
 from smarttrade.ingest.deadletter import check_path
 from smarttrade.ingest.defaults import DEFAULT_FUTURE_S, DEFAULT_TOLERANCE_S
 from smarttrade.keyspace import FAMILIES, LAST_QUOTE_PREFIX, SPECS, Store
 from smarttrade.ops import health, keys
-from smarttrade.progress import IngestProgress
 from smarttrade.runtime import Runtime
 from smarttrade.stores.instruments import InstrumentRegistry
 from smarttrade.symbols import SymbolSpec, check_symbol, parse_specs, spec_for
@@ -42,7 +42,7 @@ def status(as_json: JsonOpt = False) -> None:
     """Reachability, server version, mode, memory, clients, and which store is on which db."""
 
     async def job(rt: Runtime) -> health.Status:
-        return await health.status(rt.pools, rt.settings, rt.where)
+        return await health.status(rt.topology, rt.settings, rt.where)
 
     st = run(job)
     if as_json:
@@ -77,7 +77,9 @@ def _keys_table(rows: list[health.StoreKeys], title: str = "keys per store") -> 
     table.add_column("expiring", justify="right")
     table.add_column("persistent", justify="right")
     for row in rows:
-        name = row.title + (f" (db shared with {', '.join(row.shared_with)})" if row.shared_with else "")
+        name = row.title + (
+            f" (db shared with {', '.join(row.shared_with)}; counted by prefix)" if row.shared_with else ""
+        )
         table.add_row(name, str(row.db), str(row.keys), str(row.expiring), str(row.persistent))
     table.caption = (
         "from INFO keyspace; db 0 also counts the latest-quote index and ingest checkpoints, "
@@ -96,13 +98,13 @@ def stats(
     """Keys per store (INFO keyspace), with memory and TTLs estimated from a SCAN sample."""
 
     async def job(rt: Runtime) -> tuple[list[health.StoreKeys], dict[Store, keys.StoreSample]]:
-        rows = await health.store_keys(rt.pools, rt.settings)
+        rows = await health.store_keys(rt.topology, rt.settings)
         samples = {}
         if sample:
             admin = admin_for(rt)
             for row in rows:
-                client = rt.pools.client(row.db)
-                samples[row.store] = await keys.store_sample(admin, client, row.store, row.keys, sample)
+                client = rt.topology.client(row.store)
+                samples[row.store] = await keys.store_sample(admin, client, row.store, row.db_keys, sample)
         return rows, samples
 
     rows, samples = run(job)
@@ -158,8 +160,9 @@ def get(
             except ValueError as exc:
                 raise SmartTradeError(str(exc)) from None
             return kv.db, keys.RawValue(key, "string", kv.ttl, int(kv.value is not None), kv.value)
-        db = rt.settings.db(fam.store)
-        return db, await keys.read_any(rt.pools.client(db), rt.url, key, count)
+        return rt.topology.db(fam.store), await keys.read_any(
+            rt.topology.client(fam.store), rt.url, key, count
+        )
 
     db, kv = run(job)
     store = fam.store.value
@@ -257,7 +260,7 @@ def demo(
             contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError),
         ):
             await run_demo(
-                rt.pools,
+                rt.topology,
                 rt.settings,
                 rt.stores,
                 symbol_list,
@@ -267,7 +270,7 @@ def demo(
                 seed,
                 result,
             )
-        keys = await health.store_keys(rt.pools, rt.settings)
+        keys = await health.store_keys(rt.topology, rt.settings)
         return result, keys
 
     result, keys = run(job)
@@ -420,7 +423,7 @@ def ingest(
     async def job(rt: Runtime) -> tuple[RunResult | None, str]:
         err.print(f"Redis: {rt.where}", markup=False, highlight=False)
         if reset:
-            symbols = await reset_plan(rt.pools, rt.settings, feed)
+            symbols = await reset_plan(rt.topology, rt.settings, feed)
             what = ", ".join(symbols) if symbols else "no symbols yet"
             plan = (
                 f"--reset starts source {feed.name} over: it deletes the market data, bars, "
@@ -432,16 +435,16 @@ def ingest(
             elif not confirm(f"{plan} Go on?"):
                 return None, "nothing changed"
         else:
-            await resolve_source(rt.pools, rt.settings, feed)
+            await resolve_source(rt.topology, rt.settings, feed)
         # the instruments this source is ingested with: registered, so later commands know them
         mine = [*parse_specs(rt.settings.smarttrade_symbols), *declared]
-        for spec in await InstrumentRegistry(rt.pools, rt.settings).register(mine):
+        for spec in await InstrumentRegistry(rt.topology).register(mine):
             err.print(f"registered {spec.declaration} (smarttrade symbols)", markup=False, highlight=False)
         err.print(f"source {feed.name}", markup=False, highlight=False)
         with IngestProgress(err, "ingest", feed.total) as bar:
             try:
                 result = await run_feed(
-                    rt.pools,
+                    rt.topology,
                     rt.settings,
                     feed,
                     dead_letter,
@@ -534,14 +537,14 @@ def footprint(
     as_json: JsonOpt = False,
 ) -> None:
     """The footprint ladder of recent bars: bid x ask per level, delta, POC, value area, imbalances."""
-    from smarttrade.analytics.views import recent_bars
-    from smarttrade.views import ladder
+    from smarttrade.analytics.views import AnalyticsViews
+    from smarttrade.cli.views import ladder
 
     symbol = symbol.upper()
 
     async def job(rt: Runtime) -> list[BarView]:
         try:
-            return await recent_bars(rt.pools, rt.settings, symbol, tf, bars)
+            return await AnalyticsViews(rt.topology, rt.settings).recent_bars(symbol, tf, bars)
         except ValueError as exc:
             raise SmartTradeError(str(exc)) from None
 
@@ -563,13 +566,14 @@ def indicators(
     as_json: JsonOpt = False,
 ) -> None:
     """Current indicator values: closed bars (the calculations store) and the forming bar (peek)."""
-    from smarttrade.analytics.views import forming_peek, indicator_values
-    from smarttrade.views import indicator_table
+    from smarttrade.analytics.views import AnalyticsViews
+    from smarttrade.cli.views import indicator_table
 
     symbol = symbol.upper()
 
     async def job(rt: Runtime) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-        return await indicator_values(rt.stores, symbol), await forming_peek(rt.pools, rt.settings, symbol)
+        closed = msgspec.to_builtins(await rt.stores.calc.all(symbol))
+        return closed, await AnalyticsViews(rt.topology, rt.settings).forming_peek(symbol)
 
     closed, peek = run(job)
     if as_json:

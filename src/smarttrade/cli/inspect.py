@@ -20,11 +20,11 @@ from rich.table import Table
 from rich.text import Text
 
 from smarttrade.cli.common import JsonOpt, StoreArg, admin_for, app, dump, err, fail, human_bytes, out, run
+from smarttrade.cli.progress import counting
 from smarttrade.ops import alerts, inspect, keys, published
 from smarttrade.ops.backup import newest_age_s
 from smarttrade.ops.sample import rates, take
 from smarttrade.ops.watch import Observation, Watcher
-from smarttrade.progress import counting
 from smarttrade.runtime import Runtime
 
 LEVEL_STYLE = {alerts.Level.OK: "green", alerts.Level.WARNING: "yellow", alerts.Level.CRITICAL: "bold red"}
@@ -117,7 +117,7 @@ def keys_cmd(
     emit = _KeyLines(as_json, out.is_terminal)
 
     async def job(rt: Runtime) -> tuple[int, int]:
-        client = rt.pools.client(rt.settings.db(store))
+        client = rt.topology.client(store)
         listed = next_cursor = 0
         emit.start()
         async for page in keys.browse_pages(client, rt.url, store, pattern, limit, cursor):
@@ -224,7 +224,7 @@ def ttl(
     """TTL histogram of a store, and the keys that have no TTL but should (fix: `cleanup --apply`)."""
 
     async def job(rt: Runtime) -> keys.TtlReport:
-        client = rt.pools.client(rt.settings.db(store))
+        client = rt.topology.client(store)
         with counting(err, f"scanning {store.value}") as tick:
             return await keys.ttl_report(client, rt.url, store, sample, tick)
 

@@ -23,14 +23,15 @@ from smarttrade.cli.common import (
     run,
     run_async,
 )
+from smarttrade.cli.progress import counting
 from smarttrade.errors import SmartTradeError
 from smarttrade.keyspace import Store
 from smarttrade.ops import audit as audit_ops
 from smarttrade.ops import backup as backup_ops
 from smarttrade.ops import keys, transfer
 from smarttrade.ops import profile as profile_ops
-from smarttrade.progress import counting
 from smarttrade.redis.embedded import stop_embedded
+from smarttrade.redis.topology import Placement
 from smarttrade.runtime import Runtime
 from smarttrade.settings import load_settings
 
@@ -60,7 +61,7 @@ def cleanup(
         targets = [store] if store else [s for s in Store if rt.settings.ttl(s) is not None]
         results = []
         for s in targets:
-            client = rt.pools.client(rt.settings.db(s))
+            client = rt.topology.client(s)
             results.append(await keys.cleanup(client, rt.url, rt.settings, s, apply))
         return results
 
@@ -103,9 +104,9 @@ def flush(
     """
     if store is Store.CONFIG and not include_settings:
         fail("the user-settings store holds permanent user data; add --include-user-settings to flush it", 2)
-    settings = load_settings()
-    db = settings.db(store)
-    shared = [s.value for s in Store if s is not store and settings.db(s) == db]
+    placement = Placement.from_settings(load_settings())
+    db = placement.db(store)
+    shared = [s.value for s in placement.shared_with(store)]
     if flushdb and shared:  # checked with --yes too: a cron line must not wipe another store
         fail(f"--flushdb would also delete {', '.join(shared)} (same db {db}); leave it out", 2)
     if not yes:
@@ -115,7 +116,7 @@ def flush(
             fail("nothing deleted", 1)
 
     async def job(rt: Runtime) -> keys.FlushResult:
-        client = rt.pools.client(db)
+        client = rt.topology.client(store)
         with counting(err, f"flushing {store.value}") as tick:
             return await keys.flush_store(admin_for(rt), client, store, flushdb, tick)
 
@@ -439,9 +440,9 @@ def export_cmd(
     """Copy one store's keys to a file: DUMP + PTTL per key, read with SCAN (TTLs kept)."""
 
     async def job(rt: Runtime) -> transfer.ExportResult:
-        db = rt.settings.db(store)
+        db = rt.topology.db(store)
         with counting(err, f"export {store.value}") as tick:
-            return await transfer.export_store(rt.pools.client(db), rt.url, store, db, file, tick)
+            return await transfer.export_store(rt.topology.client(store), rt.url, store, db, file, tick)
 
     result = run(job)
     if as_json:
@@ -465,7 +466,7 @@ def import_cmd(
     store = Store(header["store"])
 
     async def job(rt: Runtime) -> transfer.ImportResult:
-        client = rt.pools.client(rt.settings.db(store))
+        client = rt.topology.client(store)
         with counting(err, f"import {store.value}", total) as tick:
             return await transfer.import_store(client, rt.url, file, replace, tick)
 

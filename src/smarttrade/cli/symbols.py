@@ -60,7 +60,7 @@ def symbols_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         return
 
     async def job(rt: Runtime, settings: Settings) -> list[dict[str, object]]:
-        registered = await InstrumentRegistry(rt.pools, rt.settings).read()
+        registered = await InstrumentRegistry(rt.topology).read()
         rows = [_row(spec, "built-in") for spec in BUILTIN.values()]
         rows += [_row(spec, "registered") for spec in registered.values()]
         for spec in parse_specs(settings.smarttrade_symbols):
@@ -106,7 +106,7 @@ def symbols_add(
         fail(str(exc), 2)
 
     async def job(rt: Runtime, settings: Settings) -> bool:
-        return bool(await InstrumentRegistry(rt.pools, rt.settings).register([spec], replace=replace))
+        return bool(await InstrumentRegistry(rt.topology).register([spec], replace=replace))
 
     changed = _run(job)
     out.print(f"{'registered' if changed else 'already registered:'} {spec.declaration}", markup=False)

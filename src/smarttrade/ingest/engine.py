@@ -25,14 +25,15 @@ import redis.exceptions as rexc
 
 from smarttrade.analytics.bars import Op, SymbolAnalytics
 from smarttrade.analytics.calendar import calendar_for
-from smarttrade.errors import OutOfMemory, RedisUnavailable, SmartTradeError, StayedFull
+from smarttrade.errors import OutOfMemory, RedisUnavailable, SmartTradeError, StayedFull, redact
 from smarttrade.feeds.chunk import Chunk
 from smarttrade.ingest.commit import Commit, Layout, SymbolSlice, build_commit
 from smarttrade.ingest.wire import CommitWire
 from smarttrade.keyspace import CHECKPOINT_PREFIX, LAST_QUOTE_TTL, SPECS, Store, checkpoint_key, glob_escape
-from smarttrade.redis.connections import RedisPools, redis_errors
+from smarttrade.redis.connections import redis_errors
 from smarttrade.redis.scripts import INGEST_COMMIT
-from smarttrade.settings import Settings, redact
+from smarttrade.redis.topology import Topology
+from smarttrade.settings import Settings
 from smarttrade.symbols import SymbolSpec, spec_for
 from smarttrade.timeframes import parse_timeframes
 
@@ -79,29 +80,29 @@ class Rewind(Exception):
 class Engine:
     def __init__(
         self,
-        pools: RedisPools,
+        topology: Topology,
         settings: Settings,
         source: str,
         on_wait: Callable[[str], None] = lambda _: None,
         max_batch: int = MAX_BATCH,
         max_pending: int = MAX_PENDING,
     ) -> None:
-        self.pools = pools
+        self.topology = topology
         self.source = source
         self.on_wait = on_wait
         self.max_batch = max_batch
         self.max_pending = max_pending
         q, o, f = (SPECS[s] for s in (Store.QUOTES, Store.ORDERFLOW, Store.FOOTPRINT))
         self.layout = Layout(
-            settings.db(q),
-            settings.db(o),
-            settings.db(f),
+            topology.db(Store.QUOTES),
+            topology.db(Store.ORDERFLOW),
+            topology.db(Store.FOOTPRINT),
             settings.ttl(q) or 0,
             settings.ttl(o) or 0,
             settings.ttl(f) or 0,
             LAST_QUOTE_TTL,
         )
-        self.redis = pools.client(self.layout.db_quotes)
+        self.redis = topology.client(Store.QUOTES)  # the commit runs here and SELECTs the others
         self.wire = CommitWire(self.redis, INGEST_COMMIT)
         self.settings = settings
         self.analytics_on = settings.smarttrade_analytics
@@ -144,7 +145,7 @@ class Engine:
         prefix = f"{CHECKPOINT_PREFIX}:{self.source}:"
         found: dict[str, Checkpoint] = {}
         saved: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {}
-        with redis_errors(self.pools.url):
+        with redis_errors(self.topology.url):
             async for key in self.redis.scan_iter(match=glob_escape(prefix) + "*", count=500):
                 name = key.decode(errors="surrogateescape")
                 values = await self.redis.hmget(
@@ -167,7 +168,7 @@ class Engine:
         starts again carries on the bar it was in instead of overwriting it.
         """
         await self.load_checkpoints()
-        with redis_errors(self.pools.url):
+        with redis_errors(self.topology.url):
             for symbol in self.checkpoints:
                 key = checkpoint_key(self.source, symbol)
                 if keep_analytics:
@@ -356,7 +357,7 @@ class Engine:
         analytics = self.analytics.get(symbol)
         if analytics is None:
             s = self.settings
-            dbs = (s.db(Store.ORDERFLOW), s.db(Store.FOOTPRINT), s.db(Store.CALC))
+            dbs = self.topology.dbs(Store.ORDERFLOW, Store.FOOTPRINT, Store.CALC)
             analytics = SymbolAnalytics(
                 symbol,
                 spec,
@@ -403,7 +404,7 @@ class Engine:
         delay, lost_contact = 0.2, False
         full_since: float | None = None  # when Redis began refusing writes, without room since
         while todo:
-            reason = _classify(errors, self.pools.url)
+            reason = _classify(errors, self.topology.url)
             if isinstance(reason, SmartTradeError) and not isinstance(reason, OutOfMemory | RedisUnavailable):
                 raise reason
             if isinstance(reason, OutOfMemory):  # a full Redis does not empty itself: give up in time
@@ -421,7 +422,7 @@ class Engine:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             try:
-                with redis_errors(self.pools.url):
+                with redis_errors(self.topology.url):
                     if lost_contact:
                         await self._check_not_behind()
                     if any(isinstance(e, rexc.NoScriptError) for e in errors):

@@ -23,10 +23,11 @@ from smarttrade.ingest import identity
 from smarttrade.ingest.deadletter import DeadLetters
 from smarttrade.ingest.defaults import DEFAULT_FUTURE_S, DEFAULT_TOLERANCE_S
 from smarttrade.ingest.engine import Checkpoint, Engine, IngestStats, Rewind, _select, stayed_full
+from smarttrade.ingest.figures import publish_figures
 from smarttrade.ingest.normalize import Changed, Normalizer
 from smarttrade.keyspace import Store
-from smarttrade.ops.published import periodic, publish_ingest
-from smarttrade.redis.connections import RedisPools
+from smarttrade.redis.periodic import periodic
+from smarttrade.redis.topology import Topology
 from smarttrade.settings import Settings
 from smarttrade.stores.symbol_data import forget_symbols
 
@@ -229,7 +230,7 @@ async def _paced(chunk: Chunk, speed: float | None, clock: dict[str, float]) -> 
 
 
 async def run_feed(
-    pools: RedisPools,
+    topology: Topology,
     settings: Settings,
     feed: Feed,
     dead_letter: Path | None,
@@ -242,48 +243,48 @@ async def run_feed(
 ) -> RunResult:
     """Run ``feed`` to its end (or for ``duration`` seconds), resuming from its checkpoints."""
     current: list[Engine] = []
-    client = pools.client(settings.db(Store.QUOTES))
+    client = topology.client(Store.QUOTES)
 
     async def publish() -> None:  # this ingester's figures, for `monitor` and the exporter
         if current:
-            await publish_ingest(client, feed.name, current[-1].stats)
+            await publish_figures(client, feed.name, current[-1].stats)
 
     async with periodic(PUBLISH_EVERY_S, publish):
         args = (speed, reset, duration, on_progress, on_wait, on_chunk, current)
-        return await _run_feed(pools, settings, feed, dead_letter, *args)
+        return await _run_feed(topology, settings, feed, dead_letter, *args)
 
 
-async def resolve_source(pools: RedisPools, settings: Settings, feed: Feed, reset: bool = False) -> str:
+async def resolve_source(topology: Topology, settings: Settings, feed: Feed, reset: bool = False) -> str:
     """A file feed's source name, found by its content (identity.py); refuses an input whose
     ingested part changed unless ``reset``. Other feeds keep their name."""
     if isinstance(feed, FileFeed) and not feed.resolved:
-        client = pools.client(settings.db(Store.QUOTES))
+        client = topology.client(Store.QUOTES)
         name, _ = await identity.identify(
-            client, pools.url, feed.fmt, feed.paths, feed.name, feed.explicit, allow_changed=reset
+            client, topology.url, feed.fmt, feed.paths, feed.name, feed.explicit, allow_changed=reset
         )
         feed.name, feed.resolved = name, True
     return feed.name
 
 
-async def reset_plan(pools: RedisPools, settings: Settings, feed: Feed) -> list[str]:
+async def reset_plan(topology: Topology, settings: Settings, feed: Feed) -> list[str]:
     """The symbols ``--reset`` would start over (those this source has checkpoints for)."""
-    await resolve_source(pools, settings, feed, reset=True)
-    return sorted(await Engine(pools, settings, feed.name).load_checkpoints())
+    await resolve_source(topology, settings, feed, reset=True)
+    return sorted(await Engine(topology, settings, feed.name).load_checkpoints())
 
 
-async def _start_over(pools: RedisPools, settings: Settings, feed: Feed, engine: Engine) -> list[str]:
+async def _start_over(topology: Topology, settings: Settings, feed: Feed, engine: Engine) -> list[str]:
     """``--reset``: the source's symbols lose their data, bars and checkpoints together."""
     symbols = sorted(await engine.load_checkpoints())
-    await forget_symbols(pools, settings, symbols)
+    await forget_symbols(topology, symbols)
     await engine.reset()
     if isinstance(feed, FileFeed):
-        client = pools.client(settings.db(Store.QUOTES))
-        await identity.forget_record(client, pools.url, feed.name)
+        client = topology.client(Store.QUOTES)
+        await identity.forget_record(client, topology.url, feed.name)
     return symbols
 
 
 async def _run_feed(
-    pools: RedisPools,
+    topology: Topology,
     settings: Settings,
     feed: Feed,
     dead_letter: Path | None,
@@ -298,27 +299,27 @@ async def _run_feed(
     restarts = 0
     started = time.monotonic()
     started_over: list[str] = []
-    await resolve_source(pools, settings, feed, reset)
-    quotes = pools.client(settings.db(Store.QUOTES))
+    await resolve_source(topology, settings, feed, reset)
+    quotes = topology.client(Store.QUOTES)
     while True:
-        engine = Engine(pools, settings, feed.name, on_wait=on_wait)
+        engine = Engine(topology, settings, feed.name, on_wait=on_wait)
         current[:] = [engine]
         if reset:
-            await _start_over(pools, settings, feed, engine)
+            await _start_over(topology, settings, feed, engine)
         elif feed.live:
             await engine.reset(keep_analytics=True)
         reset = False
         await engine.load_checkpoints()
         floor = 0  # a record only moves forward: a resumed run re-reads from the start
         if isinstance(feed, FileFeed):
-            record = await identity.read_record(quotes, pools.url, feed.name)
+            record = await identity.read_record(quotes, topology.url, feed.name)
             if record is None:  # before the first commit, so a copy of a run killed early is found
                 await _while_full(
                     settings,
                     on_wait,
                     identity.write_record,
                     quotes,
-                    pools.url,
+                    topology.url,
                     feed.name,
                     feed.fmt,
                     feed.paths,
@@ -350,7 +351,7 @@ async def _run_feed(
                         on_wait,
                         identity.write_record,
                         quotes,
-                        pools.url,
+                        topology.url,
                         feed.name,
                         feed.fmt,
                         feed.paths,
@@ -385,7 +386,7 @@ async def _run_feed(
                     on_wait,
                     identity.write_record,
                     quotes,
-                    pools.url,
+                    topology.url,
                     feed.name,
                     feed.fmt,
                     feed.paths,
@@ -404,7 +405,7 @@ async def _run_feed(
         except AcceptedLinesChanged as exc:
             await engine.close()  # what the other symbols queued
             names = [c.symbol for c in exc.changed]
-            await forget_symbols(pools, settings, names)
+            await forget_symbols(topology, names)
             for c in exc.changed:
                 on_wait(
                     f"{c.symbol}: the lines accepted up to its checkpoint changed ({c.committed:,} "

@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from smarttrade.keyspace import SPECS, Store
-from smarttrade.redis.connections import RedisPools, redis_errors
+from smarttrade.ops import keys
+from smarttrade.redis.connections import redis_errors
+from smarttrade.redis.topology import Topology
 from smarttrade.settings import Settings
 
 
@@ -20,8 +22,11 @@ class StoreLayout:
     ttl: int | None
 
 
-def layout(settings: Settings) -> list[StoreLayout]:
-    return [StoreLayout(s.store, s.title, settings.db(s), s.pattern, settings.ttl(s)) for s in SPECS.values()]
+def layout(topology: Topology, settings: Settings) -> list[StoreLayout]:
+    return [
+        StoreLayout(s.store, s.title, topology.db(s.store), s.pattern, settings.ttl(s))
+        for s in SPECS.values()
+    ]
 
 
 @dataclass
@@ -39,9 +44,9 @@ class Status:
     stores: list[StoreLayout] = field(default_factory=list)
 
 
-async def status(pools: RedisPools, settings: Settings, shown_url: str) -> Status:
-    client = pools.client(settings.db(Store.QUOTES))
-    with redis_errors(pools.url):
+async def status(topology: Topology, settings: Settings, shown_url: str) -> Status:
+    client = topology.client(Store.QUOTES)
+    with redis_errors(topology.url):
         started = time.perf_counter()
         await client.ping()
         ping_ms = (time.perf_counter() - started) * 1000
@@ -57,7 +62,7 @@ async def status(pools: RedisPools, settings: Settings, shown_url: str) -> Statu
         maxmemory=int(info.get("maxmemory", 0)),
         maxmemory_policy=str(info.get("maxmemory_policy", "?")),
         connected_clients=int(info.get("connected_clients", 0)),
-        stores=layout(settings),
+        stores=layout(topology, settings),
     )
 
 
@@ -66,31 +71,40 @@ class StoreKeys:
     store: Store
     title: str
     db: int
-    keys: int
+    keys: int  # the store's own: INFO keyspace, or counted by prefix in a shared db
     expiring: int
-    shared_with: tuple[str, ...]  # other stores on the same db (INFO cannot split them)
+    shared_with: tuple[str, ...]  # other stores on the same db
+    db_keys: int  # every key in the db (what a memory estimate from a db-wide sample scales to)
 
     @property
     def persistent(self) -> int:
         return self.keys - self.expiring
 
 
-async def store_keys(pools: RedisPools, settings: Settings) -> list[StoreKeys]:
-    """Keys per store by name, from INFO keyspace (counts are per database)."""
-    with redis_errors(pools.url):
-        info: dict[str, Any] = await pools.client(settings.db(Store.QUOTES)).info("keyspace")
+async def store_keys(topology: Topology, settings: Settings) -> list[StoreKeys]:
+    """Keys per store by name: INFO keyspace for a store alone in its database; in a database
+    shared with other stores (every REDIS_DB_* = 0) a SCAN of the store's prefixes."""
+    info: dict[str, Any] = {}
+    with redis_errors(topology.url):
+        for primary in topology.primaries():
+            info.update(await primary.info("keyspace"))
     rows = []
-    for row in layout(settings):
+    for row in layout(topology, settings):
         db_info = info.get(f"db{row.db}") or {}
-        others = tuple(o.title for o in layout(settings) if o.db == row.db and o.store != row.store)
+        others = tuple(SPECS[o].title for o in topology.shared_with(row.store))
+        db_keys = count = int(db_info.get("keys", 0))
+        expiring = int(db_info.get("expires", 0))
+        if others:
+            count, expiring = await keys.count_keys(topology.client(row.store), topology.url, row.store)
         rows.append(
             StoreKeys(
                 store=row.store,
                 title=row.title,
                 db=row.db,
-                keys=int(db_info.get("keys", 0)),
-                expiring=int(db_info.get("expires", 0)),
+                keys=count,
+                expiring=expiring,
                 shared_with=others,
+                db_keys=db_keys,
             )
         )
     return rows

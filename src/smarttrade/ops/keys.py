@@ -274,6 +274,18 @@ async def _ttls(client: aioredis.Redis, url: str, keys: list[bytes]) -> list[int
         return await pipe.execute()
 
 
+async def count_keys(client: aioredis.Redis, url: str, store: Store) -> tuple[int, int]:
+    """(keys, expiring) of one store, told apart by prefix: for a database it shares with other
+    stores, where INFO keyspace can only count them all together."""
+    total = expiring = 0
+    async for _cursor, page in scan_store(client, url, store):
+        if page:
+            ttls = [t for t in await _ttls(client, url, page) if t != -2]  # -2: gone meanwhile
+            total += len(ttls)
+            expiring += sum(1 for t in ttls if t >= 0)
+    return total, expiring
+
+
 @dataclass
 class TtlReport:
     store: Store

@@ -7,24 +7,14 @@ batch sizes fresh (it expires seconds after the ingester stops). Keys: docs/keys
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
-import redis.exceptions as rexc
-
-if TYPE_CHECKING:  # the type only: the exporter and monitor need not load the engine
-    from smarttrade.ingest.engine import IngestStats
 
 from smarttrade.keyspace import (
     ALERTS_KEY,
     INGEST_STATS_PREFIX,
-    INGEST_STATS_TTL,
     OPS_TTL,
     STORE_HITS_KEY,
     Store,
@@ -33,8 +23,6 @@ from smarttrade.keyspace import (
 from smarttrade.ops.alerts import Previous
 from smarttrade.ops.sample import Sample
 from smarttrade.stores.base import SCAN_COUNT, BaseStore
-
-STOP_WAIT_S = 5.0
 
 
 class HitPublisher:
@@ -92,28 +80,6 @@ class IngestFigures:
     age_s: float  # since the ingester last published
 
 
-def _ingest_key(source: str) -> str:
-    return f"{INGEST_STATS_PREFIX}:{source}"
-
-
-async def publish_ingest(client: aioredis.Redis, source: str, stats: IngestStats) -> None:
-    key = _ingest_key(source)
-    pipe = client.pipeline(transaction=False)
-    pipe.hset(
-        key,
-        mapping={
-            "lag_ms": f"{stats.lag_ms:.3f}",
-            "batch": stats.last_batch,
-            "max_batch": stats.max_batch,
-            "trades": stats.trades,
-            "commits": stats.commits,
-            "ts": f"{time.time():.3f}",
-        },
-    )
-    pipe.expire(key, INGEST_STATS_TTL)
-    await pipe.execute()
-
-
 async def ingest_figures(client: aioredis.Redis) -> list[IngestFigures]:
     """Every running ingester's last published figures (SCAN with a COUNT, never KEYS)."""
     match = f"{glob_escape(INGEST_STATS_PREFIX)}:*"
@@ -163,29 +129,3 @@ async def save_check(client: aioredis.Redis, sample: Sample) -> None:
     pipe.hset(ALERTS_KEY, mapping=fields)
     pipe.expire(ALERTS_KEY, OPS_TTL)
     await pipe.execute()
-
-
-@asynccontextmanager
-async def periodic(period_s: float, action: Callable[[], Awaitable[None]]) -> AsyncIterator[None]:
-    """Run ``action`` every ``period_s`` while the block runs, ignoring Redis failures.
-
-    Stopped by an event, not by cancelling mid-command: redis-py can turn a cancellation inside a
-    command into a ConnectionError, which the loop would swallow and go on forever.
-    """
-    stop = asyncio.Event()
-
-    async def loop() -> None:
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), period_s)
-                return
-            with contextlib.suppress(rexc.RedisError, OSError):
-                await action()
-
-    task = asyncio.create_task(loop())
-    try:
-        yield
-    finally:
-        stop.set()
-        with contextlib.suppress(TimeoutError):  # stuck in a command: wait_for cancels it
-            await asyncio.wait_for(task, STOP_WAIT_S)

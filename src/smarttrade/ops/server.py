@@ -14,9 +14,9 @@ from typing import Any
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 
-from smarttrade.errors import SmartTradeError
+from smarttrade.errors import SmartTradeError, redact
 from smarttrade.redis.connections import redis_errors
-from smarttrade.settings import Settings, redact
+from smarttrade.settings import Settings
 
 
 class CommandUnavailable(SmartTradeError):

@@ -18,8 +18,7 @@ import redis.exceptions as rexc
 from redis.asyncio.retry import Retry
 from redis.backoff import ConstantBackoff, NoBackoff
 
-from smarttrade.errors import DecodeError, OutOfMemory, RedisUnavailable, SmartTradeError
-from smarttrade.settings import redact
+from smarttrade.errors import DecodeError, OutOfMemory, RedisUnavailable, SmartTradeError, redact
 
 # The seed's ioredis settings: 3 tries per request, 100 ms apart. Only connection failures are
 # retried: a command that timed out may have run, and a script must not run twice.

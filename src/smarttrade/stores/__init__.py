@@ -7,7 +7,7 @@ from typing import Any
 
 from smarttrade.keyspace import LAST_QUOTE_PREFIX, Store, parse_key
 from smarttrade.models import to_builtins
-from smarttrade.redis.connections import RedisPools
+from smarttrade.redis.topology import Topology
 from smarttrade.settings import Settings
 from smarttrade.stores.base import BaseStore
 from smarttrade.stores.calc import CalcStore
@@ -28,14 +28,14 @@ class KeyValue:
 
 
 class Stores:
-    def __init__(self, pools: RedisPools, settings: Settings) -> None:
-        self.pools = pools
-        self.quotes = QuoteStore(pools, settings)
-        self.orderflow = OrderFlowStore(pools, settings)
-        self.footprint = FootprintStore(pools, settings)
-        self.calc = CalcStore(pools, settings)
-        self.sessions = SessionStore(pools, settings)
-        self.configs = ConfigStore(pools, settings)
+    def __init__(self, topology: Topology, settings: Settings) -> None:
+        self.topology = topology
+        self.quotes = QuoteStore(topology, settings)
+        self.orderflow = OrderFlowStore(topology, settings)
+        self.footprint = FootprintStore(topology, settings)
+        self.calc = CalcStore(topology, settings)
+        self.sessions = SessionStore(topology, settings)
+        self.configs = ConfigStore(topology, settings)
 
     def by_store(self) -> dict[Store, BaseStore]:
         return {

@@ -1,4 +1,4 @@
-"""The mechanism every store shares: its db and TTL, raw reads and writes, scans, scripts.
+"""The mechanism every store shares: its client (from the topology) and TTL, reads, writes, scans, scripts.
 
 Each concrete store is a thin class that says which key and which model; nothing below is
 repeated per store.
@@ -18,7 +18,8 @@ from redis.commands.core import AsyncScript
 from smarttrade.errors import ValidationError
 from smarttrade.keyspace import StoreSpec
 from smarttrade.models import decode, encode
-from smarttrade.redis.connections import RedisPools, redis_errors
+from smarttrade.redis.connections import redis_errors
+from smarttrade.redis.topology import Topology
 from smarttrade.settings import Settings
 
 T = TypeVar("T")
@@ -29,12 +30,12 @@ SCAN_COUNT = 500
 class BaseStore:
     spec: ClassVar[StoreSpec]
 
-    def __init__(self, pools: RedisPools, settings: Settings) -> None:
+    def __init__(self, topology: Topology, settings: Settings) -> None:
         self.settings = settings
-        self.db = settings.db(self.spec)
+        self.db = topology.db(self.spec.store)
         self.ttl = settings.ttl(self.spec)
-        self.redis = pools.client(self.db)
-        self.url = pools.url
+        self.redis = topology.client(self.spec.store)
+        self.url = topology.url
         # Per-store hit counting: INFO only has a server-wide hit rate.
         self.hits = 0
         self.misses = 0

@@ -13,17 +13,17 @@ import redis.exceptions as rexc
 
 from smarttrade.errors import SmartTradeError, ValidationError
 from smarttrade.keyspace import INSTRUMENTS_KEY, Store
-from smarttrade.redis.connections import RedisPools, redis_errors
-from smarttrade.settings import Settings
+from smarttrade.redis.connections import redis_errors
+from smarttrade.redis.topology import Topology
 from smarttrade.symbols import SPECS, SymbolSpec, check_declarations, declare, parse_spec
 
 REPLACE_HINT = "to replace the registered one: smarttrade symbols add {} --replace"
 
 
 class InstrumentRegistry:
-    def __init__(self, pools: RedisPools, settings: Settings) -> None:
-        self.url = pools.url
-        self.redis = pools.client(settings.db(Store.QUOTES))
+    def __init__(self, topology: Topology) -> None:
+        self.url = topology.url
+        self.redis = topology.client(Store.QUOTES)
 
     async def read(self, denied_ok: bool = False) -> dict[str, SymbolSpec]:
         """The registered instruments; a declaration this version cannot read is an error that

@@ -10,22 +10,22 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from smarttrade.keyspace import symbol_patterns
-from smarttrade.redis.connections import RedisPools, redis_errors
-from smarttrade.settings import Settings
+from smarttrade.redis.connections import redis_errors
+from smarttrade.redis.topology import Topology
 
 SCAN_COUNT = 500
 
 
-async def forget_symbols(pools: RedisPools, settings: Settings, symbols: Iterable[str]) -> int:
+async def forget_symbols(topology: Topology, symbols: Iterable[str]) -> int:
     """Delete every key of these symbols (SCAN MATCH with a COUNT, UNLINK); the number deleted.
 
     Checkpoints of every source that wrote the symbol go too, so no source skips trades whose
     effect is gone."""
     deleted = 0
-    with redis_errors(pools.url):
+    with redis_errors(topology.url):
         for symbol in symbols:
             for store, pattern in symbol_patterns(symbol):
-                client = pools.client(settings.db(store))
+                client = topology.client(store)
                 batch: list[bytes] = []
                 async for key in client.scan_iter(match=pattern, count=SCAN_COUNT):
                     batch.append(key)
