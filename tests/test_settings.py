@@ -8,7 +8,7 @@ import pytest
 
 from smarttrade.errors import SettingsError
 from smarttrade.keyspace import SPECS, Store
-from smarttrade.settings import Settings, load_settings
+from smarttrade.settings import Settings, _default_data_dir, load_settings
 from tests.conftest import run_smarttrade
 
 
@@ -153,6 +153,8 @@ def test_every_variable_is_checked() -> None:
             "rediss://u:p@host:6380/?ssl_cert_reqs=none",
         ),
         ("REDIS_URL", "unix:///tmp/redis.sock", "unix:///tmp/redis.sock"),
+        ("SMARTTRADE_DATA_DIR", "", _default_data_dir()),  # empty: the default, not the cwd
+        ("SMARTTRADE_DATA_DIR", " /srv/st ", Path("/srv/st")),
     ],
 )
 def test_good_values(monkeypatch: pytest.MonkeyPatch, var: str, value: str, expected: object) -> None:

@@ -249,6 +249,16 @@ def _default_data_dir() -> Path:
     return Path(base) / "smarttrade"
 
 
+def _data_dir(value: object) -> Path:
+    """An empty SMARTTRADE_DATA_DIR (``VAR= cmd``, an unset shell variable) means the default,
+    not the working directory: a server's files must not land in whatever folder we run in."""
+    text = _as_text(value)
+    return Path(text).expanduser() if text else _default_data_dir()
+
+
+DataDir = Annotated[Path, BeforeValidator(_data_dir)]
+
+
 class Settings(BaseSettings):
     """Contract defaults (DESIGN.md §1) plus the knobs of our own processes."""
 
@@ -268,7 +278,7 @@ class Settings(BaseSettings):
     redis_ttl_sessions: Ttl = SPECS[Store.SESSIONS].default_ttl  # type: ignore[assignment]
     # Well below the runbook's 50-connection alert, across all pools of one process.
     redis_max_connections: Connections = 24
-    smarttrade_data_dir: Path = _default_data_dir()
+    smarttrade_data_dir: DataDir = _default_data_dir()
     smarttrade_maxmemory: MemorySize = "512mb"
     # Seconds the ingest engine waits for room on a Redis that refuses writes (full), then exit 2.
     smarttrade_full_wait: WaitSeconds = 60.0
