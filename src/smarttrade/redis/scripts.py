@@ -275,8 +275,9 @@ class Protocol:
 # The ingest commit's fixed slots; after them, KEYS: nq quote keys, nb bucket keys, nl level keys,
 # per cancel its bucket key and its quote key, one key per analytics op; ARGV: per quote
 # QUOTE_ARGS (head up to "volume":, the commit's volume in that second, the rest, timestamp),
-# nb trade lists, per level LEVEL_ARGS (price, buy, sell), nc trades to cancel (each exactly as
-# written to its bucket), no analytics ops.
+# nb buckets (each as a new bucket's JSON: set as sent when the key is new), per level
+# LEVEL_ARGS (price, buy, sell), nc trades to cancel (each exactly as written to its bucket), no
+# analytics ops.
 COMMIT = Protocol(
     keys=("checkpoint", "last_key", "stream", "calls_key"),  # calls_key: keyspace.script_calls_key
     argv=(
@@ -294,6 +295,7 @@ COMMIT = Protocol(
         "stream_ids",  # trade ids, comma-joined, in the buckets' order
         "stream_src",  # side sources, one letter per trade
         "last_ts",  # timestamp of the last quote
+        "trades",  # the commit's trades, a JSON array (the buckets' trades, by second)
         "cancelled",  # cancelled trades, a JSON array
         "state",  # analytics state (JSON), or empty
     ),
@@ -311,9 +313,10 @@ COMMIT_OPS = (
 # message and the checkpoint, in one atomic step. A commit whose sequence number the checkpoint
 # already holds is skipped, so a retried or replayed commit is applied once; one that skips a
 # number is refused (GAP), so commits apply in order even when several are on the wire.
-# Lean on purpose (docs/benchmarks.md): each group of keys is read with one MGET, our own footprint
-# levels are read without cjson, and a bar footprint's fields are read and written with one HMGET and
-# one HSET instead of a HINCRBY each.
+# Lean on purpose (docs/benchmarks.md): each group of keys is read with one MGET, a new bucket is
+# set as sent, the trades array comes whole (a megabyte string built in Lua cost more than all the
+# commands), our own footprint levels are read without cjson, and a bar footprint's fields are
+# read and written with one HMGET and one HSET instead of a HINCRBY each.
 # Counted (see ``counted``): every path through it ends in the quotes db, where ops:* keys live.
 INGEST_COMMIT = counted(
     LIB
@@ -401,20 +404,20 @@ k, a = k + nq, a + QUOTE_ARGS * nq
 
 use(dbo)
 local repaired = 0
-local lists = {}
 local buckets = mget(k, nb)
+local bucket_head = '{"symbol":' .. symbol_json .. ',"trades":['
 for i = 1, nb do
-  local key = KEYS[k + i]
-  lists[i] = ARGV[a + i]
-  local value = of_append(buckets[i], symbol_json, ARGV[a + i])
-  if value == nil then  -- not a bucket (hand-written garbage): replaced, and reported
-    repaired = repaired + 1
-    value = of_append(nil, symbol_json, ARGV[a + i])
+  local key, value = KEYS[k + i], ARGV[a + i]  -- the bucket as it is when new: set as sent
+  if buckets[i] then  -- an existing bucket: its new trades appended
+    local items = string.sub(value, #bucket_head + 1, -3)
+    value = of_append(buckets[i], symbol_json, items)
+    if value == nil then  -- not a bucket (hand-written garbage): replaced, and reported
+      repaired = repaired + 1
+      value = ARGV[a + i]
+    end
   end
   redis.call('SET', key, value, 'EX', ttl_o)
 end
--- the commit's trades, once: sent as the buckets' lists, joined here for the stream and message
-local trades = '[' .. table.concat(lists, ',') .. ']'
 if nb > 0 or nc > 0 then
   -- the stream keeps the order-flow window: entries older than its TTL are trimmed
   local now = redis.call('TIME')
