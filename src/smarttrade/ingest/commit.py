@@ -187,8 +187,7 @@ def build_commit(
             ask_t = price_text.get(ask[last]) or (spec.price_text(ask[last]) if ask[last] else "null")
             keys_q.append(quote_key(symbol, second))
             args_q += [
-                f'{{"symbol":{sym_json},"price":{price_text[sl.price[last].item()]},"volume":',
-                vol,
+                f'{{"symbol":{sym_json},"price":{price_text[sl.price[last].item()]},"volume":{vol}'
                 f',"timestamp":{ts},"bid":{bid_t},"ask":{ask_t}}}',
                 ts,
             ]

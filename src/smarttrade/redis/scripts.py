@@ -274,7 +274,7 @@ class Protocol:
 
 # The ingest commit's fixed slots; after them, KEYS: nq quote keys, nb bucket keys, nl level keys,
 # per cancel its bucket key and its quote key, one key per analytics op; ARGV: per quote
-# QUOTE_ARGS (head up to "volume":, the commit's volume in that second, the rest, timestamp),
+# QUOTE_ARGS (the quote as it is when new, its volume the commit's in that second; timestamp),
 # nb buckets (each as a new bucket's JSON: set as sent when the key is new), per level
 # LEVEL_ARGS (price, buy, sell), nc trades to cancel (each exactly as written to its bucket), no
 # analytics ops.
@@ -300,7 +300,7 @@ COMMIT = Protocol(
         "state",  # analytics state (JSON), or empty
     ),
 )
-QUOTE_ARGS, LEVEL_ARGS = 4, 3
+QUOTE_ARGS, LEVEL_ARGS = 2, 3
 # Analytics ops are one ARGV each: command, db and arguments joined by \031 (its key is in KEYS).
 # HINCRBY takes field, amount pairs; HSETEX and HINCRBYEX take a TTL first and set it after the
 # write; HINCRQTYEX takes a TTL, quantity decimals, then field, amount-in-units pairs, and keeps each
@@ -373,10 +373,11 @@ local quotes = mget(k, nq)
 for i = 1, nq do
   local key = KEYS[k + i]
   local base = a + (i - 1) * QUOTE_ARGS
-  local head, tail, ts = ARGV[base + 1], ARGV[base + 3], ARGV[base + 4]
-  local volume = qty_units(ARGV[base + 2], unit)
+  local value, ts = ARGV[base + 1], ARGV[base + 2]  -- the quote as it is when new: set as sent
   local current = quotes[i]
   if current then
+    local head, volume, tail = string.match(value, '^(.-"volume":)([^,}]+)(.*)$')
+    volume = qty_units(volume, unit)
     local old_volume = qty_units(string.match(current, '"volume":([^,}]+)'), unit)
     local old_ts = tonumber(string.match(current, '"timestamp":([^,}]+)'))
     if old_volume then volume = volume + old_volume end
@@ -384,8 +385,9 @@ for i = 1, nq do
       head = string.match(current, '^(.-"volume":)')
       tail = string.match(current, '"volume":[^,}]+(.*)$')
     end
+    value = head .. qty_text(volume, decimals) .. tail
   end
-  last_quote = head .. qty_text(volume, decimals) .. tail
+  last_quote = value
   redis.call('SET', key, last_quote, 'EX', ttl_q)
 end
 if last_quote then
