@@ -53,6 +53,9 @@ def replay(url: str, trades: int, workdir: Path, env_extra: dict[str, str] | Non
     cmd = [str(exe), "ingest", "--synthetic", "--count", str(trades), "--seed", "7"]
     cmd += ["--start-day", DAY.isoformat(), "--symbols", ",".join(SYMBOLS), "--json", "--reset", "--yes"]
     env = {**os.environ, "REDIS_URL": url, **(env_extra or {})}
+    with redis.Redis.from_url(url) as r:
+        r.config_resetstat()
+        cpu_before = _redis_cpu(r)
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -62,7 +65,18 @@ def replay(url: str, trades: int, workdir: Path, env_extra: dict[str, str] | Non
     proc.stdout.close()
     if status != 0 or stats["trades"] != trades:
         raise SystemExit(f"replay failed: status {status}, {stats.get('trades')} trades")
+    with redis.Redis.from_url(url) as r:
+        cpu_s = _redis_cpu(r) - cpu_before
+        commandstats = r.info("commandstats")
+    top = sorted(commandstats.items(), key=lambda kv: -kv[1]["usec"])[:8]
     return {
+        "redis_cpu_us_per_trade": cpu_s * 1e6 / trades,
+        "commandstats_us_per_trade": {
+            name.removeprefix("cmdstat_"): round(v["usec"] / trades, 3) for name, v in top
+        },
+        "commands_per_trade": {
+            name.removeprefix("cmdstat_"): round(v["calls"] / trades, 3) for name, v in top
+        },
         "trades": trades,
         "trades_per_s": trades / stats["elapsed_s"],
         "process_wall_s": wall,
@@ -71,6 +85,15 @@ def replay(url: str, trades: int, workdir: Path, env_extra: dict[str, str] | Non
         "max_batch": stats["max_batch"],
         "commits": stats["commits"],
     }
+
+
+def _redis_cpu(r: redis.Redis) -> float:
+    """The server's CPU seconds so far (user + sys, main thread and helpers alike)."""
+    info = r.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+ONE_DB = {f"REDIS_DB_{s.name}": "0" for s in Store}  # every store in database 0
 
 
 def records(n: int, seed: int) -> list[TradeRecord]:
@@ -214,6 +237,9 @@ def main() -> None:
     parser.add_argument("--live-trades", type=int, default=300_000)
     parser.add_argument("--seed-trades", type=int, default=5_000)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--replay-only", action="store_true", help="only the replays (both layouts) and redis-benchmark"
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="smarttrade-bench-"))
     server = EmbeddedRedis(workdir / "redis", config={"save": "", "appendonly": "no", "maxmemory": "6gb"})
@@ -224,6 +250,14 @@ def main() -> None:
         results["replay"] = replay(server.url, args.trades, workdir)
         print("replay", results["replay"], flush=True)
         flush(server.url)
+        results["replay_one_db"] = replay(server.url, args.trades, workdir, ONE_DB)
+        print("replay, one database", results["replay_one_db"], flush=True)
+        flush(server.url)
+        if args.replay_only:
+            results["redis_benchmark"] = redis_benchmark(server.port)
+            print("redis-benchmark", results["redis_benchmark"], flush=True)
+            _figures(results)
+            return
         results["live"] = asyncio.run(live_path(server.url, args.live_trades))
         print("live", results["live"], flush=True)
         flush(server.url)
@@ -237,6 +271,7 @@ def main() -> None:
         print("redis-benchmark", results["redis_benchmark"], flush=True)
     finally:
         server.stop(save=False)
+    _figures(results)
     r, s, lat = results["replay"], results["seed_style"], results["latency"]
     ratio = r["trades_per_s"] / s["trades_per_s"]
     sets = results["redis_benchmark"]["sets_per_s"]
@@ -282,6 +317,22 @@ def main() -> None:
     results["ratio_vs_seed"] = ratio
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
+
+
+def _figures(results: dict) -> None:
+    """Issue 10's two figures, from the same server: replay trades/s over redis-benchmark's SET/s,
+    and Redis CPU per trade over the replay (INFO cpu), per layout."""
+    sets = results["redis_benchmark"]["sets_per_s"]
+    print()
+    for name, target in (("replay", 1.0), ("replay_one_db", 1.1)):
+        r = results[name]
+        ratio = r["trades_per_s"] / sets if sets else float("nan")
+        r["ratio_vs_redis_benchmark"] = ratio
+        cpu = r["redis_cpu_us_per_trade"]
+        ok_ratio = "ok" if ratio >= 0.25 / target else "MISSED"
+        ok_cpu = "ok" if cpu <= 0.9 * target else "MISSED"
+        print(f"{name:<14} trades/s / redis-benchmark SET/s {ratio:6.3f} (>= {0.25 / target:.3f}) {ok_ratio}")
+        print(f"{name:<14} Redis CPU per trade {cpu:6.2f} µs (<= {0.9 * target:.2f}) {ok_cpu}")
 
 
 if __name__ == "__main__":

@@ -99,6 +99,59 @@ SOURCE_RE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 
 
 @dataclass(frozen=True, slots=True)
+class KeyLayout:
+    """How a key spells its symbol or user (docs/keyspace.md, "Two layouts").
+
+    Standalone is the contract, byte for byte (``quote:DOL:EPOCH``). Cluster writes the symbol or
+    user as a hash tag (``quote:{DOL}:EPOCH``, ``session:{user123}``): Redis Cluster hashes only the
+    tag, so every key of one symbol's commit (and of one user) lands in one slot and the Lua commit
+    runs there unchanged. Prefixes are the same, so ``PREFIX:*`` SCAN patterns match both.
+    """
+
+    name: str
+    hash_tags: bool
+
+    def tag(self, ident: str) -> str:
+        return f"{{{ident}}}" if self.hash_tags else ident
+
+    def untag(self, segment: str) -> str:
+        """The symbol or user of a key segment; ValueError for a cluster key without its tag."""
+        if not self.hash_tags:
+            return segment
+        if len(segment) < 3 or segment[0] != "{" or segment[-1] != "}":
+            raise ValueError(
+                f"{segment!r} is not a hash tag ({{SYMBOL}} or {{USER_ID}}) of the cluster layout"
+            )
+        return segment[1:-1]
+
+
+STANDALONE = KeyLayout("standalone", hash_tags=False)
+CLUSTER = KeyLayout("cluster", hash_tags=True)
+LAYOUTS: dict[str, KeyLayout] = {STANDALONE.name: STANDALONE, "sentinel": STANDALONE, CLUSTER.name: CLUSTER}
+_layout = STANDALONE
+
+
+def layout_for(mode: str) -> KeyLayout:
+    """The key layout of a topology (REDIS_MODE): cluster uses hash tags, the others the contract's."""
+    try:
+        return LAYOUTS[mode]
+    except KeyError:
+        raise ValueError(f"REDIS_MODE: {mode!r} is not one of {', '.join(LAYOUTS)}") from None
+
+
+def use_layout(layout: KeyLayout) -> KeyLayout:
+    """Make ``layout`` the one every key function spells (the topology seam calls this once at
+    start-up, from settings); returns the previous one, so a test can put it back."""
+    global _layout
+    previous, _layout = _layout, layout
+    return previous
+
+
+def current_layout() -> KeyLayout:
+    return _layout
+
+
+@dataclass(frozen=True, slots=True)
 class KeyFamily:
     """Keys sharing a prefix: which store's database holds them and how long they should live.
 
@@ -148,27 +201,33 @@ def glob_escape(text: str) -> str:
 
 
 def quote_key(symbol: str, epoch_s: int) -> str:
-    return f"quote:{symbol}:{int(epoch_s)}"
+    return f"quote:{_layout.tag(symbol)}:{int(epoch_s)}"
 
 
 def last_quote_key(symbol: str) -> str:
-    return f"{LAST_QUOTE_PREFIX}:{symbol}"
+    return f"{LAST_QUOTE_PREFIX}:{_layout.tag(symbol)}"
 
 
 def orderflow_key(symbol: str, epoch_s: int) -> str:
-    return f"orderflow:{symbol}:{int(epoch_s)}"
+    return f"orderflow:{_layout.tag(symbol)}:{int(epoch_s)}"
 
 
 def footprint_key(symbol: str, level: int) -> str:
-    return f"footprint:{symbol}:{int(level)}"
+    return f"footprint:{_layout.tag(symbol)}:{int(level)}"
 
 
 def calc_key(symbol: str, indicator: str) -> str:
-    return f"calc:{symbol}:{indicator}"
+    return f"calc:{_layout.tag(symbol)}:{indicator}"
 
 
 def checkpoint_key(source: str, symbol: str) -> str:
-    return f"{CHECKPOINT_PREFIX}:{source}:{symbol}"
+    return f"{CHECKPOINT_PREFIX}:{source}:{_layout.tag(symbol)}"
+
+
+def script_calls_key(symbol: str) -> str:
+    """Where a symbol's commit counts the commands it ran: the one SCRIPT_CALLS_KEY, or in the
+    cluster layout one per symbol, in the slot of the commit's other keys."""
+    return f"{SCRIPT_CALLS_KEY}:{{{symbol}}}" if _layout.hash_tags else SCRIPT_CALLS_KEY
 
 
 def source_key(source: str) -> str:
@@ -179,13 +238,13 @@ def symbol_patterns(symbol: str) -> list[tuple[Store, str]]:
     """SCAN MATCH patterns of every key holding ``symbol``'s market data, bars, indicators and
     stream, and of its checkpoints (any source), with the store whose db holds them: what starting
     a symbol over deletes (stores.symbol_data)."""
-    sym = glob_escape(symbol)
+    sym = glob_escape(_layout.tag(symbol))
     return [
         (Store.QUOTES, f"quote:{sym}:*"),
-        (Store.QUOTES, last_quote_key(sym)),
+        (Store.QUOTES, f"{LAST_QUOTE_PREFIX}:{sym}"),
         (Store.QUOTES, f"{CHECKPOINT_PREFIX}:*:{sym}"),
         (Store.ORDERFLOW, f"orderflow:{sym}:*"),
-        (Store.ORDERFLOW, trades_stream_key(sym)),
+        (Store.ORDERFLOW, f"{STREAM_PREFIX}:{sym}"),
         (Store.ORDERFLOW, f"{BAR_PREFIX}:{sym}:*"),
         (Store.ORDERFLOW, f"{BAR_INDEX_PREFIX}:{sym}:*"),
         (Store.FOOTPRINT, f"footprint:{sym}:*"),
@@ -195,31 +254,38 @@ def symbol_patterns(symbol: str) -> list[tuple[Store, str]]:
 
 
 def trades_stream_key(symbol: str) -> str:
-    return f"{STREAM_PREFIX}:{symbol}"
+    return f"{STREAM_PREFIX}:{_layout.tag(symbol)}"
 
 
 def trades_channel(symbol: str) -> str:
-    return f"{CHANNEL_PREFIX}:{symbol}"
+    return f"{CHANNEL_PREFIX}:{_layout.tag(symbol)}"
 
 
 def bar_key(symbol: str, timeframe: str, start: int) -> str:
-    return f"{BAR_PREFIX}:{symbol}:{timeframe}:{start}"
+    return f"{BAR_PREFIX}:{_layout.tag(symbol)}:{timeframe}:{start}"
 
 
 def bar_index_key(symbol: str, timeframe: str) -> str:
-    return f"{BAR_INDEX_PREFIX}:{symbol}:{timeframe}"
+    return f"{BAR_INDEX_PREFIX}:{_layout.tag(symbol)}:{timeframe}"
 
 
 def bar_footprint_key(symbol: str, timeframe: str, start: int) -> str:
-    return f"{BAR_FOOTPRINT_PREFIX}:{symbol}:{timeframe}:{start}"
+    return f"{BAR_FOOTPRINT_PREFIX}:{_layout.tag(symbol)}:{timeframe}:{start}"
 
 
 def session_key(user_id: str) -> str:
-    return f"session:{user_id}"
+    return f"session:{_layout.tag(user_id)}"
 
 
 def config_key(user_id: str, setting: str) -> str:
-    return f"config:{user_id}:{setting}"
+    return f"config:{_layout.tag(user_id)}:{setting}"
+
+
+def layout_pattern(spec: StoreSpec, layout: KeyLayout) -> str:
+    """The store's key pattern as ``layout`` spells it (``quote:{SYMBOL}:EPOCH_S`` in cluster)."""
+    prefix, _, rest = spec.pattern.partition(":")
+    first, sep, tail = rest.partition(":")
+    return f"{prefix}:{layout.tag(first)}{sep}{tail}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,8 +294,10 @@ class ParsedKey:
     parts: tuple[str, ...]  # the segments after the prefix
 
 
-def parse_key(key: str) -> ParsedKey:
-    """Split a contract key into its store and segments; ValueError names what is wrong."""
+def parse_key(key: str, layout: KeyLayout | None = None) -> ParsedKey:
+    """Split a contract key into its store and segments (the symbol or user untagged, in the
+    cluster layout); ValueError names what is wrong. ``layout``: the current one by default."""
+    layout = layout or _layout
     prefix, _, rest = key.partition(":")
     spec = BY_PREFIX.get(prefix)
     if spec is None:
@@ -238,7 +306,12 @@ def parse_key(key: str) -> ParsedKey:
     want = spec.pattern.count(":")
     parts = tuple(rest.split(":", want - 1)) if rest else ()
     if len(parts) != want or not all(parts):
-        raise ValueError(f"{key!r} does not match {spec.pattern}")
+        raise ValueError(f"{key!r} does not match {layout_pattern(spec, layout)}")
+    if layout.hash_tags:
+        try:
+            parts = (layout.untag(parts[0]), *parts[1:])
+        except ValueError as exc:
+            raise ValueError(f"{key!r}: {exc}") from None
     if spec.store in (Store.QUOTES, Store.ORDERFLOW, Store.FOOTPRINT, Store.CALC):
         check_symbol(parts[0])
     # digits exactly as written: "0203" would read quote:DOL:203, another key

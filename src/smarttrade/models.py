@@ -41,6 +41,39 @@ class Trade(Struct, kw_only=True):
     time: Epoch
 
 
+class TradeMessage(Struct, kw_only=True):
+    """One commit's pub/sub message on ``trades:SYMBOL`` (the gateway's input; docs/ingest.md).
+
+    ``quote`` is the second's merged quote after the commit (null when it had no live trade);
+    ``trades`` the commit's trades by second; ``cancelled`` the trades it cancelled. The ingest
+    commit writes its head and tail from this struct and splices the trades in inside Redis.
+    """
+
+    symbol: Symbol
+    seq: int
+    quote: Quote | None
+    trades: list[Trade]
+    cancelled: list[Trade]
+
+
+class StreamEntry(Struct, kw_only=True):
+    """One commit's entry in ``stream:trades:SYMBOL`` (replay for a gateway that reconnects).
+
+    A stream entry's fields are strings: ``trades`` and ``cancelled`` are JSON arrays of Trade,
+    ``ids`` the trade ids comma-joined, ``src`` one side-source letter per trade (feeds.chunk),
+    both in ``trades``' order. ``decode_stream_entry`` reads one.
+    """
+
+    seq: int
+    trades: list[Trade]
+    ids: list[str]
+    src: str
+    cancelled: list[Trade]
+
+
+STREAM_FIELDS = StreamEntry.__struct_fields__  # the XADD field names, in the order written
+
+
 class OrderFlowBucket(Struct, kw_only=True):
     symbol: Symbol | None = None
     trades: list[Trade] = msgspec.field(default_factory=list)
@@ -97,6 +130,24 @@ def decode(kind: type[T] | Any, raw: bytes | str, where: str) -> T:
         raise DecodeError(where, str(exc).replace("`", "")) from None
     except RecursionError:  # e.g. '[' * 3000 into an Any field: msgspec recurses per level
         raise DecodeError(where, "nested too deeply") from None
+
+
+def decode_stream_entry(fields: dict[Any, Any], where: str) -> StreamEntry:
+    """A stream entry's fields (bytes or str, as XRANGE returns them) as a StreamEntry."""
+    text = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+            for k, v in fields.items()}  # fmt: skip
+    missing = [name for name in STREAM_FIELDS if name not in text]
+    if missing:
+        raise DecodeError(where, f"missing field {missing[0]!r}")
+    if not text["seq"].isdigit():
+        raise DecodeError(where, "$.seq must be an integer")
+    return StreamEntry(
+        seq=int(text["seq"]),
+        trades=decode(list[Trade], text["trades"], f"{where} trades"),
+        ids=text["ids"].split(",") if text["ids"] else [],
+        src=text["src"],
+        cancelled=decode(list[Trade], text["cancelled"], f"{where} cancelled"),
+    )
 
 
 def to_builtins(value: Any) -> Any:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from msgspec import Raw
 
 from smarttrade.analytics.bars import Op
 from smarttrade.errors import SmartTradeError
@@ -21,10 +22,12 @@ from smarttrade.keyspace import (
     last_quote_key,
     orderflow_key,
     quote_key,
+    script_calls_key,
     trades_channel,
     trades_stream_key,
 )
-from smarttrade.models import encode
+from smarttrade.models import TradeMessage, encode
+from smarttrade.redis.scripts import COMMIT
 from smarttrade.symbols import SymbolSpec
 
 _EXACT = 2**53  # Lua adds quantities as doubles: exact below this
@@ -61,9 +64,24 @@ def qty_text(units: int, decimals: int) -> str:
     return f"{sign}{whole}.{frac_text}" if frac_text else f"{sign}{whole}"
 
 
+def message_frame(symbol: str, seq: int, cancelled_json: str) -> tuple[str, str]:
+    """The pub/sub message (models.TradeMessage) around its trades: its head up to ``"trades":``,
+    with ``"quote":null`` for the script to fill in, and its tail after them."""
+    frame = TradeMessage(
+        symbol=symbol, seq=seq, quote=None, trades=_NO_TRADES, cancelled=Raw(cancelled_json.encode())
+    )
+    head, _, tail = encode(frame).decode().partition(_TRADES_MARK)
+    return head + _TRADES_MARK[:-2], tail
+
+
+_NO_TRADES = Raw(b"[]")
+_TRADES_MARK = '"trades":[]'
+
+
 @dataclass(frozen=True, slots=True)
 class Layout:
-    """Where the commit writes: databases and TTLs (from Settings)."""
+    """Where the commit writes: databases and TTLs (from Settings). The commit is sent on a
+    connection to ``db_quotes``; when every store shares that db, it runs without SELECT."""
 
     db_quotes: int
     db_orderflow: int
@@ -169,8 +187,7 @@ def build_commit(
             ask_t = price_text.get(ask[last]) or (spec.price_text(ask[last]) if ask[last] else "null")
             keys_q.append(quote_key(symbol, second))
             args_q += [
-                f'{{"symbol":{sym_json},"price":{price_text[sl.price[last].item()]},"volume":',
-                vol,
+                f'{{"symbol":{sym_json},"price":{price_text[sl.price[last].item()]},"volume":{vol}'
                 f',"timestamp":{ts},"bid":{bid_t},"ask":{ask_t}}}',
                 ts,
             ]
@@ -201,8 +218,12 @@ def build_commit(
             keys_c += [orderflow_key(symbol, sec_list[i]), quote_key(symbol, sec_list[i])]
             args_c.append(items[i])
 
-    # the trades go once, as the buckets' lists; the script joins them for the stream and the
-    # pub/sub message, so ids and side sources follow the buckets' order (by second)
+    # the trades, by second (the buckets' order, which ids and side sources follow), go twice: as
+    # the new buckets' JSON and whole, for the stream and the pub/sub message (cheaper in Redis than
+    # joining them there)
+    trades_json = "[" + ",".join(args_b) + "]"
+    bucket_head = f'{{"symbol":{sym_json},"trades":['
+    args_b = [f"{bucket_head}{lst}]}}" for lst in args_b]
     cancelled_json = "[" + ",".join(args_c) + "]"
     if isinstance(sl.ids, np.ndarray):
         ids = ",".join(map(str, sl.ids[idx].tolist()))
@@ -211,34 +232,40 @@ def build_commit(
     else:
         ids = ",".join([sl.ids[i] for i in idx.tolist()])
     letters = sl.side_src[idx].astype(np.uint8).tobytes().translate(_LETTERS).decode()
-    head = f'{{"symbol":{sym_json},"seq":{seq},"quote":null,"trades":'  # the script fills in the quote
-    tail = f',"cancelled":{cancelled_json}}}'
+    head, tail = message_frame(symbol, seq, cancelled_json)
     keys = [
-        checkpoint_key(source, symbol),
-        last_quote_key(symbol),
-        trades_stream_key(symbol),
+        *COMMIT.pack_keys(
+            checkpoint=checkpoint_key(source, symbol),
+            last_key=last_quote_key(symbol),
+            stream=trades_stream_key(symbol),
+            calls_key=script_calls_key(symbol),
+        ),
         *keys_q,
         *keys_b,
         *keys_l,
         *keys_c,
     ]
+    one_db = len({layout.db_quotes, layout.db_orderflow, layout.db_footprint, *(op[1] for op in ops)}) == 1
     args: list[str | bytes | int] = [
-        seq,
-        ordinal,
-        f"{layout.db_quotes} {layout.db_orderflow} {layout.db_footprint}",
-        f"{layout.ttl_quotes} {layout.ttl_orderflow} {layout.ttl_footprint} {layout.ttl_last}",
-        decimals,
-        "0 0" if ordinals is None else f"{ordinals.size} {ordinal_digest(ordinals)}",
-        trades_channel(symbol),
-        f"{len(keys_q)} {len(keys_b)} {len(keys_l)} {len(args_c)} {len(ops)}",
-        sym_json,
-        tail,
-        ids,
-        letters,
-        head,
-        last_quote_ts,
-        cancelled_json,
-        state,
+        *COMMIT.pack_argv(
+            seq=seq,
+            ordinal=ordinal,
+            dbs="" if one_db else f"{layout.db_quotes} {layout.db_orderflow} {layout.db_footprint}",
+            ttls=f"{layout.ttl_quotes} {layout.ttl_orderflow} {layout.ttl_footprint} {layout.ttl_last}",
+            decimals=decimals,
+            coverage="0 0" if ordinals is None else f"{ordinals.size} {ordinal_digest(ordinals)}",
+            channel=trades_channel(symbol),
+            sizes=f"{len(keys_q)} {len(keys_b)} {len(keys_l)} {len(args_c)} {len(ops)}",
+            symbol_json=sym_json,
+            msg_head=head,
+            msg_tail=tail,
+            stream_ids=ids,
+            stream_src=letters,
+            last_ts=last_quote_ts,
+            trades=trades_json,
+            cancelled=cancelled_json,
+            state=state,
+        ),
         *args_q,
         *args_b,
         *args_l,

@@ -18,6 +18,7 @@ import redis.exceptions as rexc
 from smarttrade.keyspace import FAMILIES, SPECS, KeyFamily, Store, families, family_of
 from smarttrade.ops.server import Admin, CommandUnavailable
 from smarttrade.redis.connections import redis_errors
+from smarttrade.redis.scripts import EXPIRE_IF_NONE
 from smarttrade.settings import Settings
 
 SCAN_COUNT = 1000
@@ -428,16 +429,6 @@ async def store_sample(
 
 
 # -- maintenance ---------------------------------------------------------------------------------
-
-# Sets a TTL only if the key still has none: a racing writer's own TTL is never overridden.
-EXPIRE_IF_NONE = """
-local ttl = tonumber(ARGV[1])
-if redis.call('TTL', KEYS[1]) == -1 then
-  redis.call('EXPIRE', KEYS[1], ttl)
-  return 1
-end
-return 0
-"""
 
 
 @dataclass
