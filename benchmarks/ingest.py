@@ -34,6 +34,7 @@ from smarttrade.feeds.record import TradeRecord
 from smarttrade.feeds.synthetic import SyntheticFeed
 from smarttrade.ingest.engine import Engine
 from smarttrade.ingest.live import LiveIngest
+from smarttrade.keyspace import Store
 from smarttrade.redis.embedded import EmbeddedRedis, find_redis_binary
 from smarttrade.redis.topology import Topology
 from smarttrade.settings import Settings

@@ -20,7 +20,7 @@ from smarttrade.feeds.synthetic import SyntheticFeed
 from smarttrade.ingest import engine as engine_module
 from smarttrade.ingest.run import ChunkFeed, run_feed
 from smarttrade.keyspace import CLUSTER, STANDALONE, Store, layout_for, parse_key, use_layout
-from smarttrade.redis.connections import RedisPools
+from smarttrade.redis.topology import Topology
 from tests.conftest import settings_for, start_server
 
 
@@ -162,7 +162,7 @@ async def test_each_commit_hashes_to_one_slot_on_a_one_node_cluster(
     url = node.url  # type: ignore[attr-defined]
     one_db = {f"redis_db_{s.value}": 0 for s in Store}
     settings = settings_for(url, **one_db)
-    pools = RedisPools(url, {0}, 8)
+    pools = Topology.standalone(url, settings, 8)
     feed = SyntheticFeed(["DOL", "WDO"], seed=3, count=3000, start_day=date(2025, 11, 24), chunk=500)
     try:
         result = await run_feed(pools, settings, ChunkFeed(feed.chunks, feed.name, total=3000), None)
