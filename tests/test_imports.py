@@ -12,7 +12,7 @@ PACKAGE = Path(smarttrade.__file__).parent
 
 # Lower ranks are imported by higher ones, never the other way.
 RANK = {
-    **dict.fromkeys(("", "errors", "symbols", "timeframes", "keyspace", "models", "settings"), 0),
+    **dict.fromkeys(("", "errors", "stopping", "symbols", "timeframes", "keyspace", "models", "settings"), 0),
     **dict.fromkeys(("redis", "feeds"), 1),
     "stores": 2,
     "analytics": 3,

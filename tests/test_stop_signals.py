@@ -110,3 +110,21 @@ def test_units_stop_with_sigterm_and_expect_exit_0() -> None:
         assert service.get("KillMode", ["control-group"]) in (["control-group"], ["mixed"]), name
         assert "130" not in " ".join(service.get("SuccessExitStatus", [])), name
         assert service.get("TimeoutStopSec"), name  # bounded: a stuck stop is killed
+
+
+async def test_a_requested_stop_ends_a_run_even_when_its_cancel_was_lost(server, pools, settings) -> None:
+    """redis-py can turn a cancellation inside a command into a retried ConnectionError, losing the
+    cancel; the run loop checks the stop flag between chunks, so the signal still takes effect."""
+    import asyncio
+
+    from smarttrade import stopping
+    from smarttrade.ingest.run import run_feed
+    from smarttrade.ingest.sources import synthetic_feed
+
+    feed = synthetic_feed(["DOL"], 1, None, 200.0, None, "")  # endless: only a stop ends it
+    stopping.request("SIGTERM")
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(run_feed(pools, settings, feed, None), 30)
+    finally:
+        stopping.clear()

@@ -12,6 +12,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from rich.console import Console
 
+from smarttrade import stopping
 from smarttrade.errors import SmartTradeError
 from smarttrade.keyspace import Store
 from smarttrade.ops.server import Admin
@@ -74,10 +75,12 @@ def run_async(main: Callable[[], Awaitable[T]]) -> T:
 
         def stop(sig: signal.Signals) -> None:
             received.append(sig)
+            stopping.request(sig.name)  # for the loops, should redis-py swallow the cancel
             task.cancel()
             for each in STOP_EXIT:  # a second one acts at once (Ctrl-C twice: KeyboardInterrupt)
                 loop.remove_signal_handler(each)
 
+        stopping.clear()
         for sig in STOP_EXIT:
             loop.add_signal_handler(sig, stop, sig)
         return await main()

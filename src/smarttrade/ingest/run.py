@@ -15,6 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
+from smarttrade import stopping
 from smarttrade.errors import OutOfMemory, SmartTradeError
 from smarttrade.feeds.chunk import Chunk
 from smarttrade.feeds.files import LineParser, parse_lines, read_lines
@@ -338,6 +339,7 @@ async def _run_feed(
                         if delay > 0:
                             await asyncio.sleep(delay)
                     on_chunk(part)
+                    stopping.check()  # a stop whose cancel redis-py swallowed
                     await engine.feed(part)
                     await asyncio.sleep(0)  # let the committer send while we parse on
                 on_progress(engine, dead, feed)

@@ -29,6 +29,7 @@ class CommitWire:
         self.sha = hashlib.sha1(script.encode()).hexdigest()
         self._conn: AbstractConnection | None = None
         self._broken = False
+        self._closing = False  # close() began: failures from here on are the stop itself
         self._outbox: deque[tuple[bytes, int, asyncio.Future[list[object]]]] = deque()
         self._wire: deque[tuple[int, asyncio.Future[list[object]]]] = deque()  # sent, awaiting replies
         self._writer: asyncio.Future[None] | None = None
@@ -94,7 +95,9 @@ class CommitWire:
         for future in pending:
             if future.done():
                 continue
-            if isinstance(exc, asyncio.CancelledError):  # a stop, not a failure: nothing to report
+            # a stop, not a failure: nothing to report (redis-py may turn the cancel of a read
+            # into a ConnectionError, so a closing wire cancels whatever the error)
+            if self._closing or isinstance(exc, asyncio.CancelledError):
                 future.cancel()
             else:
                 future.set_exception(exc)
@@ -109,6 +112,7 @@ class CommitWire:
         self.sha = (await conn.read_response()).decode()
 
     async def close(self) -> None:
+        self._closing = True
         for task in (self._writer, self._reader):
             if task is not None:
                 task.cancel()
