@@ -302,6 +302,12 @@ async def _run_feed(
     started_over: list[str] = []
     await resolve_source(topology, settings, feed, reset)
     quotes = topology.client(Store.QUOTES)
+
+    async def save_record(*progress: object) -> None:  # this file source's record (identity.py)
+        assert isinstance(feed, FileFeed)
+        args = (quotes, topology.url, feed.name, feed.fmt, feed.paths, *progress)
+        await _while_full(settings, on_wait, identity.write_record, *args)
+
     while True:
         engine = Engine(topology, settings, feed.name, on_wait=on_wait)
         current[:] = [engine]
@@ -315,16 +321,7 @@ async def _run_feed(
         if isinstance(feed, FileFeed):
             record = await identity.read_record(quotes, topology.url, feed.name)
             if record is None:  # before the first commit, so a copy of a run killed early is found
-                await _while_full(
-                    settings,
-                    on_wait,
-                    identity.write_record,
-                    quotes,
-                    topology.url,
-                    feed.name,
-                    feed.fmt,
-                    feed.paths,
-                )
+                await save_record()
             floor = 0 if record is None else record.bytes
         recorded = time.monotonic()
         dead = DeadLetters(dead_letter, feed.name)
@@ -348,17 +345,7 @@ async def _run_feed(
                     and time.monotonic() - recorded >= RECORD_EVERY_S
                     and feed.read_so_far()[0] > floor
                 ):  # the record covers what was read, so never less than what is committed
-                    await _while_full(
-                        settings,
-                        on_wait,
-                        identity.write_record,
-                        quotes,
-                        topology.url,
-                        feed.name,
-                        feed.fmt,
-                        feed.paths,
-                        feed.read_so_far(),
-                    )
+                    await save_record(feed.read_so_far())
                     recorded = time.monotonic()
                 if duration is not None and time.monotonic() - started >= duration:
                     break
@@ -383,18 +370,7 @@ async def _run_feed(
                 started_over,
             )
             if isinstance(feed, FileFeed) and feed.read_so_far()[0] >= floor:
-                await _while_full(
-                    settings,
-                    on_wait,
-                    identity.write_record,
-                    quotes,
-                    topology.url,
-                    feed.name,
-                    feed.fmt,
-                    feed.paths,
-                    feed.read_so_far(),
-                    dead.count,
-                )
+                await save_record(feed.read_so_far(), dead.count)
                 if not feed.accepted:
                     refused = TooManyRejects(nothing_accepted(feed, dead))
                     refused.result = result
