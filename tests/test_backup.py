@@ -54,6 +54,8 @@ def snapshot(port: int, dbs: range = range(6), only: Store | None = None) -> Sna
                 if only is not None and not family_of(key.decode(), only):
                     continue
                 kind = client.type(key).decode()
+                if kind == "none":  # expired between SCAN and TYPE (the 30 s ingest figures)
+                    continue
                 pttl = client.pttl(key)
                 seconds, micros = client.time()
                 now_ms = seconds * 1000 + micros // 1000

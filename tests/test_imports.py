@@ -18,9 +18,11 @@ RANK = {
     "analytics": 3,
     "ingest": 4,
     "ops": 5,
-    **dict.fromkeys(("runtime", "demo"), 6),
-    "cli": 7,
-    "__main__": 8,
+    "runtime": 6,
+    "gateway": 7,
+    "demo": 8,
+    "cli": 9,
+    "__main__": 10,
 }
 # Imports the ranks allow but the design does not: (importer area, imported area, except module).
 FORBIDDEN = [

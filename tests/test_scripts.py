@@ -206,6 +206,7 @@ def test_one_database_commit_runs_without_select(server, r) -> None:
             "ingest:checkpoint:test:DOL",
             "lastquote:DOL",
             "stream:trades:DOL",
+            "stream:epoch:DOL",
             f"quote:DOL:{T0}",
             f"quote:DOL:{T0 + 1}",
             f"orderflow:DOL:{T0}",
@@ -247,6 +248,12 @@ def test_pubsub_message_and_stream_entry_decode_as_their_contracts(server, r) ->
     assert first.quote is not None and (first.quote.timestamp, first.quote.volume) == (T0 + 1.002, 4)
     assert second.seq == 2 and second.trades == [] and second.quote is None
     assert [(t.price, t.volume, t.side) for t in second.cancelled] == [(5.235, 1, "sell")]
+    # each message's offset is its stream entry's id; the epoch is the stream's, made once
+    stream = db(server, 1).xrange("stream:trades:DOL")
+    assert [first.offset, second.offset] == [entry_id for entry_id, _ in stream]
+    epoch = db(server, 1).get("stream:epoch:DOL")
+    assert epoch and first.epoch == second.epoch == epoch
+    assert 0 < db(server, 1).ttl("stream:epoch:DOL") <= 300
     entries = [decode_stream_entry(f, "stream") for _, f in db(server, 1).xrange("stream:trades:DOL")]
     assert [(e.seq, len(e.trades), e.ids, e.src, len(e.cancelled)) for e in entries] == [
         (1, 3, ["1", "2", "3"], "sss", 0),
@@ -256,7 +263,7 @@ def test_pubsub_message_and_stream_entry_decode_as_their_contracts(server, r) ->
     # the head and tail spliced around the trades are the contract's, byte for byte
     assert message_frame("DOL", 7, "[]") == (
         '{"symbol":"DOL","seq":7,"quote":null,"trades":',
-        ',"cancelled":[]}',
+        ',"cancelled":[],"offset":',
     )
     with pytest.raises(DecodeError, match="missing field 'src'"):
         decode_stream_entry({b"seq": b"1", b"trades": b"[]", b"ids": b"", b"cancelled": b"[]"}, "stream")

@@ -111,6 +111,9 @@ BAD_VALUES = [
     ("REDIS_URL", "redis://localhost?db=3", URL_DB_REASON.format("?db=3")),
     ("REDIS_URL", "redis://localhost/?password=x&db=3", URL_DB_REASON.format("?db=3")),
     ("REDIS_URL", "unix:///tmp/redis.sock?db=3", URL_DB_REASON.format("?db=3")),
+    ("SMARTTRADE_GATEWAY_SECRET", "short", "must be at least 32 characters (got 5)"),
+    ("SMARTTRADE_GATEWAY_HOST", "", "must not be empty"),
+    *[("SMARTTRADE_GATEWAY_PORT", v, "must be a TCP port from 0 to 65535") for v in ("65536", "-1", "http")],
 ]
 
 

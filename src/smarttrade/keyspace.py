@@ -78,6 +78,10 @@ SOURCE_PREFIX = "ingest:source"
 INSTRUMENTS_PREFIX = "instruments"
 INSTRUMENTS_KEY = f"{INSTRUMENTS_PREFIX}:registry"
 STREAM_PREFIX = "stream:trades"
+# The stream's epoch, beside it with its TTL: a token the commit creates when it is missing. A new
+# epoch means the stream's history was lost (a Redis restarted empty, an idle stream expired, a
+# symbol started over), so a gateway client's offset from before cannot be resumed from.
+STREAM_EPOCH_PREFIX = "stream:epoch"
 CHANNEL_PREFIX = "trades"
 # Analytics (docs/keyspace.md): a hash per bar in the order-flow db, its footprint (a hash of
 # b:LEVEL / s:LEVEL volumes) in the footprint db, and a sorted set listing a symbol's bars per
@@ -173,6 +177,7 @@ FAMILIES: tuple[KeyFamily, ...] = (
     KeyFamily(INSTRUMENTS_PREFIX, Store.QUOTES, False),
     KeyFamily(OPS_PREFIX, Store.QUOTES, True, OPS_TTL),
     KeyFamily(STREAM_PREFIX, Store.ORDERFLOW, True),
+    KeyFamily(STREAM_EPOCH_PREFIX, Store.ORDERFLOW, True),
     KeyFamily(BAR_PREFIX, Store.ORDERFLOW, True, BAR_TTL),
     KeyFamily(BAR_INDEX_PREFIX, Store.ORDERFLOW, True, BAR_TTL),
     KeyFamily(BAR_FOOTPRINT_PREFIX, Store.FOOTPRINT, True, BAR_TTL),
@@ -245,6 +250,7 @@ def symbol_patterns(symbol: str) -> list[tuple[Store, str]]:
         (Store.QUOTES, f"{CHECKPOINT_PREFIX}:*:{sym}"),
         (Store.ORDERFLOW, f"orderflow:{sym}:*"),
         (Store.ORDERFLOW, f"{STREAM_PREFIX}:{sym}"),
+        (Store.ORDERFLOW, f"{STREAM_EPOCH_PREFIX}:{sym}"),
         (Store.ORDERFLOW, f"{BAR_PREFIX}:{sym}:*"),
         (Store.ORDERFLOW, f"{BAR_INDEX_PREFIX}:{sym}:*"),
         (Store.FOOTPRINT, f"footprint:{sym}:*"),
@@ -255,6 +261,10 @@ def symbol_patterns(symbol: str) -> list[tuple[Store, str]]:
 
 def trades_stream_key(symbol: str) -> str:
     return f"{STREAM_PREFIX}:{_layout.tag(symbol)}"
+
+
+def stream_epoch_key(symbol: str) -> str:
+    return f"{STREAM_EPOCH_PREFIX}:{_layout.tag(symbol)}"
 
 
 def trades_channel(symbol: str) -> str:

@@ -45,8 +45,12 @@ class TradeMessage(Struct, kw_only=True):
     """One commit's pub/sub message on ``trades:SYMBOL`` (the gateway's input; docs/ingest.md).
 
     ``quote`` is the second's merged quote after the commit (null when it had no live trade);
-    ``trades`` the commit's trades by second; ``cancelled`` the trades it cancelled. The ingest
-    commit writes its head and tail from this struct and splices the trades in inside Redis.
+    ``trades`` the commit's trades by second; ``cancelled`` the trades it cancelled. ``offset`` is
+    the commit's entry id in the symbol's trade stream (its position, for a client's ``since``) and
+    ``epoch`` that stream's epoch (keyspace.STREAM_EPOCH_PREFIX); both empty for a commit with no
+    stream entry. The ingest commit writes its head and tail from this struct and splices the
+    trades, the offset and the epoch in inside Redis. ``seq`` counts one source's commits of the
+    symbol (its checkpoint), so it is no position for readers: two sources each count their own.
     """
 
     symbol: Symbol
@@ -54,6 +58,8 @@ class TradeMessage(Struct, kw_only=True):
     quote: Quote | None
     trades: list[Trade]
     cancelled: list[Trade]
+    offset: str = ""
+    epoch: str = ""
 
 
 class StreamEntry(Struct, kw_only=True):

@@ -258,6 +258,40 @@ def _data_dir(value: object) -> Path:
 
 DataDir = Annotated[Path, BeforeValidator(_data_dir)]
 
+MIN_SECRET_CHARS = 32
+
+
+def _gateway_secret(value: object) -> str | None:
+    """A token-signing secret long enough for HS256 (RFC 7518: at least the hash's 256 bits)."""
+    text = _as_text(value) if value is not None else ""
+    if not text:
+        return None
+    if len(text) < MIN_SECRET_CHARS:
+        raise ValueError(
+            f"must be at least {MIN_SECRET_CHARS} characters (got {len(text)}); "
+            "make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    return text
+
+
+def _port(value: object) -> int:
+    number = _whole(_as_text(value))
+    if number is None or not 0 <= number <= 65535:
+        raise ValueError(f"must be a TCP port from 0 to 65535 (got {_as_text(value)!r})")
+    return number
+
+
+def _host(value: object) -> str:
+    text = _as_text(value)
+    if not text:
+        raise ValueError("must not be empty (127.0.0.1 serves this machine only, 0.0.0.0 every interface)")
+    return text
+
+
+GatewaySecret = Annotated[str | None, BeforeValidator(_gateway_secret)]
+Port = Annotated[int, BeforeValidator(_port)]
+Host = Annotated[str, BeforeValidator(_host)]
+
 
 class Settings(BaseSettings):
     """Contract defaults (DESIGN.md §1) plus the knobs of our own processes."""
@@ -308,6 +342,12 @@ class Settings(BaseSettings):
     smarttrade_alert_ops_crit: Count = 50_000
     smarttrade_alert_backup_warn_hours: Hours = 26
     smarttrade_alert_backup_crit_hours: Hours = 50
+
+    # Gateway (docs/gateway.md). Tokens are signed with this secret (HS256); the gateway refuses
+    # to start without one, except in the demo, which makes its own.
+    smarttrade_gateway_secret: GatewaySecret = None
+    smarttrade_gateway_host: Host = "127.0.0.1"
+    smarttrade_gateway_port: Port = 8000
 
     @model_validator(mode="after")
     def _levels_in_order(self) -> Settings:

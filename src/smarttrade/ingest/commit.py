@@ -23,6 +23,7 @@ from smarttrade.keyspace import (
     orderflow_key,
     quote_key,
     script_calls_key,
+    stream_epoch_key,
     trades_channel,
     trades_stream_key,
 )
@@ -66,16 +67,18 @@ def qty_text(units: int, decimals: int) -> str:
 
 def message_frame(symbol: str, seq: int, cancelled_json: str) -> tuple[str, str]:
     """The pub/sub message (models.TradeMessage) around its trades: its head up to ``"trades":``,
-    with ``"quote":null`` for the script to fill in, and its tail after them."""
+    with ``"quote":null`` for the script to fill in, and its tail after them up to the offset's
+    value (the script appends the offset and the epoch, which only it knows)."""
     frame = TradeMessage(
         symbol=symbol, seq=seq, quote=None, trades=_NO_TRADES, cancelled=Raw(cancelled_json.encode())
     )
     head, _, tail = encode(frame).decode().partition(_TRADES_MARK)
-    return head + _TRADES_MARK[:-2], tail
+    return head + _TRADES_MARK[:-2], tail.partition(_OFFSET_MARK)[0] + _OFFSET_MARK
 
 
 _NO_TRADES = Raw(b"[]")
 _TRADES_MARK = '"trades":[]'
+_OFFSET_MARK = ',"offset":'
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +241,7 @@ def build_commit(
             checkpoint=checkpoint_key(source, symbol),
             last_key=last_quote_key(symbol),
             stream=trades_stream_key(symbol),
+            epoch_key=stream_epoch_key(symbol),
             calls_key=script_calls_key(symbol),
         ),
         *keys_q,

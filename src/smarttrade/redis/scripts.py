@@ -279,7 +279,8 @@ class Protocol:
 # LEVEL_ARGS (price, buy, sell), nc trades to cancel (each exactly as written to its bucket), no
 # analytics ops.
 COMMIT = Protocol(
-    keys=("checkpoint", "last_key", "stream", "calls_key"),  # calls_key: keyspace.script_calls_key
+    # calls_key: keyspace.script_calls_key; epoch_key: keyspace.stream_epoch_key
+    keys=("checkpoint", "last_key", "stream", "epoch_key", "calls_key"),
     argv=(
         "seq",
         "ordinal",
@@ -291,7 +292,7 @@ COMMIT = Protocol(
         "sizes",  # "nq nb nl nc no"
         "symbol_json",  # the symbol as a JSON string
         "msg_head",  # the pub/sub message before its trades ("quote":null is filled in here)
-        "msg_tail",  # the message after its trades
+        "msg_tail",  # the message after its trades, up to its offset's value
         "stream_ids",  # trade ids, comma-joined, in the buckets' order
         "stream_src",  # side sources, one letter per trade
         "last_ts",  # timestamp of the last quote
@@ -420,13 +421,18 @@ for i = 1, nb do
   end
   redis.call('SET', key, value, 'EX', ttl_o)
 end
+local offset, epoch = '', ''
 if nb > 0 or nc > 0 then
-  -- the stream keeps the order-flow window: entries older than its TTL are trimmed
+  -- the stream keeps the order-flow window: entries older than its TTL are trimmed; its entry id
+  -- is the message's offset, and its epoch is made when missing (the history before is lost)
   local now = redis.call('TIME')
   local oldest = (tonumber(now[1]) - tonumber(ttl_o)) * 1000
-  redis.call('XADD', stream, 'MINID', '~', string.format('%d', oldest), '*', 'seq', seq,
+  offset = redis.call('XADD', stream, 'MINID', '~', string.format('%d', oldest), '*', 'seq', seq,
     'trades', trades, 'ids', stream_ids, 'src', stream_src, 'cancelled', cancelled)
   redis.call('EXPIRE', stream, ttl_o)
+  epoch = redis.call('GET', epoch_key)
+  if not epoch then epoch = now[1] .. string.format('%06d', tonumber(now[2])) end
+  redis.call('SET', epoch_key, epoch, 'EX', ttl_o)
 end
 k, a = k + nb, a + nb
 
@@ -533,7 +539,7 @@ local at = string.find(head, '"quote":null', 1, true)
 if at and last_quote then
   head = string.sub(head, 1, at + 7) .. last_quote .. string.sub(head, at + 12)
 end
-redis.call('PUBLISH', channel, head .. trades .. msg_tail)
+redis.call('PUBLISH', channel, head .. trades .. msg_tail .. '"' .. offset .. '","epoch":"' .. epoch .. '"}')
 return {1, seq, repaired, missed}
 """,
     header=COMMIT.header(),
