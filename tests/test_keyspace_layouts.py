@@ -20,6 +20,8 @@ from smarttrade.feeds.synthetic import SyntheticFeed
 from smarttrade.ingest import engine as engine_module
 from smarttrade.ingest.run import ChunkFeed, run_feed
 from smarttrade.keyspace import CLUSTER, STANDALONE, Store, layout_for, parse_key, use_layout
+from smarttrade.ops.sample import script_calls
+from smarttrade.ops.server import Admin
 from smarttrade.redis.topology import Topology
 from tests.conftest import settings_for, start_server
 
@@ -40,6 +42,7 @@ def spelled() -> list[str]:
         ks.calc_key("DOL", "rsi"),
         ks.checkpoint_key("b3", "DOL"),
         ks.trades_stream_key("DOL"),
+        ks.stream_epoch_key("DOL"),
         ks.trades_channel("DOL"),
         ks.bar_key("DOL", "1m", 60),
         ks.bar_index_key("DOL", "1m"),
@@ -59,6 +62,7 @@ def test_standalone_is_the_contract_and_cluster_tags_symbol_or_user(cluster_layo
         "calc:{DOL}:rsi",
         "ingest:checkpoint:b3:{DOL}",
         "stream:trades:{DOL}",
+        "stream:epoch:{DOL}",
         "trades:{DOL}",
         "bar:{DOL}:1m:60",
         "bars:{DOL}:1m",
@@ -69,6 +73,8 @@ def test_standalone_is_the_contract_and_cluster_tags_symbol_or_user(cluster_layo
     ]
     patterns = [p for _, p in ks.symbol_patterns("DOL")]
     assert patterns[:3] == ["quote:{DOL}:*", "lastquote:{DOL}", "ingest:checkpoint:*:{DOL}"]
+    assert ks.owner_prefix(Store.CALC, "DOL") == "calc:{DOL}:"
+    assert ks.owner_prefix(Store.CONFIG, "user123") == "config:{user123}:"
     use_layout(STANDALONE)
     assert spelled() == [
         "quote:DOL:1700000000",
@@ -78,6 +84,7 @@ def test_standalone_is_the_contract_and_cluster_tags_symbol_or_user(cluster_layo
         "calc:DOL:rsi",
         "ingest:checkpoint:b3:DOL",
         "stream:trades:DOL",
+        "stream:epoch:DOL",
         "trades:DOL",
         "bar:DOL:1m:60",
         "bars:DOL:1m",
@@ -86,6 +93,7 @@ def test_standalone_is_the_contract_and_cluster_tags_symbol_or_user(cluster_layo
         "config:user123:theme",
         "ops:scriptcalls",
     ]
+    assert ks.owner_prefix(Store.FOOTPRINT, "DOL") == "footprint:DOL:"
 
 
 def test_parse_key_and_families_understand_both_layouts() -> None:
@@ -166,8 +174,12 @@ async def test_each_commit_hashes_to_one_slot_on_a_one_node_cluster(
     feed = SyntheticFeed(["DOL", "WDO"], seed=3, count=3000, start_day=date(2025, 11, 24), chunk=500)
     try:
         result = await run_feed(pools, settings, ChunkFeed(feed.chunks, feed.name, total=3000), None)
+        # ops/s leaves out what the commits ran: in this layout, the sum of one counter per symbol
+        per_symbol = [int(node.hget(ks.script_calls_key(s), "calls") or 0) for s in ("DOL", "WDO")]
+        counted = await script_calls(Admin(pools.admin, settings, url))
     finally:
         await pools.aclose()
+    assert min(per_symbol) > 0 and counted == sum(per_symbol)
     assert result.stats.trades > 2000 and result.stats.commits >= 2
     assert seen and all(len(slots) == 1 for _, slots in seen), seen
     assert {s for s, _ in seen} == {"DOL", "WDO"}

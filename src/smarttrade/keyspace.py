@@ -225,6 +225,12 @@ def calc_key(symbol: str, indicator: str) -> str:
     return f"calc:{_layout.tag(symbol)}:{indicator}"
 
 
+def owner_prefix(store: Store, ident: str) -> str:
+    """What every key of one symbol (or user) in a store starts with, ``calc:DOL:`` or
+    ``calc:{DOL}:``: the literal before a SCAN pattern's ``*`` and what a key's name follows."""
+    return f"{SPECS[store].prefix}:{_layout.tag(ident)}:"
+
+
 def checkpoint_key(source: str, symbol: str) -> str:
     return f"{CHECKPOINT_PREFIX}:{source}:{_layout.tag(symbol)}"
 

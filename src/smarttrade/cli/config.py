@@ -12,6 +12,7 @@ import msgspec
 import typer
 
 from smarttrade.cli.common import JsonOpt, app, dump, err, out, run
+from smarttrade.keyspace import config_key
 from smarttrade.runtime import Runtime
 
 config_app = typer.Typer(
@@ -48,7 +49,7 @@ def config_get(user: User, setting: Setting, as_json: JsonOpt = False) -> None:
 
     value = run(job)
     if value is None:
-        err.print(f"config:{user}:{setting}: not set", markup=False, highlight=False)
+        err.print(f"{config_key(user, setting)}: not set", markup=False, highlight=False)
         raise typer.Exit(1)
     _print(value, as_json)
 
@@ -73,7 +74,7 @@ def config_set(
 
     stored = run(job)
     out.print(
-        f"config:{user}:{setting} = {msgspec.json.encode(stored).decode()}", markup=False, highlight=False
+        f"{config_key(user, setting)} = {msgspec.json.encode(stored).decode()}", markup=False, highlight=False
     )
 
 
@@ -85,9 +86,9 @@ def config_delete(user: User, setting: Setting) -> None:
         return await rt.stores.configs.remove(user, setting)
 
     if not run(job):
-        err.print(f"config:{user}:{setting}: not set", markup=False, highlight=False)
+        err.print(f"{config_key(user, setting)}: not set", markup=False, highlight=False)
         raise typer.Exit(1)
-    out.print(f"config:{user}:{setting} deleted", markup=False, highlight=False)
+    out.print(f"{config_key(user, setting)} deleted", markup=False, highlight=False)
 
 
 @config_app.command("list")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from smarttrade.ingest.figures import PublishedFigures
 from smarttrade.keyspace import (
     ALERTS_KEY,
     INGEST_STATS_PREFIX,
@@ -94,21 +95,16 @@ async def ingest_figures(client: aioredis.Redis) -> list[IngestFigures]:
     for key, raw in zip(keys, await pipe.execute(), strict=True):
         if not raw:
             continue
-        fields = {k.decode(): v.decode() for k, v in raw.items()}
         try:
-            out.append(
-                IngestFigures(
-                    source=key.decode(errors="replace").removeprefix(INGEST_STATS_PREFIX + ":"),
-                    lag_ms=float(fields.get("lag_ms", 0)),
-                    batch=int(fields.get("batch", 0)),
-                    max_batch=int(fields.get("max_batch", 0)),
-                    trades=int(fields.get("trades", 0)),
-                    commits=int(fields.get("commits", 0)),
-                    age_s=max(0.0, now - float(fields.get("ts", now))),
-                )
-            )
+            got = PublishedFigures.from_hash(raw)
         except ValueError:
             continue  # written by hand: not ours to show
+        source = key.decode(errors="replace").removeprefix(INGEST_STATS_PREFIX + ":")
+        out.append(
+            IngestFigures(
+                source, got.lag_ms, got.batch, got.max_batch, got.trades, got.commits, max(0.0, now - got.ts)
+            )
+        )
     return sorted(out, key=lambda f: f.source)
 
 

@@ -10,14 +10,16 @@ commit script adds what it ran to ``SCRIPT_CALLS_KEY`` and the rate subtracts it
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis.exceptions as rexc
 
-from smarttrade.keyspace import SCRIPT_CALLS_KEY
+from smarttrade.keyspace import SCRIPT_CALLS_KEY, current_layout, glob_escape
 from smarttrade.ops.server import Admin
+from smarttrade.stores.base import SCAN_COUNT
 
 
 def _int(info: dict[str, Any], name: str) -> int:
@@ -65,20 +67,27 @@ class Sample:
         return self.hits / total if total else None
 
 
-async def _script_calls(admin: Admin) -> int:
+async def script_calls(admin: Admin) -> int:
     """What our scripts ran so far (read next to INFO: a commit in between skews one window a bit)."""
+    client = admin.client
     try:
-        value = (await admin.client.hgetall(SCRIPT_CALLS_KEY)).get(b"calls")
+        if current_layout().hash_tags:  # one counter per symbol, in its commit's slot
+            match = glob_escape(SCRIPT_CALLS_KEY) + ":*"
+            keys = [k async for k in client.scan_iter(match=match, count=SCAN_COUNT)]
+        else:
+            keys = [SCRIPT_CALLS_KEY]
+        values = [await client.hget(key, "calls") for key in keys]
     except (rexc.NoPermissionError, rexc.ResponseError):  # an ACL without it: scripts count fully
         return 0
-    try:
-        return int(value or 0)
-    except ValueError:
-        return 0
+    total = 0
+    for value in values:
+        with contextlib.suppress(ValueError):
+            total += int(value or 0)
+    return total
 
 
 async def take(admin: Admin) -> Sample:
-    script_calls = await _script_calls(admin)
+    calls = await script_calls(admin)
     info = await admin.info()  # the default sections hold every figure used here
     keyspace = {
         int(name[2:]): (_int(v, "keys"), _int(v, "expires"))
@@ -107,7 +116,7 @@ async def take(admin: Admin) -> Sample:
         rdb_bgsave_ok=str(info.get("rdb_last_bgsave_status", "ok")) == "ok",
         keyspace=keyspace,
         info=info,
-        script_calls=script_calls,
+        script_calls=calls,
     )
 
 

@@ -6,7 +6,7 @@ import re
 import time
 
 from smarttrade.errors import ValidationError
-from smarttrade.keyspace import SPECS, Store, calc_key, glob_escape
+from smarttrade.keyspace import SPECS, Store, calc_key, glob_escape, owner_prefix
 from smarttrade.models import Calc, encode
 from smarttrade.stores.base import BaseStore
 from smarttrade.symbols import check_symbol
@@ -55,7 +55,7 @@ class CalcStore(BaseStore):
 
     async def all(self, symbol: str) -> dict[str, Calc]:
         """Every indicator of a symbol, by name (SCAN over the small calculations db)."""
-        prefix = f"calc:{check_symbol(symbol)}:"
+        prefix = owner_prefix(Store.CALC, check_symbol(symbol))
         keys = sorted(await self.scan_keys(glob_escape(prefix) + "*"))
         raws = await self.mget_raw(keys)
         out: dict[str, Calc] = {}

@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from smarttrade.errors import DecodeError, ValidationError
-from smarttrade.keyspace import SPECS, Store, config_key, glob_escape
+from smarttrade.keyspace import SPECS, Store, config_key, glob_escape, owner_prefix
 from smarttrade.models import AlertRule, Symbol, Theme, Watchlist, decode, encode
 from smarttrade.stores.base import BaseStore
 
@@ -121,7 +121,7 @@ class ConfigStore(BaseStore):
         return await self.delete(config_key(check_user(user_id), check_setting(setting)))
 
     async def all(self, user_id: str) -> dict[str, Any]:
-        prefix = f"config:{check_user(user_id)}:"
+        prefix = owner_prefix(Store.CONFIG, check_user(user_id))
         keys = sorted(await self.scan_keys(glob_escape(prefix) + "*"))
         raws = await self.mget_raw(keys)
         return {

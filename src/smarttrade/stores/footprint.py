@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 import msgspec
 
 from smarttrade.errors import UnknownSymbol, ValidationError
-from smarttrade.keyspace import SPECS, Store, footprint_key, glob_escape
+from smarttrade.keyspace import SPECS, Store, footprint_key, glob_escape, owner_prefix
 from smarttrade.models import FootprintLevel, Trade
 from smarttrade.redis.scripts import FOOTPRINT_APPLY
 from smarttrade.stores.base import BaseStore
@@ -69,7 +69,7 @@ class FootprintStore(BaseStore):
 
     async def ladder(self, symbol: str) -> list[tuple[int, FootprintLevel]]:
         """Every live level of a symbol, highest price first, as (level, values)."""
-        prefix = f"footprint:{check_symbol(symbol)}:"
+        prefix = owner_prefix(Store.FOOTPRINT, check_symbol(symbol))
         keys = await self.scan_keys(glob_escape(prefix) + "*")
         levels: list[tuple[int, str]] = []
         for key in keys:

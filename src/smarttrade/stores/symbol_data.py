@@ -12,8 +12,7 @@ from collections.abc import Iterable
 from smarttrade.keyspace import symbol_patterns
 from smarttrade.redis.connections import redis_errors
 from smarttrade.redis.topology import Topology
-
-SCAN_COUNT = 500
+from smarttrade.stores.base import SCAN_COUNT
 
 
 async def forget_symbols(topology: Topology, symbols: Iterable[str]) -> int:
