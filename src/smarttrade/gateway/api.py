@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from redis.exceptions import RedisError
 
 from smarttrade.analytics.views import AnalyticsViews
 from smarttrade.errors import DecodeError, SmartTradeError, ValidationError
@@ -341,8 +342,8 @@ async def metrics(request: Request, ctx: Ctx) -> Response:
     watcher = _watcher(request, ctx)
     try:
         obs = await watcher.poll()
-    except (SmartTradeError, OSError, TimeoutError):
-        obs = None
+    except (SmartTradeError, RedisError, OSError, TimeoutError):
+        obs = None  # Redis down or denied: the scrape still answers
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SmartTradeCollector(lambda: obs, watcher))  # type: ignore[arg-type,return-value]
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,257 @@
+"""The gateway's HTTP API served by a real uvicorn on 127.0.0.1 over a real Redis: its values equal
+the stores' after a small synthetic ingest, and every error is JSON {"code","message"}."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import date
+
+import httpx
+import pytest
+
+from smarttrade.analytics.views import AnalyticsViews
+from smarttrade.feeds.synthetic import SyntheticFeed
+from smarttrade.gateway.app import create_app
+from smarttrade.gateway.auth import Tokens
+from smarttrade.gateway.context import GatewayContext
+from smarttrade.gateway.server import Gateway
+from smarttrade.ingest.run import ChunkFeed, run_feed
+from smarttrade.keyspace import Store, trades_stream_key
+from smarttrade.models import decode_stream_entry, to_builtins
+from smarttrade.redis.topology import Topology
+from smarttrade.settings import Settings
+from smarttrade.stores import Stores
+
+SECRET = "test-secret-" + "x" * 32
+TRADES = 3000
+
+
+@dataclass
+class Served:
+    http: httpx.AsyncClient
+    ctx: GatewayContext
+    tokens: Tokens
+
+    def auth(self, user: str = "alice", admin: bool = False) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens.create(user, admin=admin)}"}
+
+
+@asynccontextmanager
+async def serve(settings: Settings, topology: Topology, stores: Stores) -> AsyncIterator[Served]:
+    tokens = Tokens(SECRET)
+    ctx = GatewayContext(settings, topology, stores, tokens)
+    gw = Gateway(create_app(ctx), "127.0.0.1", 0)
+    await gw.start()
+    try:
+        async with httpx.AsyncClient(base_url=gw.url, timeout=20) as http:
+            yield Served(http, ctx, tokens)
+    finally:
+        await gw.stop()
+
+
+@pytest.fixture
+async def gw(settings: Settings, pools: Topology, stores: Stores) -> AsyncIterator[Served]:
+    async with serve(settings, pools, stores) as served:
+        yield served
+
+
+async def ingest(pools: Topology, settings: Settings) -> None:
+    syn = SyntheticFeed(["WIN", "DOL"], seed=3, count=TRADES, chunk=300, start_day=date(2025, 11, 24))
+    result = await run_feed(pools, settings, ChunkFeed(syn.chunks, syn.name, total=TRADES), None)
+    assert result.stats.trades == TRADES
+
+
+def assert_error(response: httpx.Response, status: int, *words: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"code", "message"}, body
+    for word in words:
+        assert word in body["message"], body
+    return body
+
+
+async def test_market_data_equals_the_stores(gw: Served, pools: Topology, settings: Settings, stores) -> None:
+    await ingest(pools, settings)
+    h = gw.auth()
+    for symbol in ("WIN", "DOL"):
+        latest = await stores.quotes.latest(symbol)
+        got = (await gw.http.get(f"/api/quotes/{symbol}", headers=h)).json()
+        assert got == {"bid": None, "ask": None, **to_builtins(latest)}
+        history = (await gw.http.get(f"/api/quotes/{symbol}/history", headers=h)).json()
+        expected = [to_builtins(q) for q in await stores.quotes.history(symbol)]
+        assert len(history["quotes"]) == len(expected) > 0
+        assert [(q["timestamp"], q["price"], q["volume"]) for q in history["quotes"]] == [
+            (q["timestamp"], q["price"], q["volume"]) for q in expected
+        ]
+        ladder = (await gw.http.get(f"/api/footprint/{symbol}", headers=h)).json()["levels"]
+        expected_ladder = await stores.footprint.ladder(symbol)
+        assert len(ladder) == len(expected_ladder) > 0
+        assert [(lv["level"], lv["buy_volume"], lv["sell_volume"], lv["imbalance"]) for lv in ladder] == [
+            (lv, fp.buy_volume, fp.sell_volume, fp.imbalance) for lv, fp in expected_ladder
+        ]
+    watch = (await gw.http.get("/api/quotes", params={"symbols": "win,DOL"}, headers=h)).json()
+    assert set(watch["quotes"]) == {"WIN", "DOL"}
+    assert watch["quotes"]["DOL"]["price"] == (await stores.quotes.latest("DOL")).price
+    # a known symbol with no data: null in a watchlist, 404 alone
+    watch = (await gw.http.get("/api/quotes", params={"symbols": "WDO"}, headers=h)).json()
+    assert watch == {"quotes": {"WDO": None}}
+    assert_error(await gw.http.get("/api/quotes/WDO", headers=h), 404, "no quote for WDO")
+
+
+async def test_the_tape_pages_through_the_stream(gw: Served, pools: Topology, settings: Settings) -> None:
+    await ingest(pools, settings)
+    h = gw.auth()
+    raw = await pools.client(Store.ORDERFLOW).xrange(trades_stream_key("WIN"))
+    expected = [(i.decode(), decode_stream_entry(f, "x")) for i, f in raw]
+    assert len(expected) >= 2  # chunks of 300: several commits (how many depends on timing)
+    pages, after = [], None
+    while True:
+        params = {"limit": 1, **({"after": after} if after else {})}
+        page = (await gw.http.get("/api/trades/WIN", params=params, headers=h)).json()
+        assert page["complete"] is True and page["epoch"]
+        pages.extend(page["entries"])
+        after = page["next"]
+        if after is None:
+            break
+        assert len(pages) < 10_000
+    assert [e["offset"] for e in pages] == [i for i, _ in expected]
+    assert [len(e["trades"]) for e in pages] == [len(e.trades) for _, e in expected]
+    first = pages[0]["trades"][0]
+    assert first == to_builtins(expected[0][1].trades[0])
+    # since a time: the entries from that millisecond on
+    ms = int(expected[2][0].split("-")[0])
+    page = (
+        await gw.http.get("/api/trades/WIN", params={"since": ms / 1000, "limit": 1000}, headers=h)
+    ).json()
+    assert page["entries"][0]["offset"] <= expected[2][0]
+    assert page["entries"][-1]["offset"] == expected[-1][0]
+    # an offset older than the stream holds (or another epoch): not complete, never a silent gap
+    gone = (await gw.http.get("/api/trades/WIN", params={"after": "1-0"}, headers=h)).json()
+    assert gone["complete"] is False
+    other = (await gw.http.get("/api/trades/WIN", params={"epoch": "old"}, headers=h)).json()
+    assert other["complete"] is False
+    assert_error(await gw.http.get("/api/trades/WIN", params={"after": "x"}, headers=h), 422, "after")
+    assert_error(
+        await gw.http.get("/api/trades/WIN", params={"after": "1-0", "since": 1}, headers=h), 422, "after"
+    )
+    assert_error(await gw.http.get("/api/trades/WIN", params={"limit": 0}, headers=h), 422, "limit")
+
+
+async def test_bars_and_indicators_equal_the_views(gw: Served, pools: Topology, settings, stores) -> None:
+    await ingest(pools, settings)
+    h = gw.auth()
+    views = await AnalyticsViews(pools, settings).recent_bars("WIN", "1m", 5)
+    got = (await gw.http.get("/api/bars/WIN", params={"timeframe": "1m", "count": 5}, headers=h)).json()
+    assert [b["start"] for b in got["bars"]] == [v.start for v in views] and views
+    last, view = got["bars"][-1], views[-1]
+    assert last["close"] == float(view.fields["close"]) and last["volume"] == float(view.fields["volume"])
+    assert view.footprint is not None
+    assert last["footprint"]["poc"] == view.footprint.poc / 1  # WIN's price scale is 1
+    assert len(last["footprint"]["levels"]) == len(view.footprint.levels)
+    assert_error(await gw.http.get("/api/bars/WIN", params={"timeframe": "7m"}, headers=h), 422, "timeframe")
+    ind = (await gw.http.get("/api/indicators/WIN", headers=h)).json()
+    closed = await stores.calc.all("WIN")
+    assert set(ind["closed"]) == set(closed) and closed
+    for name, calc in closed.items():
+        assert ind["closed"][name]["value"] == calc.value
+
+
+async def test_settings_and_session_of_the_user(gw: Served, stores: Stores) -> None:
+    h = gw.auth("alice")
+    assert_error(await gw.http.get("/api/me/settings/theme", headers=h), 404, "theme")
+    put = await gw.http.put("/api/me/settings/theme", json="dark", headers=h)
+    assert put.status_code == 200 and put.json() == {"name": "theme", "value": "dark"}
+    assert await stores.configs.get("alice", "theme") == "dark"
+    assert (await gw.http.get("/api/me/settings/theme", headers=h)).json()["value"] == "dark"
+    assert (await gw.http.get("/api/me/settings", headers=h)).json() == {"settings": {"theme": "dark"}}
+    # the validating store names the field and the reason
+    body = assert_error(await gw.http.put("/api/me/settings/theme", json="pink", headers=h), 422, "theme")
+    assert body["code"] == "invalid"
+    assert_error(
+        await gw.http.put("/api/me/settings/alerts", json={"DOL": {"price": -1, "type": "above"}}, headers=h),
+        422,
+        "alerts.DOL",
+    )
+    assert_error(await gw.http.put("/api/me/settings/Bad!", json=1, headers=h), 422, "setting")
+    assert (await gw.http.delete("/api/me/settings/theme", headers=h)).json() == {"deleted": True}
+    assert await stores.configs.get("alice", "theme") is None
+    # the session, as the sessions store holds it
+    assert_error(await gw.http.get("/api/me/session", headers=h), 404, "alice")
+    await stores.sessions.open("alice", "sock1", ["WIN"])
+    session = (await gw.http.get("/api/me/session", headers=h)).json()
+    assert session["socket_id"] == "sock1" and session["subscriptions"] == ["WIN"]
+    admin = gw.auth("root", admin=True)
+    assert (await gw.http.get("/api/users/alice/session", headers=admin)).json() == session
+    assert (await gw.http.delete("/api/users/alice/session", headers=admin)).json() == {"deleted": True}
+    assert await stores.sessions.get("alice") is None
+
+
+async def test_errors_are_json_with_the_field(gw: Served) -> None:
+    h = gw.auth()
+    assert_error(await gw.http.get("/api/quotes/ZZZ", headers=h), 404, "unknown symbol 'ZZZ'")
+    assert_error(await gw.http.get("/api/quotes/A:B", headers=h), 422, "symbol")
+    assert_error(await gw.http.get("/api/quotes", headers=h), 422, "symbols")
+    assert_error(await gw.http.get("/api/quotes", params={"symbols": ",,"}, headers=h), 422, "symbols")
+    assert_error(await gw.http.get("/api/nothing", headers=h), 404)
+    assert_error(await gw.http.post("/api/quotes/WIN", headers=h), 405)
+    assert_error(await gw.http.get("/api/quotes/WIN"), 401, "no token")
+    body = assert_error(await gw.http.put("/api/me/settings/theme", content=b"{not json", headers=h), 422)
+    assert body["code"] == "invalid"
+
+
+async def test_health_metrics_and_ops(gw: Served) -> None:
+    health = await gw.http.get("/healthz")  # no hub on this branch: no delivery path, 503
+    assert health.status_code == 503
+    body = health.json()
+    assert body["code"] == "unhealthy" and "no delivery path" in body["message"]
+    assert body["redis"]["ok"] is True and body["delivery"]["ok"] is False
+
+    class Hub:  # the hub's probe contract: returns when the canary came back, raises TimeoutError if not
+        def __init__(self, arrives: bool) -> None:
+            self.arrives = arrives
+
+        async def probe(self, timeout_s: float) -> float:
+            if not self.arrives:
+                raise TimeoutError
+            return 0.001
+
+    gw.ctx.hub = Hub(True)  # type: ignore[attr-defined]
+    ok = await gw.http.get("/healthz")
+    assert ok.status_code == 200 and ok.json()["ok"] is True, ok.text
+    gw.ctx.hub = Hub(False)  # type: ignore[attr-defined]
+    late = await gw.http.get("/healthz")
+    assert late.status_code == 503 and "not delivered within" in late.json()["message"]
+
+    metrics = await gw.http.get("/metrics")
+    assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
+    assert "\nredis_up 1.0\n" in metrics.text and "redis_connected_clients" in metrics.text
+    status = await gw.http.get("/api/ops/status", headers=gw.auth("root", admin=True))
+    assert status.status_code == 200 and {s["store"] for s in status.json()["stores"]} >= {"quotes", "config"}
+    assert (await gw.http.get("/")).status_code == 200
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed when we leave: nothing listens there
+
+
+async def test_redis_down_is_503(settings: Settings) -> None:
+    url = f"redis://127.0.0.1:{_closed_port()}/0"
+    down = settings.model_copy(update={"redis_url": url})
+    topology = Topology.standalone(url, down, 4)
+    try:
+        async with serve(down, topology, Stores(topology, down)) as served:
+            body = assert_error(
+                await served.http.get("/api/quotes/WIN", headers=served.auth()), 503, "cannot reach Redis"
+            )
+            assert body["code"] == "redis_unavailable"
+            health = await served.http.get("/healthz")
+            assert health.status_code == 503 and health.json()["redis"]["ok"] is False
+            metrics = await served.http.get("/metrics")
+            assert metrics.status_code == 200 and "\nredis_up 0.0\n" in metrics.text
+    finally:
+        await topology.aclose()
