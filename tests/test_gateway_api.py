@@ -3,13 +3,22 @@ the stores' after a small synthetic ingest, and every error is JSON {"code","mes
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 
 from smarttrade.analytics.views import AnalyticsViews
@@ -24,6 +33,7 @@ from smarttrade.models import decode_stream_entry, to_builtins
 from smarttrade.redis.topology import Topology
 from smarttrade.settings import Settings
 from smarttrade.stores import Stores
+from tests.conftest import run_smarttrade
 
 SECRET = "test-secret-" + "x" * 32
 TRADES = 3000
@@ -255,3 +265,90 @@ async def test_redis_down_is_503(settings: Settings) -> None:
             assert metrics.status_code == 200 and "\nredis_up 0.0\n" in metrics.text
     finally:
         await topology.aclose()
+
+
+# -- the commands ---------------------------------------------------------------------------------
+
+
+def _env(server, **extra: str) -> dict[str, str]:
+    return {**os.environ, "REDIS_URL": server.url, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **extra}
+
+
+def _smarttrade() -> list[str]:
+    exe = shutil.which("smarttrade", path=str(Path(sys.executable).parent))
+    return [exe] if exe else [sys.executable, "-m", "smarttrade"]
+
+
+def _start(args: list[str], env: dict[str, str], pattern: str) -> tuple[subprocess.Popen[str], re.Match[str]]:
+    """Start a long-running command and wait (bounded) for the stdout line matching ``pattern``."""
+    proc = subprocess.Popen(
+        [*_smarttrade(), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    seen = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        found = re.search(pattern, line)
+        if found:
+            return proc, found
+    proc.kill()
+    raise AssertionError(f"no {pattern!r} in {seen}; stderr: {proc.stderr.read() if proc.stderr else ''}")
+
+
+def test_gateway_refuses_to_start_without_a_secret(server) -> None:
+    result = run_smarttrade("gateway", "--port", "0", env=_env(server), timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("SMARTTRADE_GATEWAY_SECRET: not set")
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    short = run_smarttrade("gateway", env=_env(server, SMARTTRADE_GATEWAY_SECRET="short"), timeout=60)
+    assert short.returncode == 2 and short.stderr.startswith("SMARTTRADE_GATEWAY_SECRET: must be at least 32")
+
+
+def test_token_create(server) -> None:
+    env = _env(server, SMARTTRADE_GATEWAY_SECRET=SECRET)
+    made = run_smarttrade("token", "create", "alice", "--admin", "--ttl", "30m", env=env, timeout=60)
+    assert made.returncode == 0, made.stderr
+    who = Tokens(SECRET).verify(made.stdout.strip())
+    assert (who.user, who.admin) == ("alice", True)
+    claims = jwt.decode(made.stdout.strip(), options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == 1800
+    for args, field in ((["a:b"], "user"), (["alice", "--ttl", "soon"], "ttl"), (["a", "--ttl", "0"], "ttl")):
+        bad = run_smarttrade("token", "create", *args, env=env, timeout=60)
+        assert bad.returncode == 2 and bad.stderr.startswith(field), bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1
+    none = run_smarttrade("token", "create", "alice", env=_env(server), timeout=60)
+    assert none.returncode == 2 and none.stderr.startswith("SMARTTRADE_GATEWAY_SECRET")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_gateway_serves_and_stops_cleanly(server, sig: signal.Signals) -> None:
+    env = _env(server, SMARTTRADE_GATEWAY_SECRET=SECRET)
+    proc, found = _start(["gateway", "--port", "0"], env, r"on (http://127\.0\.0\.1:\d+)")
+    try:
+        url = found[1]
+        token = Tokens(SECRET).create("alice")
+        with httpx.Client(base_url=url, timeout=10) as http:
+            assert http.get("/healthz").json()["redis"]["ok"] is True
+            assert http.get("/api/me/settings", params={"token": token}).json() == {"settings": {}}
+            assert http.get("/api/me/settings").status_code == 401
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) == 0
+        assert "Traceback" not in (proc.stderr.read() if proc.stderr else "")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_a_port_in_use_is_one_line(server) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        env = _env(server, SMARTTRADE_GATEWAY_SECRET=SECRET)
+        result = run_smarttrade("gateway", "--port", port, env=env, timeout=60)
+    assert result.returncode == 2 and "cannot listen on 127.0.0.1" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
