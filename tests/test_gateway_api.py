@@ -352,3 +352,27 @@ def test_a_port_in_use_is_one_line(server) -> None:
         result = run_smarttrade("gateway", "--port", port, env=env, timeout=60)
     assert result.returncode == 2 and "cannot listen on 127.0.0.1" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_demo_serves_the_dashboard_with_its_token(server) -> None:
+    args = ["demo", "--symbols", "WIN", "--rate", "20", "--duration", "6"]
+    proc, found = _start(args, _env(server), r"^dashboard: (http://127\.0\.0\.1:(\d+))/\?token=(\S+)$")
+    try:
+        base, token = found[1], found[3]
+        with httpx.Client(base_url=base, timeout=10) as http:
+            assert http.get(f"/?token={token}").status_code == 200
+            me = http.get("/api/me/session", params={"token": token})
+            assert me.status_code == 200 and me.json()["user_id"] == "demo", me.text
+            deadline = time.monotonic() + 20
+            while (quote := http.get("/api/quotes/WIN", params={"token": token})).status_code == 404:
+                assert time.monotonic() < deadline, quote.text  # the back-fill writes quotes first
+                time.sleep(0.2)
+            assert quote.status_code == 200 and quote.json()["symbol"] == "WIN"
+            assert http.get("/api/quotes/WIN", params={"token": token + "x"}).status_code == 401
+        stdout, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 0, stderr
+        assert re.search(r"^done: [\d,]+ trades", stdout, re.M), stdout
+        assert "Traceback" not in stderr
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 
 FACTORY = "smarttrade.gateway.app:app_from_env"
 STARTUP_WAIT_S = 10.0
+GRACEFUL_S = 5  # open sockets (dashboards) get this long to close on a stop
 
 
 class _Server(uvicorn.Server):
@@ -37,6 +38,7 @@ def uvicorn_config(app: FastAPI, host: str, port: int) -> uvicorn.Config:
         lifespan="on",
         log_level="warning",
         access_log=False,
+        timeout_graceful_shutdown=GRACEFUL_S,
     )
 
 
