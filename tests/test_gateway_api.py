@@ -376,3 +376,28 @@ def test_the_demo_serves_the_dashboard_with_its_token(server) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_the_gateway_on_granian(server) -> None:
+    """granian's worker builds the app from the environment (app_from_env, factory)."""
+    port = _closed_port()
+    env = _env(server, SMARTTRADE_GATEWAY_SECRET=SECRET)
+    proc, _ = _start(["gateway", "--server", "granian", "--port", str(port)], env, r"\(granian\) on http")
+    try:
+        token = Tokens(SECRET).create("alice")
+        deadline = time.monotonic() + 30
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            while True:
+                try:
+                    response = http.get("/api/me/settings", params={"token": token})
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline, "granian did not answer"
+                    time.sleep(0.2)
+            assert response.status_code == 200 and response.json() == {"settings": {}}
+            assert http.get("/api/quotes/ZZZ", params={"token": token}).status_code == 404
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
