@@ -9,7 +9,6 @@ import math
 import os
 import re
 from decimal import Decimal
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import parse_qs, urlsplit
@@ -289,13 +288,6 @@ def _host(value: object) -> str:
     return text
 
 
-class GatewayServer(StrEnum):
-    """The ASGI servers the gateway runs on (docs/benchmarks.md chooses the default)."""
-
-    uvicorn = "uvicorn"
-    granian = "granian"
-
-
 GatewaySecret = Annotated[str | None, BeforeValidator(_gateway_secret)]
 Port = Annotated[int, BeforeValidator(_port)]
 Host = Annotated[str, BeforeValidator(_host)]
@@ -356,7 +348,6 @@ class Settings(BaseSettings):
     smarttrade_gateway_secret: GatewaySecret = None
     smarttrade_gateway_host: Host = "127.0.0.1"
     smarttrade_gateway_port: Port = 8000
-    smarttrade_gateway_server: GatewayServer = GatewayServer.uvicorn
 
     @model_validator(mode="after")
     def _levels_in_order(self) -> Settings:

@@ -5,13 +5,23 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from enum import StrEnum
 from typing import Annotated
 
 import typer
 
 from smarttrade.cli.common import app, fail, note, out
 from smarttrade.errors import SmartTradeError
-from smarttrade.settings import GatewayServer, Settings, load_settings
+from smarttrade.settings import Settings, load_settings
+
+
+class GatewayServer(StrEnum):
+    """The ASGI servers the gateway runs on; the fan-out benchmark (docs/benchmarks.md) picks
+    the default."""
+
+    uvicorn = "uvicorn"
+    granian = "granian"
+
 
 token_app = typer.Typer(help="Signed tokens for the gateway.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
@@ -34,9 +44,7 @@ def gateway(
         int | None,
         typer.Option(min=0, max=65535, help="TCP port, 0 for a free one (SMARTTRADE_GATEWAY_PORT)."),
     ] = None,
-    server: Annotated[
-        GatewayServer | None, typer.Option(help="The ASGI server (SMARTTRADE_GATEWAY_SERVER, uvicorn).")
-    ] = None,
+    server: Annotated[GatewayServer, typer.Option(help="The ASGI server.")] = GatewayServer.uvicorn,
 ) -> None:
     """Serve the gateway: the HTTP API, /ws and the dashboard on one port (docs/gateway.md).
 
@@ -46,7 +54,7 @@ def gateway(
     settings, secret = _settings_and_secret()
     host = host or settings.smarttrade_gateway_host
     port = settings.smarttrade_gateway_port if port is None else port
-    if (server or settings.smarttrade_gateway_server) is GatewayServer.granian:
+    if server is GatewayServer.granian:
         _granian(settings, host, port)
         return
     try:
