@@ -401,3 +401,15 @@ def test_the_gateway_on_granian(server) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+async def test_responses_are_not_held_by_nagle(gw: Served) -> None:
+    """The listening socket says it is TCP, so asyncio sets TCP_NODELAY on each connection:
+    without it every response waited ~40 ms for the client's delayed ACK (measured 44 ms p50)."""
+    times = []
+    for _ in range(30):
+        started = time.perf_counter()
+        assert (await gw.http.get("/docs")).status_code == 200
+        times.append(time.perf_counter() - started)
+    times.sort()
+    assert times[15] < 0.025, f"median {times[15] * 1000:.1f} ms"

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 import uvicorn
 from fastapi import FastAPI
 
+from smarttrade.errors import SmartTradeError
+
 FACTORY = "smarttrade.gateway.app:app_from_env"
 STARTUP_WAIT_S = 10.0
 GRACEFUL_S = 5  # open sockets (dashboards) get this long to close on a stop
@@ -45,7 +47,9 @@ def uvicorn_config(app: FastAPI, host: str, port: int) -> uvicorn.Config:
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket (port 0: a free one), so the port is known before serving."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP,
+    # and without it every response waited ~40 ms for the client's delayed ACK (Nagle)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -78,9 +82,9 @@ class Gateway:
         while not self.server.started:
             if self.task.done():
                 self.task.result()  # the start-up failure, as raised
-                raise RuntimeError("the gateway stopped while starting")  # uvicorn logged why
+                raise SmartTradeError("the gateway stopped while starting (the reason is logged above)")
             if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"the gateway did not start within {STARTUP_WAIT_S:g} s")
+                raise SmartTradeError(f"the gateway did not start within {STARTUP_WAIT_S:g} s")
             await asyncio.sleep(0.02)
 
     async def wait(self) -> None:
