@@ -12,11 +12,16 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from smarttrade.errors import OutOfMemory, SmartTradeError
 from smarttrade.feeds.synthetic import Backfill, LiveSyntheticFeed
+from smarttrade.gateway.app import create_app
+from smarttrade.gateway.auth import Tokens, demo_secret
+from smarttrade.gateway.context import GatewayContext
+from smarttrade.gateway.server import Gateway
 from smarttrade.ingest.engine import IngestStats
 from smarttrade.ingest.run import ChunkFeed, run_feed
 from smarttrade.redis.periodic import periodic
@@ -100,6 +105,23 @@ async def _backfill(stores: Stores, symbols: list[str], rate: float, window_s: f
     return Backfill(start, now, min(rate, BACKFILL_TRADES / (now - start)))
 
 
+@asynccontextmanager
+async def demo_gateway(topology: Topology, settings: Settings, stores: Stores) -> AsyncIterator[str]:
+    """The gateway beside the feed, in this event loop, with a secret made for this run (its
+    tokens die with it); yields the dashboard URL with a token for the demo user. The port is
+    SMARTTRADE_GATEWAY_PORT when set, else a free one (a demo must not fail on a busy 8000)."""
+    port = settings.smarttrade_gateway_port if "smarttrade_gateway_port" in settings.model_fields_set else 0
+    tokens = Tokens(demo_secret())
+    gateway = Gateway(
+        create_app(GatewayContext(settings, topology, stores, tokens)), settings.smarttrade_gateway_host, port
+    )
+    await gateway.start()
+    try:
+        yield f"{gateway.url}/?token={tokens.create(DEMO_USER)}"
+    finally:
+        await gateway.stop()
+
+
 async def run_demo(
     topology: Topology,
     settings: Settings,
@@ -111,12 +133,34 @@ async def run_demo(
     seed: int = 1,
     stats: DemoStats | None = None,
     backfill_s: float = BACKFILL_S,
+    on_dashboard: Callable[[str], None] | None = None,
 ) -> DemoStats:
     """Back-fill the last ``backfill_s`` seconds, then feed about ``rate`` trades/s per symbol
-    until ``duration`` seconds pass (or forever).
+    until ``duration`` seconds pass (or forever). With ``on_dashboard``, the gateway runs beside
+    the feed and its dashboard URL is handed to it first.
 
     ``stats`` is updated as it goes, so a caller interrupted mid-way still has the figures.
     """
+    feed = (topology, settings, stores, symbols, rate, duration, on_tick, seed, stats, backfill_s)
+    if on_dashboard is None:
+        return await _feed(*feed)
+    async with demo_gateway(topology, settings, stores) as url:
+        on_dashboard(url)
+        return await _feed(*feed)
+
+
+async def _feed(
+    topology: Topology,
+    settings: Settings,
+    stores: Stores,
+    symbols: list[str],
+    rate: float,
+    duration: float | None,
+    on_tick: Callable[[DemoStats], None],
+    seed: int,
+    stats: DemoStats | None,
+    backfill_s: float,
+) -> DemoStats:
     stats = stats if stats is not None else DemoStats()
     # The demo trades around the clock: one all-day regular session, so bars get indicators at
     # any hour (a real B3 calendar would call 3 a.m. trades off-session).

@@ -16,7 +16,7 @@ from typer.core import TyperGroup
 from typer.main import get_command
 
 from smarttrade import __version__
-from smarttrade.cli import config, data, inspect, maintain, symbols  # noqa: F401 - registers the commands
+from smarttrade.cli import config, data, gateway, inspect, maintain, symbols  # noqa: F401 - registers the commands
 from smarttrade.cli.common import app, out
 
 

@@ -269,6 +269,7 @@ def demo(
                 lambda st: live.update(line(st)),
                 seed,
                 result,
+                on_dashboard=lambda url: out.print(f"dashboard: {url}", markup=False, highlight=False),
             )
         keys = await health.store_keys(rt.topology, rt.settings)
         return result, keys

@@ -2,32 +2,54 @@
 
 create_app wires the parts; each lives in its own module: api (HTTP routes), ws and hub (the
 WebSocket protocol and fan-out), alerts (price alerts), errors (the edge's error mapping), and
-static/ (the page).
+static/ (the page). ``app_from_env`` builds the same app from the environment, for servers that
+import their target (granian's workers).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
 
 from smarttrade import __version__
+from smarttrade.errors import SettingsError
 from smarttrade.gateway import api, errors, ws
-from smarttrade.gateway.context import GatewayContext
+from smarttrade.gateway.auth import Tokens
+from smarttrade.gateway.context import GatewayContext, Service
+from smarttrade.redis.topology import Topology
+from smarttrade.settings import Settings, load_settings
+from smarttrade.stores import Stores
+from smarttrade.stores.instruments import InstrumentRegistry
+from smarttrade.symbols import register as register_symbols
+
+STATIC = Path(__file__).with_name("static")
+PLACEHOLDER = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Smart-Trade</title></head>
+<body><h1>Smart-Trade gateway</h1>
+<p>The dashboard is not installed in this build. The API is described at
+<a href="/docs">/docs</a> (<a href="/openapi.json">/openapi.json</a>).</p></body></html>
+"""
 
 
-def create_app(ctx: GatewayContext) -> FastAPI:
-    services: list = []  # filled by the hub and the alert engine as they land
+def create_app(ctx: GatewayContext, owned: Sequence[Service] = ()) -> FastAPI:
+    """``owned``: services started first and stopped last (the connections app_from_env made)."""
+    services: list = [*owned]  # the hub and the alert engine append theirs below
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        for s in services:
-            await s.start()
+        started: list[Service] = []
         try:
+            for s in services:
+                await s.start()
+                started.append(s)
             yield
         finally:
-            for s in reversed(services):
+            for s in reversed(started):
                 await s.stop()
 
     app = FastAPI(title="Smart-Trade gateway", version=__version__, lifespan=lifespan)
@@ -35,4 +57,55 @@ def create_app(ctx: GatewayContext) -> FastAPI:
     errors.install(app)
     app.include_router(api.router)
     app.include_router(ws.router)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> Response:
+        """The dashboard (no token: it reads ?token= itself and sends it on the WebSocket)."""
+        index = STATIC / "index.html"
+        return FileResponse(index) if index.is_file() else HTMLResponse(PLACEHOLDER)
+
+    if STATIC.is_dir():
+        app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+def require_secret(settings: Settings) -> str:
+    if not settings.smarttrade_gateway_secret:
+        raise SettingsError(
+            "SMARTTRADE_GATEWAY_SECRET",
+            "not set; the gateway signs tokens with it. Make one with: "
+            "python -c 'import secrets; print(secrets.token_urlsafe(32))'",
+        )
+    return settings.smarttrade_gateway_secret
+
+
+class OwnedTopology:
+    """Connections a worker made for itself: the declared instruments loaded on start, the
+    pools closed on stop."""
+
+    def __init__(self, topology: Topology) -> None:
+        self.topology = topology
+
+    async def start(self) -> None:
+        await self.topology.ping()
+        await InstrumentRegistry(self.topology).load()
+
+    async def stop(self) -> None:
+        await self.topology.aclose()
+
+
+def app_from_env() -> FastAPI:
+    """The app from settings alone (granian: ``smarttrade.gateway.app:app_from_env``, factory).
+
+    Needs REDIS_URL (``smarttrade gateway`` sets it to the embedded server it started) and
+    SMARTTRADE_GATEWAY_SECRET.
+    """
+    settings = load_settings()
+    secret = require_secret(settings)
+    if not settings.redis_url:
+        raise SettingsError("REDIS_URL", "not set; `smarttrade gateway --server granian` sets it for workers")
+    if settings.smarttrade_symbols:
+        register_symbols(settings.smarttrade_symbols, " (SMARTTRADE_SYMBOLS)")
+    topology = Topology.standalone(settings.redis_url, settings)
+    ctx = GatewayContext(settings, topology, Stores(topology, settings), Tokens(secret))
+    return create_app(ctx, owned=[OwnedTopology(topology)])

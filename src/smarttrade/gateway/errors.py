@@ -1,16 +1,72 @@
 """Errors mapped to HTTP codes at the edge (Starlette's exception handlers): the domain raises its
-own exceptions; the body is always JSON ``{"code", "message"}``."""
+own exceptions; the body is always JSON ``{"code", "message"}`` (docs/gateway.md, Errors).
+
+FastAPI's own failures (a bad query parameter, an unknown route, a wrong method) get the same
+shape, so a client parses one kind of error body.
+"""
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from typing import Any
 
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+
+from smarttrade.errors import (
+    DecodeError,
+    OutOfMemory,
+    RedisUnavailable,
+    SmartTradeError,
+    UnknownSymbol,
+    ValidationError,
+)
 from smarttrade.gateway.auth import AuthError
+
+
+class ErrorBody(BaseModel):
+    """Every error the gateway answers with."""
+
+    code: str
+    message: str
+
+
+class NotFound(SmartTradeError):
+    """Nothing stored under a name that is valid (a known symbol with no quote yet, a setting
+    the user never set)."""
+
+
+class Unavailable(SmartTradeError):
+    """A part the request needs is not there (the delivery path, the pub/sub reader)."""
+
+
+HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+
+# For the routes' OpenAPI description: every error status they may answer with, in one shape.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in {
+        401: "no token, or a bad or expired one",
+        403: "the token may not do this (another user's data, not admin)",
+        404: "unknown symbol, or nothing stored under that name",
+        422: "a bad parameter or body; the message names the field",
+        503: "Redis cannot be reached",
+    }.items()
+}
 
 
 def error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"code": code, "message": message}, status_code=status)
+
+
+def _field(loc: tuple[Any, ...] | list[Any]) -> str:
+    """``("query", "limit")`` -> ``limit``; a body field keeps its path (``body.value``)."""
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("query", "path", "header", "cookie") and len(parts) > 1:
+        parts = parts[1:]
+    return ".".join(parts) or "request"
 
 
 def install(app: FastAPI) -> None:
@@ -19,3 +75,49 @@ def install(app: FastAPI) -> None:
         if exc.forbidden:
             return error(403, "forbidden", str(exc))
         return error(401, "unauthorized", str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        return error(422, "invalid", f"{_field(first['loc'])}: {first['msg']}")
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        code = HTTP_CODES.get(exc.status_code, "error")
+        response = error(exc.status_code, code, str(exc.detail))
+        response.headers.update(exc.headers or {})
+        return response
+
+    @app.exception_handler(UnknownSymbol)
+    async def _unknown(_: Request, exc: UnknownSymbol) -> JSONResponse:
+        return error(404, "unknown_symbol", str(exc))
+
+    @app.exception_handler(NotFound)
+    async def _missing(_: Request, exc: NotFound) -> JSONResponse:
+        return error(404, "not_found", str(exc))
+
+    @app.exception_handler(ValidationError)
+    async def _bad_value(_: Request, exc: ValidationError) -> JSONResponse:
+        return error(422, "invalid", str(exc))
+
+    @app.exception_handler(DecodeError)
+    async def _bad_stored(_: Request, exc: DecodeError) -> JSONResponse:
+        # a stored value that breaks its contract shape (hand-written): ours to fix, said plainly
+        return error(502, "bad_stored_value", str(exc))
+
+    @app.exception_handler(RedisUnavailable)
+    async def _redis_down(_: Request, exc: RedisUnavailable) -> JSONResponse:
+        return error(503, "redis_unavailable", str(exc))
+
+    @app.exception_handler(OutOfMemory)
+    async def _full(_: Request, exc: OutOfMemory) -> JSONResponse:
+        return error(503, "redis_full", str(exc))
+
+    @app.exception_handler(Unavailable)
+    async def _unavailable(_: Request, exc: Unavailable) -> JSONResponse:
+        return error(503, "unavailable", str(exc))
+
+    @app.exception_handler(SmartTradeError)
+    async def _expected(_: Request, exc: SmartTradeError) -> JSONResponse:
+        # the remaining expected failures are Redis-side (a pool exhausted, a refused command)
+        return error(503, "redis_error", str(exc))
