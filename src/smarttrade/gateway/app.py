@@ -13,12 +13,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from smarttrade import __version__
-from smarttrade.gateway import api, errors, ws
+from smarttrade.gateway import alerts, alerts_api, api, errors, ws
 from smarttrade.gateway.context import GatewayContext
 
 
 def create_app(ctx: GatewayContext) -> FastAPI:
     services: list = []  # filled by the hub and the alert engine as they land
+    if getattr(ctx, "hub", None) is not None:  # the alert engine listens through the hub
+        services.append(alerts.AlertEngine(ctx.stores.configs.alerts, ctx.hub))  # type: ignore[attr-defined]
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -35,4 +37,5 @@ def create_app(ctx: GatewayContext) -> FastAPI:
     errors.install(app)
     app.include_router(api.router)
     app.include_router(ws.router)
+    app.include_router(alerts_api.router)
     return app

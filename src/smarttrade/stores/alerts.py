@@ -257,7 +257,14 @@ local function visit(set, m, dir, ptext, ttext)
     ',"trade_price":' .. ptext .. ',"type":"' .. dir .. '","trigger":"' .. mt.g ..
     '","fired_at":' .. ttext .. ',"offset":' .. offset_json .. ',"epoch":' .. epoch_json .. '}'
   if mt.g == 'every' then
-    redis.call('ZADD', dir == 'above' and rearm_above or rearm_below, mt.ra, m)
+    local ra = tonumber(mt.ra)
+    if dir == 'above' then
+      redis.call('ZADD', rearm_above, mt.ra, m)
+      if not hi_rearm_above or ra > hi_rearm_above then hi_rearm_above = ra end
+    else
+      redis.call('ZADD', rearm_below, mt.ra, m)
+      if not lo_rearm_below or ra < lo_rearm_below then lo_rearm_below = ra end
+    end
     mt.st = 'waiting'
   else
     mt.st = 'fired'
