@@ -79,6 +79,11 @@ async def test_every_rearms_one_tick_back(server, stores: Stores, alerts: AlertS
     # one commit: back a tick (re-arm), then up again (fires within the same commit)
     assert await alerts.check("WIN", clock.next(), "", trades(124995, 125001)) == ["ann"]
     assert len(await alerts.fired("ann")) == 2
+    # fired, back a tick and up again, all in one commit: two fires
+    assert await alerts.check("WIN", clock.next(), "", trades(124990, 125000, 124995, 125000)) == [
+        "ann",
+        "ann",
+    ]
 
 
 async def test_expired_never_fires(server, stores: Stores, alerts: AlertStore) -> None:

@@ -50,6 +50,7 @@ class PubSubHub:
         self.channels: dict[str, Callable[[bytes], Any]] = {}
         self.sent: list[tuple[str, dict]] = []
         self.raw_trades: list[bytes] = []
+        self.drop: Callable[[TradeMessage], bool] = lambda _: False  # a message lost on the way
         self._task: asyncio.Task[None] | None = None
 
     def add_trade_listener(self, fn: Callable[[str, TradeMessage], Any]) -> None:
@@ -77,6 +78,8 @@ class PubSubHub:
             if m["type"] == "pmessage":
                 self.raw_trades.append(m["data"])
                 msg = decode(TradeMessage, m["data"], channel)
+                if self.drop(msg):
+                    continue
                 for fn in self.listeners:
                     fn(msg.symbol, msg)
             elif m["type"] == "message" and channel in self.channels:
@@ -119,14 +122,16 @@ def history(server, user: str) -> list[dict]:
 T0 = 1_763_985_600_000_000
 
 
-async def live_trades(pools, settings, prices: list[int], source: str, t0: int = T0) -> None:
+async def live_trades(
+    pools, settings, prices: list[int], source: str, t0: int = T0, pause: float = 0.01
+) -> None:
     live = LiveIngest(Engine(pools, settings, source))
     await live.start()
     for i, p in enumerate(prices):
         assert await live.submit(
             TradeRecord("WIN", p, 1, BUY if i % 2 else SELL, t0 + i * 1000, f"{source}{i}")
         )
-        await asyncio.sleep(0.01)  # one commit per trade, mostly
+        await asyncio.sleep(pause)  # one commit per trade, mostly
     await live.close()
 
 
@@ -255,6 +260,22 @@ async def test_catch_up_after_engine_restart(server, pools, settings, stores: St
     assert e2.stats.caught_up >= 1 and e2.stats.fired == 1 and not e2.stats.gaps
     [fired] = history(server, "ann")
     assert fired["trade_price"] == 125100.0 and fired["epoch"]
+
+
+async def test_a_lost_message_is_read_from_the_stream(server, pools, settings, stores: Stores) -> None:
+    """The hub drops the crossing commit's message: the next message's seq shows the gap and the
+    engine reads the stream before checking it."""
+    await stores.configs.set("ann", "alerts", {"WIN": {"price": 125100, "type": "above"}})
+    engine, hub = await gateway(server, pools, settings)
+    hub.drop = lambda msg: any(t.price == 125100 for t in msg.trades)
+    try:
+        await live_trades(pools, settings, [125000, 125100, 125000, 125005, 125010], "lossy", pause=0.1)
+        await wait_until(lambda: len(history(server, "ann")) == 1)
+        await engine.drain()
+    finally:
+        await stop(engine, hub)
+    assert engine.stats.seq_gaps >= 1 and engine.stats.caught_up >= 1 and engine.stats.fired == 1
+    assert [u for u, _ in hub.sent] == ["ann"]
 
 
 @pytest.fixture

@@ -3,7 +3,8 @@ pushes the fires it hears on the alert channel to its own sockets of the user.
 
 Firing is decided in Redis (stores/alerts.py CHECK), once per commit offset across all gateways,
 so any number of engines can run; each one only delivers. Messages are checked in arrival order
-by one worker; at start, and when a symbol gains alerts or the queue overflowed, the worker first
+by one worker; at start, when a symbol gains alerts, when the queue overflowed and when a
+message's seq does not follow the last one's (a message lost on the way), the worker first
 catches the symbol up from its trade stream from the last offset checked (docs/alerts.md).
 
 The hub (gateway/hub.py) provides the messages and the sockets:
@@ -52,6 +53,7 @@ class EngineStats:
     fired: int = 0  # fires this engine decided
     delivered: int = 0  # fire frames pushed to this gateway's sockets
     caught_up: int = 0  # commits read back from the streams
+    seq_gaps: int = 0  # messages whose seq did not follow the last one's (then caught up)
     check_seconds: float = 0.0  # time in check round trips
     gaps: list[str] = field(default_factory=list)  # symbols whose stream no longer reached back
 
@@ -68,6 +70,7 @@ class AlertEngine:
         self._active: set[str] = set()
         self._queue: asyncio.Queue[tuple[str, TradeMessage | None]] = asyncio.Queue(QUEUE_MAX)
         self._behind: set[str] = set()
+        self._seq: dict[str, int] = {}  # the last message's seq per symbol, to notice a lost one
         self._tasks: list[asyncio.Task[None]] = []
         self._fired_decoder = msgspec.json.Decoder(_Fired)
 
@@ -97,9 +100,16 @@ class AlertEngine:
     # -- hub callbacks: never block --
 
     def on_trades(self, symbol: str, message: TradeMessage) -> None:
+        last_seq = self._seq.get(symbol)
+        self._seq[symbol] = message.seq
         if symbol not in self._active or not message.offset:
             self.stats.skipped += 1
             return
+        if last_seq is not None and message.seq != last_seq + 1:
+            # A message was lost on the way (a dropped subscription) or another source commits
+            # too: read the stream first, which holds this commit as well.
+            self.stats.seq_gaps += 1
+            self._behind.add(symbol)
         try:
             self._queue.put_nowait((symbol, message))
         except asyncio.QueueFull:

@@ -186,6 +186,10 @@ return 1
 # alerts found on the way are disarmed; alerts armed in or after the commit's millisecond (the
 # offset's first part, the server's clock) are passed over. After the fixed ARGV: price, time
 # pairs (JSON number texts). Reply: {1, fired users...}.
+# With ``full`` "0" the pairs are only the commit's records (each trade beyond every earlier one,
+# up or down): exact for alerts armed before the commit, since the first trade at or beyond a price
+# is such a record. Not when an "every" alert could re-arm within the commit: then the reply is {2},
+# nothing written, and the caller sends every trade (``full`` "1").
 CHECK = Protocol(
     keys=("above", "below", "rearm_above", "rearm_below", "meta", "last"),
     argv=(
@@ -199,6 +203,9 @@ CHECK = Protocol(
         "history_ttl",
         "channel",
         "last_ttl",
+        "full",  # "1": every trade follows; "0": only the records (see above)
+        "min_price",  # the commit's lowest and highest trade prices
+        "max_price",
     ),
 )
 CHECK_SCRIPT = (
@@ -213,7 +220,6 @@ if prev then
   pms, pseq = tonumber(pms), tonumber(pseq)
   if pms and (ems < pms or (ems == pms and eseq <= pseq)) then return {0} end
 end
-redis.call('SET', last, offset, 'EX', last_ttl)
 
 local function edge(key, index)
   local r = redis.call('ZRANGE', key, index, index, 'WITHSCORES')
@@ -226,6 +232,21 @@ local function first_score(r)
 end
 local lo_above, hi_below = edge(above, 0), edge(below, -1)
 local hi_rearm_above, lo_rearm_below = edge(rearm_above, -1), edge(rearm_below, 0)
+if full == '0' then
+  if hi_rearm_above or lo_rearm_below then return {2} end
+  local function any_every(members)
+    for _, m in ipairs(members) do
+      local raw = redis.call('HGET', meta, m)
+      if raw and string.find(raw, '"g":"every"', 1, true) then return true end
+    end
+    return false
+  end
+  if lo_above and tonumber(max_price) >= lo_above
+      and any_every(redis.call('ZRANGEBYSCORE', above, '-inf', max_price)) then return {2} end
+  if hi_below and tonumber(min_price) <= hi_below
+      and any_every(redis.call('ZRANGEBYSCORE', below, min_price, '+inf')) then return {2} end
+end
+redis.call('SET', last, offset, 'EX', last_ttl)
 if not (lo_above or hi_below or hi_rearm_above or lo_rearm_below) then return {1} end
 
 local fired = {1}
@@ -487,26 +508,35 @@ class AlertStore(BaseStore):
     async def check(self, symbol: str, offset: str, epoch: str, trades: Iterable[Trade]) -> list[str] | None:
         """Check one commit's trades (in order) against the symbol's alerts; None when that
         offset was already checked (by this or another gateway), else the users fired."""
+        trades = list(trades)
+        if not trades:
+            return []  # nothing to cross
         pre, _, post = alert_history_key("\0").partition("\0")
         keys = CHECK.pack_keys(**{part: alert_index_key(symbol, part) for part in ALERT_INDEX_PARTS})
-        argv = CHECK.pack_argv(
-            offset=offset,
-            symbol_json=encode(symbol),
-            offset_json=encode(offset),
-            epoch_json=encode(epoch),
-            history_pre=pre,
-            history_post=post,
-            history_len=ALERT_HISTORY_LEN,
-            history_ttl=ALERT_HISTORY_TTL,
-            channel=ALERT_CHANNEL,
-            last_ttl=ALERT_LAST_TTL,
-        )
-        last_price = None
-        for t in trades:
-            if t.price != last_price:  # a repeat cannot cross anything the first did not
+        records = _records(trades)
+        low, high = min(t.price for t in records), max(t.price for t in records)
+        reply: list[Any] = []
+        for full, pairs in (("0", records), ("1", _path(trades))):
+            argv = CHECK.pack_argv(
+                offset=offset,
+                symbol_json=encode(symbol),
+                offset_json=encode(offset),
+                epoch_json=encode(epoch),
+                history_pre=pre,
+                history_post=post,
+                history_len=ALERT_HISTORY_LEN,
+                history_ttl=ALERT_HISTORY_TTL,
+                channel=ALERT_CHANNEL,
+                last_ttl=ALERT_LAST_TTL,
+                full=full,
+                min_price=_num(low),
+                max_price=_num(high),
+            )
+            for t in pairs:
                 argv += [_num(t.price), _num(t.time)]
-                last_price = t.price
-        reply = await self.run_script(CHECK_SCRIPT, keys, argv)
+            reply = await self.run_script(CHECK_SCRIPT, keys, argv)
+            if reply[0] != 2:
+                break
         if not reply[0]:
             return None
         return [u.decode() if isinstance(u, bytes) else u for u in reply[1:]]
@@ -529,6 +559,29 @@ class AlertStore(BaseStore):
                 start = f"({out[-1][0]}"
         reached = not first or _id(first[0][0].decode()) <= _id(offset) or _id(offset) == (0, 0)
         return out, reached
+
+
+def _records(trades: list[Trade]) -> list[Trade]:
+    """Each trade beyond every earlier one, up or down (the first trade is one)."""
+    out = [trades[0]]
+    low = high = trades[0].price
+    for t in trades:
+        if t.price > high:
+            high = t.price
+            out.append(t)
+        elif t.price < low:
+            low = t.price
+            out.append(t)
+    return out
+
+
+def _path(trades: list[Trade]) -> list[Trade]:
+    """Every trade but repeats of the price before (a repeat crosses nothing the first did not)."""
+    out = [trades[0]]
+    for t in trades:
+        if t.price != out[-1].price:
+            out.append(t)
+    return out
 
 
 def _id(entry_id: str) -> tuple[int, int]:
