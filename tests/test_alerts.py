@@ -3,6 +3,7 @@ config store writing config and index together, rebuild, and rule validation fuz
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -169,8 +170,21 @@ _rule_values = st.one_of(
     st.text(max_size=6),
     st.sampled_from(["above", "below", "once", "every", "sideways"]),
 )
-_rules = st.dictionaries(
-    st.sampled_from(["price", "type", "trigger", "expires_at", "colour"]), _rule_values, max_size=5
+_likely = st.fixed_dictionaries(
+    {
+        "price": st.one_of(st.floats(0.5, 2e5), st.integers(-1, 200_000)),
+        "type": st.sampled_from(["above", "below"]),
+    },
+    optional={
+        "trigger": st.sampled_from(["once", "every", "twice"]),
+        "expires_at": st.one_of(st.integers(-1, 2_000_000_000), st.text(max_size=3)),
+    },
+)
+_rules = st.one_of(
+    _likely,
+    st.dictionaries(
+        st.sampled_from(["price", "type", "trigger", "expires_at", "colour"]), _rule_values, max_size=5
+    ),
 )
 
 
@@ -195,3 +209,32 @@ async def test_invalid_write_leaves_nothing(server, stores: Stores, alerts: Aler
     with pytest.raises(ValidationError, match=r"alerts\.DOL.*price"):
         await stores.configs.set("ann", "alerts", {"DOL": {"price": -1, "type": "above"}})
     assert r.dbsize() == 0
+
+
+@hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(symbol=st.sampled_from(["DOL", "WIN", "ZZZ", "bad sym"]), rule=_rules)
+def test_fuzzed_writes_leave_nothing_on_error(server, symbol: str, rule: dict) -> None:
+    """Through the config store into a real server: a refused rule writes no key at all (config
+    or index); an accepted one writes the config key and indexes it."""
+    from smarttrade.redis.topology import Topology
+    from tests.conftest import settings_for
+
+    async def attempt() -> ValidationError | None:
+        settings = settings_for(server.url)
+        pools = Topology.standalone(server.url, settings, 4)
+        try:
+            await Stores(pools, settings).configs.set("fuzz", "alerts", {symbol: rule})
+        except ValidationError as exc:
+            return exc
+        finally:
+            await pools.aclose()
+        return None
+
+    with redis.Redis(port=server.port, db=5) as r:
+        r.flushdb()  # our own test server
+        error = asyncio.run(attempt())
+        if error is not None:
+            assert error.where.startswith("alerts") and error.reason, error
+            assert r.dbsize() == 0, list(r.scan_iter())
+        else:
+            assert r.exists("config:fuzz:alerts") and r.hexists(alert_index_key(symbol, "meta"), "fuzz")
