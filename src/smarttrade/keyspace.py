@@ -100,6 +100,20 @@ SCRIPT_CALLS_KEY = f"{OPS_PREFIX}:scriptcalls"  # hash `calls`: commands our Lua
 OPS_TTL = 7 * 86_400
 INGEST_STATS_TTL = 30  # gone half a minute after its ingester stops
 SOURCE_RE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+# Price alerts (docs/alerts.md), in the config db beside the config:USER:alerts keys they are
+# derived from, so one script writes both. Per symbol (its slot in cluster): the armed and
+# waiting-to-re-arm sorted sets, a meta hash (user -> rule and state) and the last checked stream
+# offset; one member per user per symbol. The set of symbols with alerts, a fired history per user
+# (trimmed, expiring), the fired channel every gateway hears and a channel naming changed symbols.
+ALERT_INDEX_PREFIX = "alertidx"
+ALERT_INDEX_PARTS = ("above", "below", "rearm_above", "rearm_below", "meta", "last")
+ALERT_SYMBOLS_KEY = "alertsyms"
+ALERT_HISTORY_PREFIX = "alertfired"
+ALERT_CHANNEL = "alertfired"
+ALERT_CHANGES_CHANNEL = "alertidx:changed"
+ALERT_HISTORY_LEN = 100  # fired records kept per user
+ALERT_HISTORY_TTL = 30 * 86_400  # renewed by each fire
+ALERT_LAST_TTL = 7 * 86_400  # the last checked offset, renewed by each check
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +195,9 @@ FAMILIES: tuple[KeyFamily, ...] = (
     KeyFamily(BAR_PREFIX, Store.ORDERFLOW, True, BAR_TTL),
     KeyFamily(BAR_INDEX_PREFIX, Store.ORDERFLOW, True, BAR_TTL),
     KeyFamily(BAR_FOOTPRINT_PREFIX, Store.FOOTPRINT, True, BAR_TTL),
+    KeyFamily(ALERT_INDEX_PREFIX, Store.CONFIG, False),
+    KeyFamily(ALERT_SYMBOLS_KEY, Store.CONFIG, False),
+    KeyFamily(ALERT_HISTORY_PREFIX, Store.CONFIG, True, ALERT_HISTORY_TTL),
 )
 
 
@@ -295,6 +312,17 @@ def session_key(user_id: str) -> str:
 
 def config_key(user_id: str, setting: str) -> str:
     return f"config:{_layout.tag(user_id)}:{setting}"
+
+
+def alert_index_key(symbol: str, part: str) -> str:
+    """One of a symbol's alert index keys (ALERT_INDEX_PARTS), all in the symbol's slot."""
+    if part not in ALERT_INDEX_PARTS:
+        raise ValueError(f"alert index part {part!r} is not one of {', '.join(ALERT_INDEX_PARTS)}")
+    return f"{ALERT_INDEX_PREFIX}:{_layout.tag(symbol)}:{part}"
+
+
+def alert_history_key(user_id: str) -> str:
+    return f"{ALERT_HISTORY_PREFIX}:{_layout.tag(user_id)}"
 
 
 def layout_pattern(spec: StoreSpec, layout: KeyLayout) -> str:

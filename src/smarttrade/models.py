@@ -107,9 +107,14 @@ class Session(Struct, kw_only=True):
     subscriptions: Annotated[list[Symbol], Meta(max_length=500)] = msgspec.field(default_factory=list)
 
 
-class AlertRule(Struct, forbid_unknown_fields=True):
+class AlertRule(Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """``config:USER:alerts``' value per symbol. ``trigger`` and ``expires_at`` are optional and
+    left out when default, so a rule without them is written exactly as older readers know it."""
+
     price: Price
     type: Literal["above", "below"]
+    trigger: Literal["once", "every"] = "once"  # every: re-armed one tick back (docs/alerts.md)
+    expires_at: Epoch | None = None  # epoch seconds; an expired alert never fires
 
 
 Theme = Literal["dark", "light"]

@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 
 from smarttrade import __version__
 from smarttrade.errors import SettingsError
-from smarttrade.gateway import api, errors, ws
+from smarttrade.gateway import alerts, alerts_api, api, errors, ws
 from smarttrade.gateway.auth import Tokens
 from smarttrade.gateway.context import GatewayContext, Service
 from smarttrade.redis.topology import Topology
@@ -39,6 +39,8 @@ PLACEHOLDER = """<!doctype html>
 def create_app(ctx: GatewayContext, owned: Sequence[Service] = ()) -> FastAPI:
     """``owned``: services started first and stopped last (the connections app_from_env made)."""
     services: list = [*owned]  # the hub and the alert engine append theirs below
+    if getattr(ctx, "hub", None) is not None:  # the alert engine listens through the hub
+        services.append(alerts.AlertEngine(ctx.stores.configs.alerts, ctx.hub))  # type: ignore[attr-defined]
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -57,6 +59,7 @@ def create_app(ctx: GatewayContext, owned: Sequence[Service] = ()) -> FastAPI:
     errors.install(app)
     app.include_router(api.router)
     app.include_router(ws.router)
+    app.include_router(alerts_api.router)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> Response:

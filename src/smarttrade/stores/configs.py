@@ -15,7 +15,11 @@ import msgspec
 
 from smarttrade.errors import DecodeError, ValidationError
 from smarttrade.keyspace import SPECS, Store, config_key, glob_escape, owner_prefix
-from smarttrade.models import AlertRule, Symbol, Theme, Watchlist, decode, encode
+from smarttrade.models import Theme, Watchlist, decode, encode
+from smarttrade.redis.topology import Topology
+from smarttrade.settings import Settings
+from smarttrade.stores.alerts import SETTING as ALERTS
+from smarttrade.stores.alerts import AlertStore, parse_rules
 from smarttrade.stores.base import BaseStore
 
 MAX_VALUE_BYTES = 64 * 1024
@@ -24,17 +28,11 @@ USER_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
 SETTING_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 
 
-def _alerts(data: bytes) -> Any:
-    """Per symbol, so an error names it: ``alerts.DOL: Expected float > 0.0 - at $.price``."""
-    rules = decode(dict[Symbol, Any], data, "alerts")
-    return {sym: decode(AlertRule, encode(rule), f"alerts.{sym}") for sym, rule in rules.items()}
-
-
 # The settings whose shape we know, each with its check; any other name takes any JSON value.
 KNOWN_SETTINGS: dict[str, Callable[[bytes], Any]] = {
     "theme": lambda data: decode(Theme, data, "theme"),
     "symbols": lambda data: decode(Watchlist, data, "symbols"),
-    "alerts": _alerts,
+    ALERTS: parse_rules,  # stores/alerts.py: per symbol, so an error names it
 }
 
 
@@ -109,8 +107,15 @@ def _tolerant(raw: bytes) -> Any:
 class ConfigStore(BaseStore):
     spec = SPECS[Store.CONFIG]
 
+    def __init__(self, topology: Topology, settings: Settings) -> None:
+        super().__init__(topology, settings)
+        self.alerts = AlertStore(topology, settings)  # alerts are written with their index
+
     async def set(self, user_id: str, setting: str, value: Any) -> None:
         data = validate_setting(setting, value)
+        if setting == ALERTS:
+            await self.alerts.replace(check_user(user_id), parse_rules(data))
+            return
         await self.put_raw(config_key(check_user(user_id), setting), data)
 
     async def get(self, user_id: str, setting: str) -> Any | None:
@@ -118,7 +123,12 @@ class ConfigStore(BaseStore):
         return None if raw is None else _tolerant(raw)
 
     async def remove(self, user_id: str, setting: str) -> bool:
-        return await self.delete(config_key(check_user(user_id), check_setting(setting)))
+        key = config_key(check_user(user_id), check_setting(setting))
+        if setting == ALERTS:
+            existed = await self.get_raw(key) is not None
+            await self.alerts.replace(user_id, None)
+            return existed
+        return await self.delete(key)
 
     async def all(self, user_id: str) -> dict[str, Any]:
         prefix = owner_prefix(Store.CONFIG, check_user(user_id))
