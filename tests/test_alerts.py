@@ -12,11 +12,11 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from smarttrade.errors import ValidationError
+from smarttrade.errors import NotFound, ValidationError
 from smarttrade.keyspace import ALERT_CHANNEL, alert_index_key
 from smarttrade.models import AlertRule, Trade
 from smarttrade.stores import Stores
-from smarttrade.stores.alerts import AlertStore, NotFound
+from smarttrade.stores.alerts import AlertStore
 from smarttrade.stores.configs import validate_setting
 
 

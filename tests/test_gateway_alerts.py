@@ -26,7 +26,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from smarttrade.errors import ValidationError
+from smarttrade.errors import NotFound, ValidationError
 from smarttrade.feeds.record import BUY, SELL, TradeRecord
 from smarttrade.gateway.alerts import AlertEngine
 from smarttrade.gateway.app import create_app
@@ -36,7 +36,6 @@ from smarttrade.ingest.engine import Engine
 from smarttrade.ingest.live import LiveIngest
 from smarttrade.models import TradeMessage, decode
 from smarttrade.stores import Stores
-from smarttrade.stores.alerts import NotFound
 from smarttrade.symbols import spec_for
 
 

@@ -52,6 +52,11 @@ class UnknownSymbol(ValidationError):
         self.symbol = symbol
 
 
+class NotFound(SmartTradeError):
+    """Nothing stored under a name that is valid (a known symbol with no quote yet, a setting
+    the user never set, no alert on that symbol): the gateway's edge answers 404."""
+
+
 class OutOfMemory(SmartTradeError):
     """Redis refused a write because maxmemory is reached and nothing can be evicted."""
 

@@ -9,10 +9,10 @@ from typing import Any
 import msgspec
 from fastapi import APIRouter, Request, Response
 
-from smarttrade.errors import DecodeError, ValidationError
+from smarttrade.errors import DecodeError, NotFound, ValidationError
 from smarttrade.gateway.deps import Ctx, Who
 from smarttrade.models import AlertRule, decode, encode
-from smarttrade.stores.alerts import AlertState, NotFound, parse_rules
+from smarttrade.stores.alerts import AlertState, parse_rules
 from smarttrade.stores.configs import MAX_VALUE_BYTES, check_user
 from smarttrade.symbols import check_symbol
 
@@ -54,7 +54,7 @@ async def _one(ctx: Ctx, user: str, symbol: str) -> dict[str, Any]:
     for state in await ctx.stores.configs.alerts.states(user):
         if state.symbol == symbol:
             return _view(state)
-    raise NotFound(f"alerts.{symbol}", "no alert on this symbol")
+    raise NotFound(f"alerts.{symbol}: no alert on this symbol")
 
 
 @router.get("")
@@ -95,7 +95,7 @@ async def delete_alert(symbol: str, ctx: Ctx, who: Who) -> Response:
 
     await ctx.stores.configs.alerts.update(user, change)
     if not found[-1]:
-        raise NotFound(f"alerts.{symbol}", "no alert on this symbol")
+        raise NotFound(f"alerts.{symbol}: no alert on this symbol")
     return Response(status_code=204)
 
 

@@ -15,10 +15,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from redis.exceptions import RedisError
 
 from smarttrade.analytics.views import AnalyticsViews
-from smarttrade.errors import DecodeError, SmartTradeError, ValidationError
+from smarttrade.errors import DecodeError, NotFound, SmartTradeError, ValidationError
 from smarttrade.gateway import health as gw_health
 from smarttrade.gateway.deps import Admin, Ctx, Who
-from smarttrade.gateway.errors import ERROR_RESPONSES, NotFound
+from smarttrade.gateway.errors import ERROR_RESPONSES
 from smarttrade.gateway.responses import (
     BarOut,
     Bars,

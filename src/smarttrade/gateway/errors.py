@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException
 
 from smarttrade.errors import (
     DecodeError,
+    NotFound,
     OutOfMemory,
     RedisUnavailable,
     SmartTradeError,
@@ -31,11 +32,6 @@ class ErrorBody(BaseModel):
 
     code: str
     message: str
-
-
-class NotFound(SmartTradeError):
-    """Nothing stored under a name that is valid (a known symbol with no quote yet, a setting
-    the user never set)."""
 
 
 class Unavailable(SmartTradeError):

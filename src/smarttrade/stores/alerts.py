@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from smarttrade.errors import DecodeError, SmartTradeError, UnknownSymbol, ValidationError
+from smarttrade.errors import DecodeError, NotFound, SmartTradeError, UnknownSymbol, ValidationError
 from smarttrade.keyspace import (
     ALERT_CHANGES_CHANNEL,
     ALERT_CHANNEL,
@@ -50,15 +50,6 @@ log = logging.getLogger(__name__)
 SETTING = "alerts"
 RETRIES = 20  # optimistic writes of one user's alerts racing each other
 STREAM_PAGE = 500
-
-
-class NotFound(SmartTradeError):
-    """The user has no alert on that symbol (the edge maps it to 404)."""
-
-    def __init__(self, what: str, reason: str) -> None:
-        super().__init__(f"{what}: {reason}")
-        self.what = what
-        self.reason = reason
 
 
 def parse_rules(data: bytes) -> dict[str, AlertRule]:
@@ -433,7 +424,7 @@ class AlertStore(BaseStore):
             user=user_id, symbol=symbol, channel=ALERT_CHANGES_CHANNEL, last_ttl=ALERT_LAST_TTL
         )
         if not await self.run_script(REARM_SCRIPT, keys, argv):
-            raise NotFound(f"alerts.{symbol}", "no alert on this symbol")
+            raise NotFound(f"alerts.{symbol}: no alert on this symbol")
 
     async def rebuild(self) -> int:
         """Re-derive the whole index from the config keys (SCAN ``config:*:alerts``): entries of
