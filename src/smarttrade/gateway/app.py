@@ -15,10 +15,13 @@ from fastapi import FastAPI
 from smarttrade import __version__
 from smarttrade.gateway import api, errors, ws
 from smarttrade.gateway.context import GatewayContext
+from smarttrade.gateway.hub import Hub
 
 
 def create_app(ctx: GatewayContext) -> FastAPI:
-    services: list = []  # filled by the hub and the alert engine as they land
+    if ctx.hub is None:
+        ctx.hub = Hub(ctx.settings, ctx.topology, ctx.stores, ctx.gateway_id)
+    services: list = [ctx.hub]  # the alert engine joins as it lands
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
