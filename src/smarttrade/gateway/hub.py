@@ -21,8 +21,9 @@ Public API (used by the HTTP API, the alert engine and /metrics):
   many sockets it went to.
 - ``await probe(timeout_s) -> float``: publish a canary on this gateway's probe channel and wait
   for the reader to receive it; the seconds it took; TimeoutError when it does not come.
-- ``stats() -> dict``: clients, queued_frames, queued_bytes, slow_closed, frames_sent,
-  messages_in, reader_errors.
+- ``stats() -> dict``: clients, queued_frames, queued_bytes, peak_queued_bytes (the most
+  undroppable bytes one socket ever had queued), slow_closed, frames_sent, messages_in,
+  reader_errors.
 """
 
 from __future__ import annotations
@@ -163,6 +164,8 @@ class Outbox:
         self.drained = asyncio.Event()
         self.drained.set()
         self.failed: str | None = None
+        self.gone = asyncio.Event()  # set by fail(): the socket must end, even mid-send
+        self.peak_bytes = 0
         self._n = 0
 
     def __len__(self) -> int:
@@ -182,6 +185,7 @@ class Outbox:
         self._n += 1
         self.items[self._n] = frame
         self.strict_bytes += len(frame)
+        self.peak_bytes = max(self.peak_bytes, self.strict_bytes)
         self.strict_frames += 1
         self._wake()
 
@@ -219,6 +223,7 @@ class Outbox:
         self.strict_bytes = self.strict_frames = 0
         self.ready.set()
         self.drained.set()
+        self.gone.set()
 
     def pop(self) -> str | None:
         """The next frame to send, or None when empty."""
@@ -285,6 +290,7 @@ class Hub:
         self._pubsub: Any = None
         self.probe_channel = gateway_probe_channel(gateway_id)
         self.idle_timeout_s = IDLE_TIMEOUT_S  # a socket silent this long is closed (4000)
+        self._peak = 0  # the most undroppable bytes any socket had queued
         self.counts = {"messages_in": 0, "frames_sent": 0, "slow_closed": 0, "reader_errors": 0}
         self.add_channel(self.presence.expired_channel, self.presence.on_expired)
 
@@ -323,6 +329,7 @@ class Hub:
             "clients": len(self.clients),
             "queued_frames": sum(len(c.outbox) for c in self.clients),
             "queued_bytes": sum(c.outbox.strict_bytes for c in self.clients),
+            "peak_queued_bytes": max([self._peak, *(c.outbox.peak_bytes for c in self.clients)]),
             **self.counts,
         }
 
@@ -453,6 +460,7 @@ class Hub:
             self.by_symbol[sym].discard(client)
             if not self.by_symbol[sym]:
                 del self.by_symbol[sym]
+        self._peak = max(self._peak, client.outbox.peak_bytes)
         if client.outbox.failed and client.outbox.failed.startswith("too slow"):
             self.counts["slow_closed"] += 1
 

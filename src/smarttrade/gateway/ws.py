@@ -136,10 +136,13 @@ async def ws_endpoint(ws: WebSocket) -> None:
 
     reader = asyncio.create_task(_read(ws, hub, client))
     sender = asyncio.create_task(writer(client, send, hub.counts))
+    gone = asyncio.create_task(client.outbox.gone.wait())  # a send blocked on a full socket ends too
     code, reason = CLOSE_NORMAL, ""
     try:
-        done, _ = await asyncio.wait({reader, sender}, return_when=asyncio.FIRST_COMPLETED)
-        if sender in done:
+        done, _ = await asyncio.wait({reader, sender, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if gone in done:
+            code, reason = CLOSE_TOO_SLOW, client.outbox.failed or "too slow"
+        elif sender in done:
             exc = sender.exception()
             code, reason = (CLOSE_TOO_SLOW, sender.result()) if exc is None else (0, "send failed")
         else:
@@ -148,14 +151,13 @@ async def ws_endpoint(ws: WebSocket) -> None:
         log.exception("socket %s", client.socket_id)
         code, reason = 1011, "internal error"
     finally:
-        for task in (reader, sender):
-            task.cancel()
-        for task in (reader, sender):
-            with contextlib.suppress(BaseException):
-                await task
         if client.outbox.failed is None and code == CLOSE_TOO_SLOW:
             client.outbox.fail(reason)
-        hub.unregister(client)
+        hub.unregister(client)  # first: no more frames for it, whatever its tasks are doing
+        for task in (reader, sender, gone):
+            task.cancel()
+        # redis-py may finish a command before it honours a cancel: wait a bounded time only
+        await asyncio.wait({reader, sender, gone}, timeout=CLOSE_WAIT_S)
         await _quietly("close", hub.presence.close(client.user, client.socket_id))
         if code:
             with contextlib.suppress(Exception):
