@@ -102,13 +102,19 @@ async def _read(ws: WebSocket, hub: Hub, client: Client) -> tuple[int, str]:
         if isinstance(msg, Ping):
             out.strict(encode({"type": "pong", "id": msg.id, "time": time.time()}))
         elif isinstance(msg, Subscribe):
+            # the session shows the symbols before their "subscribed" frames go out
+            wanted = list(dict.fromkeys([*client.subs, *msg.symbols]))
+            await _quietly("subscribe", hub.presence.set_symbols(client.user, client.socket_id, wanted))
             try:
                 await hub.subscribe(client, msg)
             except TooSlow as exc:
                 return CLOSE_TOO_SLOW, str(exc)
             except (SmartTradeError, rexc.RedisError, OSError) as exc:
                 out.strict(error_frame("unavailable", f"subscribe: {exc}"))
-            await _quietly("subscribe", hub.presence.set_symbols(client.user, client.socket_id, client.subs))
+            if list(client.subs) != wanted:  # some were refused
+                await _quietly(
+                    "subscribe", hub.presence.set_symbols(client.user, client.socket_id, client.subs)
+                )
         elif isinstance(msg, Unsubscribe):
             hub.unsubscribe(client, msg.symbols)
             out.strict(encode({"type": "unsubscribed", "symbols": msg.symbols}))
