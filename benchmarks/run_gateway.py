@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import uvicorn
 
@@ -34,7 +37,9 @@ def build(gateway_id: str) -> object:
     settings = Settings()
     if not settings.redis_url or not settings.smarttrade_gateway_secret:
         sys.exit("run_gateway: set REDIS_URL (with its port) and SMARTTRADE_GATEWAY_SECRET")
-    asyncio.run(_load_instruments(settings, settings.redis_url))
+    # in a thread of its own: a server may already run an event loop here (granian's worker)
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, _load_instruments(settings, settings.redis_url)).result()
     topology = Topology.standalone(settings.redis_url, settings)  # pools bind to the server's loop
     stores = Stores(topology, settings)
     tokens = Tokens(settings.smarttrade_gateway_secret)
@@ -48,22 +53,12 @@ def main() -> None:
     ap.add_argument("--server", choices=["uvicorn", "granian"], default="uvicorn")
     ap.add_argument("--gateway-id", default=new_gateway_id())
     args = ap.parse_args()
-    if args.server == "granian":
-        from granian.constants import Interfaces
-        from granian.server import Server
-
-        sys.argv = sys.argv[:1]
-        Server(
-            "benchmarks.run_gateway:granian_app",
-            address="127.0.0.1",
-            port=args.port,
-            interface=Interfaces.ASGI,
-            workers=1,
-            factory=True,
-            websockets=True,
-            log_enabled=False,
-        ).serve()
-        return
+    if args.server == "granian":  # its own CLI, one worker, calling granian_app in that worker
+        os.environ["RUN_GATEWAY_ID"] = args.gateway_id
+        exe = str(Path(sys.executable).with_name("granian"))
+        cmd = [exe, "--interface", "asgi", "--factory", "--host", "127.0.0.1", "--port", str(args.port)]
+        cmd += ["--workers", "1", "--ws", "--log-level", "warning"]
+        os.execv(exe, [*cmd, "benchmarks.run_gateway:granian_app"])
     app = build(args.gateway_id)
     uvicorn.run(
         app,  # type: ignore[arg-type]
@@ -77,7 +72,7 @@ def main() -> None:
 
 
 def granian_app() -> object:
-    return build(new_gateway_id())
+    return build(os.environ.get("RUN_GATEWAY_ID") or new_gateway_id())
 
 
 if __name__ == "__main__":
