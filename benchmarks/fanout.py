@@ -286,9 +286,9 @@ def main() -> None:
     print(f"\n{'server':<8} {'clients':>7} {'trades/s':>8} {'frames/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
           f"{'max ms':>7} {'cpu %':>6} {'rss MB':>7}")  # fmt: skip
     for r in rows:
-        lat = r["latency_ms"]
+        lat, cpu, rss = r["latency_ms"], r["gateway_cpu_pct"], r["gateway_peak_rss_mb"]
         print(f"{r['server']:<8} {r['clients']:>7} {r['rate']:>8g} {r['frames_per_s']:>9} {lat['p50']:>7} "
-              f"{lat['p99']:>7} {lat['max']:>7} {r['gateway_cpu_pct']:>6} {r['gateway_peak_rss_mb']:>7}")  # fmt: skip
+              f"{lat['p99']:>7} {lat['max']:>7} {cpu:>6} {rss:>7}")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

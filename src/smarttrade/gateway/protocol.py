@@ -29,7 +29,6 @@ CLOSE_POLICY = 1008  # far over the message rate limit
 CLOSE_IDLE = 4000  # nothing received for IDLE_TIMEOUT_S
 CLOSE_TOO_SLOW = 4008  # the socket does not read its frames fast enough
 CLOSE_UNAUTHORIZED = 4401
-CLOSE_SHUTDOWN = 1001  # the gateway is stopping
 IDLE_TIMEOUT_S = 60.0
 
 
