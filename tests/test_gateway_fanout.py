@@ -209,3 +209,41 @@ async def test_unsubscribe_stops_frames(
         assert (await recv_until(ws, "unsubscribed"))[-1]["symbols"] == ["WIN"]
         await feed(pools, settings, tmp_path, 300, seed=6)
         assert await drain(ws, quiet=0.5) == []
+
+
+async def test_a_reader_reconnect_catches_up_by_offset(
+    gateway: Gateway, server: EmbeddedRedis, pools: Topology, settings: Settings, tmp_path: Path
+) -> None:
+    async with connect(gateway.url()) as ws:
+        await subscribe(ws, ["WIN"], ["trades"])
+        await feed(pools, settings, tmp_path, 300, seed=7)
+        with redis.Redis(port=server.port) as r:  # our test server: drop the hub's pub/sub connection
+            assert r.client_kill_filter(_type="pubsub") >= 1
+        await feed(pools, settings, tmp_path, 600, seed=8)  # partly while the reader is away
+        frames = await drain(ws, quiet=1.5)
+    assert gateway.hub.stats()["resyncs"] >= 1
+    assert trade_offsets(frames) == stream_ids(server, "WIN")  # no gap, no duplicate
+
+
+async def test_a_new_epoch_while_live_gives_a_snapshot(
+    gateway: Gateway, server: EmbeddedRedis, pools: Topology, settings: Settings, tmp_path: Path
+) -> None:
+    async with connect(gateway.url()) as ws:
+        await subscribe(ws, ["WIN"], ["trades"])
+        await feed(pools, settings, tmp_path, 300, seed=7)
+        before = await _epoch(server, "WIN")
+        with redis.Redis(port=server.port, db=1) as r:  # the history is lost (as a restart would)
+            r.delete("stream:trades:WIN", "stream:epoch:WIN")
+        await feed(pools, settings, tmp_path, 300, seed=8)
+        frames = await drain(ws, quiet=1.5)
+    after = await _epoch(server, "WIN")
+    assert after and after != before
+    snaps = [i for i, f in enumerate(frames) if f["type"] == "snapshot"]
+    assert len(snaps) == 1
+    snap = frames[snaps[0]]
+    assert snap["recovered"] is False and snap["epoch"] == after and "epoch" in snap["reason"]
+    old = [f for f in frames[: snaps[0]] if f["type"] == "trades"]
+    new = [f for f in frames[snaps[0] :] if f["type"] == "trades"]
+    assert {f["epoch"] for f in old} == {before} and {f["epoch"] for f in new} <= {after}
+    ids = stream_ids(server, "WIN")
+    assert [f["offset"] for f in new] == [i for i in ids if i > snap["offset"]]

@@ -251,6 +251,7 @@ class Client:
     subs: dict[str, set[str]] = field(default_factory=dict)  # symbol -> channels
     alerts: bool = False
     last: dict[str, tuple[int, int]] = field(default_factory=dict)  # symbol -> last offset sent
+    where: dict[str, tuple[str, str]] = field(default_factory=dict)  # symbol -> (offset, epoch) sent
     replaying: dict[str, list[TradeMessage]] = field(default_factory=dict)
 
     def deliver(self, frames: Frames) -> None:
@@ -260,6 +261,7 @@ class Client:
             if key <= self.last.get(msg.symbol, (0, 0)):
                 return  # already sent by a replay or a snapshot
             self.last[msg.symbol] = key
+            self.where[msg.symbol] = (msg.offset, msg.epoch)
         chans = self.subs.get(msg.symbol, ())
         out = self.outbox
         if "trades" in chans and (f := frames.trades()) is not None:
@@ -286,12 +288,14 @@ class Hub:
         self._pending_channels: list[str] = []
         self._probes: dict[bytes, asyncio.Future[float]] = {}
         self._bars_due: dict[str, asyncio.Task] = {}
+        self._resyncs: set[asyncio.Task] = set()
+        self._gap = False  # the reader lost its connection: sockets must catch up by offset
         self._reader: asyncio.Task | None = None
         self._pubsub: Any = None
         self.probe_channel = gateway_probe_channel(gateway_id)
         self.idle_timeout_s = IDLE_TIMEOUT_S  # a socket silent this long is closed (4000)
         self._peak = 0  # the most undroppable bytes any socket had queued
-        self.counts = {"messages_in": 0, "frames_sent": 0, "slow_closed": 0, "reader_errors": 0}
+        self.counts = {"messages_in": 0, "frames_sent": 0, "slow_closed": 0, "reader_errors": 0, "resyncs": 0}
         self.add_channel(self.presence.expired_channel, self.presence.on_expired)
 
     # --- public API ------------------------------------------------------------------------
@@ -340,6 +344,9 @@ class Hub:
         await self._pubsub.psubscribe(trades_pattern())
         await self._pubsub.subscribe(self.probe_channel)
         await self._apply_channels()
+        # redis-py reconnects and resubscribes by itself, silently: what was published meanwhile
+        # is lost to pub/sub, so every reconnect marks a gap the read loop catches up by offset
+        self._pubsub.connection.register_connect_callback(self._on_reconnect)
         self._reader = asyncio.create_task(self._read())
         await self.presence.start()
 
@@ -349,7 +356,7 @@ class Hub:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
-        for task in self._bars_due.values():
+        for task in [*self._bars_due.values(), *self._resyncs]:
             task.cancel()
         if self._pubsub is not None:
             with contextlib.suppress(rexc.RedisError, OSError):
@@ -360,20 +367,33 @@ class Hub:
         if pending:
             await self._pubsub.subscribe(*pending)
 
+    def _on_reconnect(self, _connection: object) -> None:
+        self._gap = True
+
     async def _read(self) -> None:
         while True:
             try:
                 if self._pending_channels:
                     await self._apply_channels()
                 msg = await self._pubsub.get_message(timeout=READ_TIMEOUT_S)
-                if msg is not None:
-                    await self._dispatch(msg)
             except asyncio.CancelledError:
                 raise
             except (rexc.RedisError, OSError) as exc:
                 self.counts["reader_errors"] += 1
                 log.warning("hub reader: %s", exc)
+                self._gap = True
                 await asyncio.sleep(0.5)
+                continue
+            if self._gap:  # reconnected and resubscribed: catch up what was published meanwhile
+                self._gap = False
+                self.counts["resyncs"] += 1
+                for c in list(self.clients):
+                    for symbol in list(c.subs):
+                        self._resync(c, symbol, [])
+            if msg is None:
+                continue
+            try:
+                await self._dispatch(msg)
             except Exception:  # a bad message or listener must not stop the fan-out
                 self.counts["reader_errors"] += 1
                 log.exception("hub reader")
@@ -411,13 +431,17 @@ class Hub:
             return
         frames = Frames(msg, spec_for(msg.symbol))
         wants_bars = False
-        for c in clients:
+        for c in list(clients):
             buffer = c.replaying.get(msg.symbol)
             if buffer is not None:
                 if len(buffer) >= MAX_REPLAY_BUFFER:
                     c.outbox.fail("too slow: live messages piled up during a replay")
                 else:
                     buffer.append(msg)
+                continue
+            known = c.where.get(msg.symbol)
+            if msg.epoch and known and known[1] and known[1] != msg.epoch:
+                self._resync(c, msg.symbol, [msg])  # the history changed under it: a snapshot
                 continue
             c.deliver(frames)
             chans = c.subs.get(msg.symbol, ())
@@ -488,10 +512,38 @@ class Hub:
                 encode({"type": "subscribed", "symbol": symbol, "channels": sorted(channels), **ack})
             )
 
+    def _resync(self, client: Client, symbol: str, held: list[TradeMessage]) -> None:
+        """Catch a live socket up from its own position (after a reader reconnect or an epoch
+        change): live messages are held meanwhile, as during a subscribe."""
+        if symbol in client.replaying:
+            client.replaying[symbol].extend(held)
+            return
+        client.replaying[symbol] = list(held)
+        task = asyncio.create_task(self._resync_task(client, symbol))
+        self._resyncs.add(task)
+        task.add_done_callback(self._resyncs.discard)
+
+    async def _resync_task(self, client: Client, symbol: str) -> None:
+        known = client.where.get(symbol)
+        since = Since(offset=known[0], epoch=known[1]) if known and known[1] else None
+        try:
+            await self._catch_up(client, symbol, since)
+        except TooSlow:
+            pass  # the outbox failed: its socket is closing
+        except (SmartTradeError, rexc.RedisError, OSError) as exc:
+            client.outbox.fail(f"too slow: could not catch up after a gap ({exc})")
+        finally:
+            buffered = client.replaying.pop(symbol, [])
+        if symbol in client.subs:
+            frames_spec = spec_for(symbol)
+            for live in buffered:
+                client.deliver(Frames(live, frames_spec))
+
     def unsubscribe(self, client: Client, symbols: list[str]) -> None:
         for symbol in symbols:
             client.subs.pop(symbol, None)
             client.last.pop(symbol, None)
+            client.where.pop(symbol, None)
             self.by_symbol.get(symbol, set()).discard(client)
 
     async def _catch_up(self, client: Client, symbol: str, since: Since | None) -> dict[str, Any]:
@@ -514,6 +566,7 @@ class Hub:
                     )  # fmt: skip
                 if last is None:
                     client.last[symbol] = offset_key(since.offset)
+                    client.where[symbol] = (since.offset, since.epoch)
                 return {"recovered": True, "replayed": replayed, "offset": offset, "epoch": since.epoch}
             except recovery.HistoryLost as exc:
                 reason = str(exc)
@@ -521,6 +574,7 @@ class Hub:
             reason = None
         snap = await recovery.snapshot(self.stores, self.views, symbol, self.settings.smarttrade_timeframes)
         client.last[symbol] = offset_key(snap["offset"])
+        client.where[symbol] = (snap["offset"], snap["epoch"])
         recovered = since is None
         frame = {"type": "snapshot", "symbol": symbol, "recovered": recovered, **snap}
         if reason:
