@@ -9,12 +9,13 @@ import base64
 import json
 import os
 import socket
+import time
 from pathlib import Path
 
 import redis
 from websockets.asyncio.client import connect
 
-from smarttrade.gateway.hub import MAX_STRICT_BYTES
+from smarttrade.gateway.hub import BARS_EVERY_S, MAX_STRICT_BYTES
 from smarttrade.models import TradeMessage
 from smarttrade.redis.embedded import EmbeddedRedis
 from smarttrade.redis.topology import Topology
@@ -247,3 +248,23 @@ async def test_a_new_epoch_while_live_gives_a_snapshot(
     assert {f["epoch"] for f in old} == {before} and {f["epoch"] for f in new} <= {after}
     ids = stream_ids(server, "WIN")
     assert [f["offset"] for f in new] == [i for i in ids if i > snap["offset"]]
+
+
+async def test_bars_and_indicators_frames_are_conflated_per_symbol(
+    gateway: Gateway, pools: Topology, settings: Settings, tmp_path: Path
+) -> None:
+    async with connect(gateway.url()) as ws:
+        await subscribe(ws, ["WIN"], ["bars", "indicators"])
+        started = time.monotonic()
+        await feed(pools, settings, tmp_path, 3000, seed=11)
+        took = time.monotonic() - started
+        frames = await drain(ws, quiet=1.5)
+    bars = [f for f in frames if f["type"] == "bar"]
+    assert {f["timeframe"] for f in bars} == {"1m", "5m", "15m"}
+    assert all(
+        f["symbol"] == "WIN" and f["offset"] and {"open", "close", "start"} <= set(f["bar"]) for f in bars
+    )
+    assert len(bars) <= 3 * (took / BARS_EVERY_S + 2)  # one read per 0.5 s at most, 3 timeframes
+    indicators = [f for f in frames if f["type"] == "indicators"]
+    assert indicators and set(indicators[-1]["values"]) <= {"1m", "5m", "15m"} and indicators[-1]["values"]
+    assert not [f for f in frames if f["type"] in ("trades", "quote", "footprint")]
