@@ -7,6 +7,8 @@ a socket that falls behind are merged per level (never dropped, so its ladder st
 frames that may not be dropped (trades, alerts, replies) count against a byte and frame bound; a
 socket over it is closed with 4008 "too slow" (docs/protocol.md). Bars and indicators are read
 from the analytics views after trades, at most BARS_EVERY_S per symbol, and conflated too.
+When the reader's connection drops (redis-py resubscribes silently) or a symbol's epoch changes,
+each socket catches up from its own offset (recovery.py), so a socket never has a silent gap.
 
 Public API (used by the HTTP API, the alert engine and /metrics):
 
