@@ -14,8 +14,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import redis
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 
 from smarttrade.keyspace import GATEWAY_ALIVE_TTL
 from smarttrade.redis.embedded import EmbeddedRedis
@@ -99,7 +100,7 @@ def start_gateway(server: EmbeddedRedis, gateway_id: str) -> tuple[subprocess.Po
     return proc, port
 
 
-async def connected_on(proc: subprocess.Popen, port: int, gateway: Gateway, user: str):
+async def connected_on(proc: subprocess.Popen, port: int, gateway: Gateway, user: str) -> ClientConnection:
     deadline = time.monotonic() + 20
     while True:
         try:
@@ -156,3 +157,18 @@ async def test_the_sweep_cleans_up_when_no_notification_came(gateway: Gateway, s
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+async def test_activity_refreshes_the_session_ttl(
+    gateway: Gateway, server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from smarttrade.gateway import ws as ws_module
+
+    monkeypatch.setattr(ws_module, "TOUCH_EVERY_S", 0.0)
+    r = sessions_db(server)
+    async with connect(gateway.url("gus")) as tab:
+        await pong(tab, 1)
+        r.expire("session:gus", 100)
+        r.expire("sockets:gus", 100)
+        await pong(tab, 2)  # activity
+        assert r.ttl("session:gus") > 3000 and r.ttl("sockets:gus") > 3000
