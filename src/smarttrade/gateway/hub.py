@@ -560,7 +560,7 @@ class Hub:
                     await self._drained(client)
                 quote = await self.stores.quotes.latest(symbol)
                 last = client.last.get(symbol)
-                if quote is not None and "quotes" in client.subs[symbol]:
+                if quote is not None and "quotes" in client.subs.get(symbol, ()):
                     client.outbox.latest(
                         ("quote", symbol),
                         encode({"type": "quote", "symbol": symbol, "offset": offset, "epoch": since.epoch,
