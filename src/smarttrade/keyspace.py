@@ -99,6 +99,16 @@ ALERTS_KEY = f"{OPS_PREFIX}:alerts"  # hash: the counters the last `smarttrade a
 SCRIPT_CALLS_KEY = f"{OPS_PREFIX}:scriptcalls"  # hash `calls`: commands our Lua commits ran
 OPS_TTL = 7 * 86_400
 INGEST_STATS_TTL = 30  # gone half a minute after its ingester stops
+# Gateway presence (docs/keyspace.md "Gateway"), in the sessions db: per user a hash of its live
+# sockets beside its contract session key; per gateway a liveness key with a short TTL and a set of
+# the sockets it holds, so a gateway killed with -9 is cleaned up when its liveness key expires.
+# The probe channel carries one canary per /healthz check (pub/sub, no key).
+SOCKETS_PREFIX = "sockets"
+GATEWAY_ALIVE_PREFIX = "gateway:alive"
+GATEWAY_SOCKETS_PREFIX = "gateway:sockets"
+GATEWAY_ALIVE_TTL = 15  # seconds; renewed every GATEWAY_ALIVE_RENEW_S
+GATEWAY_ALIVE_RENEW_S = 5.0
+GATEWAY_PROBE_PREFIX = "gateway:probe"
 SOURCE_RE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 # Price alerts (docs/alerts.md), in the config db beside the config:USER:alerts keys they are
 # derived from, so one script writes both. Per symbol (its slot in cluster): the armed and
@@ -198,6 +208,9 @@ FAMILIES: tuple[KeyFamily, ...] = (
     KeyFamily(ALERT_INDEX_PREFIX, Store.CONFIG, False),
     KeyFamily(ALERT_SYMBOLS_KEY, Store.CONFIG, False),
     KeyFamily(ALERT_HISTORY_PREFIX, Store.CONFIG, True, ALERT_HISTORY_TTL),
+    KeyFamily(SOCKETS_PREFIX, Store.SESSIONS, True),
+    KeyFamily(GATEWAY_ALIVE_PREFIX, Store.SESSIONS, True, GATEWAY_ALIVE_TTL),
+    KeyFamily(GATEWAY_SOCKETS_PREFIX, Store.SESSIONS, True),
 )
 
 
@@ -308,6 +321,33 @@ def bar_footprint_key(symbol: str, timeframe: str, start: int) -> str:
 
 def session_key(user_id: str) -> str:
     return f"session:{_layout.tag(user_id)}"
+
+
+def sockets_key(user_id: str) -> str:
+    """A user's live sockets (hash socket_id -> JSON), in the slot of its session key."""
+    return f"{SOCKETS_PREFIX}:{_layout.tag(user_id)}"
+
+
+def gateway_alive_key(gateway_id: str) -> str:
+    return f"{GATEWAY_ALIVE_PREFIX}:{gateway_id}"
+
+
+def gateway_sockets_key(gateway_id: str) -> str:
+    return f"{GATEWAY_SOCKETS_PREFIX}:{gateway_id}"
+
+
+def gateway_probe_channel(gateway_id: str) -> str:
+    return f"{GATEWAY_PROBE_PREFIX}:{gateway_id}"
+
+
+def trades_pattern() -> str:
+    """The PSUBSCRIBE pattern of every symbol's trades channel (standalone and cluster)."""
+    return f"{CHANNEL_PREFIX}:*"
+
+
+def expired_channel(db: int) -> str:
+    """Where Redis announces expired keys of database ``db`` (notify-keyspace-events Ex)."""
+    return f"__keyevent@{db}__:expired"
 
 
 def config_key(user_id: str, setting: str) -> str:

@@ -21,6 +21,7 @@ from smarttrade.errors import SettingsError
 from smarttrade.gateway import alerts, alerts_api, api, errors, ws
 from smarttrade.gateway.auth import Tokens
 from smarttrade.gateway.context import GatewayContext, Service
+from smarttrade.gateway.hub import Hub
 from smarttrade.redis.topology import Topology
 from smarttrade.settings import Settings, load_settings
 from smarttrade.stores import Stores
@@ -38,9 +39,10 @@ PLACEHOLDER = """<!doctype html>
 
 def create_app(ctx: GatewayContext, owned: Sequence[Service] = ()) -> FastAPI:
     """``owned``: services started first and stopped last (the connections app_from_env made)."""
-    services: list = [*owned]  # the hub and the alert engine append theirs below
-    if getattr(ctx, "hub", None) is not None:  # the alert engine listens through the hub
-        services.append(alerts.AlertEngine(ctx.stores.configs.alerts, ctx.hub))  # type: ignore[attr-defined]
+    if ctx.hub is None:
+        ctx.hub = Hub(ctx.settings, ctx.topology, ctx.stores, ctx.gateway_id)
+    # the alert engine listens through the hub, so it starts after it and stops before it
+    services: list[Service] = [*owned, ctx.hub, alerts.AlertEngine(ctx.stores.configs.alerts, ctx.hub)]
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

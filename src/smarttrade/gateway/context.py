@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from smarttrade.gateway.auth import Tokens
 from smarttrade.redis.topology import Topology
 from smarttrade.settings import Settings
 from smarttrade.stores import Stores
+
+if TYPE_CHECKING:
+    from smarttrade.gateway.hub import Hub
 
 
 class Service(Protocol):
@@ -30,3 +33,4 @@ class GatewayContext:
     stores: Stores
     tokens: Tokens
     gateway_id: str = field(default_factory=new_gateway_id)
+    hub: Hub | None = None  # the fan-out hub; create_app makes it when not given

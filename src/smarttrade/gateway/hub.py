@@ -1,0 +1,607 @@
+"""The fan-out hub: ONE pub/sub reader per gateway process feeding every socket (DESIGN.md §6).
+
+Each ``trades:SYMBOL`` message is decoded once; the frames derived from it (``trades``, ``quote``,
+``footprint``) are encoded once, on first need, and the same text is queued to every socket that
+wants it. Each socket has a bounded ``Outbox``: quotes conflate to the latest, footprint deltas of
+a socket that falls behind are merged per level (never dropped, so its ladder stays exact), and
+frames that may not be dropped (trades, alerts, replies) count against a byte and frame bound; a
+socket over it is closed with 4008 "too slow" (docs/protocol.md). Bars and indicators are read
+from the analytics views after trades, at most BARS_EVERY_S per symbol, and conflated too.
+When the reader's connection drops (redis-py resubscribes silently) or a symbol's epoch changes,
+each socket catches up from its own offset (recovery.py), so a socket never has a silent gap.
+
+Public API (used by the HTTP API, the alert engine and /metrics):
+
+- ``add_trade_listener(fn)``: ``fn(symbol, message: models.TradeMessage)``, called (and awaited
+  when it returns an awaitable) for every trades message the reader gets, in order, before the
+  fan-out. Keep it quick: it runs on the reader.
+- ``add_channel(channel, fn)``: subscribe a plain channel on the same reader; ``fn(data: bytes)``
+  per message (awaited when it returns an awaitable). Works before or after start (then within
+  READ_TIMEOUT_S).
+- ``send_to_user(user_id, frame: bytes)``: queue ``frame`` (a JSON text frame) to every socket of
+  that user on this gateway that subscribed to "alerts"; never conflated nor dropped. Returns how
+  many sockets it went to.
+- ``await probe(timeout_s) -> float``: publish a canary on this gateway's probe channel and wait
+  for the reader to receive it; the seconds it took; TimeoutError when it does not come.
+- ``stats() -> dict``: clients, queued_frames, queued_bytes, peak_queued_bytes (the most
+  undroppable bytes one socket ever had queued), slow_closed, frames_sent, messages_in,
+  reader_errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import secrets
+import time
+from collections import OrderedDict, defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.exceptions as rexc
+
+from smarttrade.analytics.views import AnalyticsViews
+from smarttrade.errors import DecodeError, SmartTradeError
+from smarttrade.gateway import recovery
+from smarttrade.gateway.presence import Presence
+from smarttrade.gateway.protocol import (
+    IDLE_TIMEOUT_S,
+    Since,
+    Subscribe,
+    encode,
+    error_frame,
+    offset_key,
+)
+from smarttrade.keyspace import Store, gateway_probe_channel, trades_pattern
+from smarttrade.models import TradeMessage, decode
+from smarttrade.redis.topology import Topology
+from smarttrade.settings import Settings
+from smarttrade.stores import Stores
+from smarttrade.symbols import SymbolSpec, spec_for
+
+log = logging.getLogger(__name__)
+READ_TIMEOUT_S = 0.2
+BARS_EVERY_S = 0.5  # bars/indicators frames per symbol at most every this many seconds
+MAX_STRICT_BYTES = 1 << 20  # undroppable frames queued per socket
+MAX_STRICT_FRAMES = 4096
+MAX_MERGED_LEVELS = 20_000  # footprint levels merged for one symbol of one socket
+MAX_REPLAY_BUFFER = 10_000  # live messages held for one symbol while it replays
+RESUME_BELOW = MAX_STRICT_BYTES // 2  # a replay waits for the socket to drain to here
+
+Listener = Callable[[str, TradeMessage], Any]
+ChannelFn = Callable[[bytes], Any]
+
+
+class TooSlow(Exception):
+    pass
+
+
+@dataclass
+class FootprintDelta:
+    """One commit's per-level (buy, sell) deltas in quantity units, and its shared frame."""
+
+    symbol: str
+    offset: str
+    epoch: str
+    levels: dict[int, list[int]]
+    frame: str | None = None
+
+
+def footprint_frame(spec: SymbolSpec, d: FootprintDelta) -> str:
+    levels = [
+        {"level": lv, "price": spec.price(lv), "buy": spec.qty(b), "sell": spec.qty(s)}
+        for lv, (b, s) in sorted(d.levels.items(), reverse=True)
+    ]
+    return encode(
+        {"type": "footprint", "symbol": d.symbol, "offset": d.offset, "epoch": d.epoch, "levels": levels}
+    )
+
+
+def footprint_delta(spec: SymbolSpec, msg: TradeMessage) -> FootprintDelta | None:
+    """What this commit did to the footprint store: trades add, cancels subtract."""
+    levels: dict[int, list[int]] = {}
+    for trades, sign in ((msg.trades, 1), (msg.cancelled, -1)):
+        for t in trades:
+            entry = levels.setdefault(spec.level(t.price), [0, 0])
+            entry[0 if t.side == "buy" else 1] += sign * spec.qty_units(t.volume)
+    if not levels:
+        return None
+    return FootprintDelta(msg.symbol, msg.offset, msg.epoch, levels)
+
+
+class Frames:
+    """The frames one message yields, each built and encoded at most once."""
+
+    __slots__ = ("_fp", "_quote", "_trades", "msg", "spec")
+
+    def __init__(self, msg: TradeMessage, spec: SymbolSpec) -> None:
+        self.msg, self.spec = msg, spec
+        self._trades: str | None = None
+        self._quote: str | None = None
+        self._fp: FootprintDelta | bool | None = False
+
+    def trades(self) -> str | None:
+        m = self.msg
+        if self._trades is None and (m.trades or m.cancelled):
+            self._trades = encode(
+                {
+                    "type": "trades",
+                    "symbol": m.symbol,
+                    "offset": m.offset,
+                    "epoch": m.epoch,
+                    "seq": m.seq,
+                    "trades": m.trades,
+                    "cancelled": m.cancelled,
+                }
+            )
+        return self._trades
+
+    def quote(self) -> str | None:
+        m = self.msg
+        if self._quote is None and m.quote is not None:
+            self._quote = encode(
+                {"type": "quote", "symbol": m.symbol, "offset": m.offset, "epoch": m.epoch, "quote": m.quote}
+            )
+        return self._quote
+
+    def footprint(self) -> FootprintDelta | None:
+        if self._fp is False:
+            self._fp = footprint_delta(self.spec, self.msg)
+            if self._fp is not None:
+                self._fp.frame = footprint_frame(self.spec, self._fp)
+        return self._fp  # type: ignore[return-value]
+
+
+class Outbox:
+    """One socket's pending frames, in order, bounded (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.items: OrderedDict[Any, Any] = OrderedDict()
+        self.strict_bytes = 0
+        self.strict_frames = 0
+        self.ready = asyncio.Event()
+        self.drained = asyncio.Event()
+        self.drained.set()
+        self.failed: str | None = None
+        self.gone = asyncio.Event()  # set by fail(): the socket must end, even mid-send
+        self.peak_bytes = 0
+        self._n = 0
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _wake(self) -> None:
+        self.ready.set()
+        if self.strict_bytes >= RESUME_BELOW:
+            self.drained.clear()
+
+    def strict(self, frame: str) -> None:
+        if self.failed:
+            return
+        if self.strict_bytes + len(frame) > MAX_STRICT_BYTES or self.strict_frames >= MAX_STRICT_FRAMES:
+            self.fail(f"too slow: over {self.strict_frames} frames / {self.strict_bytes} bytes queued")
+            return
+        self._n += 1
+        self.items[self._n] = frame
+        self.strict_bytes += len(frame)
+        self.peak_bytes = max(self.peak_bytes, self.strict_bytes)
+        self.strict_frames += 1
+        self._wake()
+
+    def latest(self, slot: Any, frame: str) -> None:
+        """Conflated: a newer frame for the same slot replaces one not yet sent."""
+        if not self.failed:
+            self.items[slot] = frame
+            self._wake()
+
+    def footprint(self, d: FootprintDelta) -> None:
+        """Merged: deltas for a symbol not yet sent are summed per level."""
+        if self.failed:
+            return
+        slot = ("footprint", d.symbol)
+        pending = self.items.get(slot)
+        if pending is None:
+            self.items[slot] = d
+        else:
+            merged = FootprintDelta(
+                d.symbol, d.offset, d.epoch, {lv: list(v) for lv, v in pending.levels.items()}
+            )
+            for lv, (b, s) in d.levels.items():
+                entry = merged.levels.setdefault(lv, [0, 0])
+                entry[0] += b
+                entry[1] += s
+            if len(merged.levels) > MAX_MERGED_LEVELS:
+                self.fail("too slow: footprint levels piled up")
+                return
+            self.items[slot] = merged
+        self._wake()
+
+    def fail(self, reason: str) -> None:
+        self.failed = reason
+        self.items.clear()
+        self.strict_bytes = self.strict_frames = 0
+        self.ready.set()
+        self.drained.set()
+        self.gone.set()
+
+    def pop(self) -> str | None:
+        """The next frame to send, or None when empty."""
+        if not self.items:
+            self.ready.clear()
+            return None
+        slot, item = self.items.popitem(last=False)
+        if isinstance(item, FootprintDelta):
+            return item.frame or footprint_frame(spec_for(item.symbol), item)
+        if isinstance(slot, int):
+            self.strict_bytes -= len(item)
+            self.strict_frames -= 1
+            if self.strict_bytes < RESUME_BELOW:
+                self.drained.set()
+        return item
+
+
+@dataclass(eq=False)
+class Client:
+    """One socket as the hub sees it."""
+
+    user: str
+    socket_id: str
+    outbox: Outbox = field(default_factory=Outbox)
+    subs: dict[str, set[str]] = field(default_factory=dict)  # symbol -> channels
+    alerts: bool = False
+    last: dict[str, tuple[int, int]] = field(default_factory=dict)  # symbol -> last offset sent
+    where: dict[str, tuple[str, str]] = field(default_factory=dict)  # symbol -> (offset, epoch) sent
+    replaying: dict[str, list[TradeMessage]] = field(default_factory=dict)
+
+    def deliver(self, frames: Frames) -> None:
+        msg = frames.msg
+        if msg.offset:
+            key = offset_key(msg.offset)
+            if key <= self.last.get(msg.symbol, (0, 0)):
+                return  # already sent by a replay or a snapshot
+            self.last[msg.symbol] = key
+            self.where[msg.symbol] = (msg.offset, msg.epoch)
+        chans = self.subs.get(msg.symbol, ())
+        out = self.outbox
+        if "trades" in chans and (f := frames.trades()) is not None:
+            out.strict(f)
+        if "quotes" in chans and (f := frames.quote()) is not None:
+            out.latest(("quote", msg.symbol), f)
+        if "footprint" in chans and (d := frames.footprint()) is not None:
+            out.footprint(d)
+
+
+class Hub:
+    def __init__(self, settings: Settings, topology: Topology, stores: Stores, gateway_id: str) -> None:
+        self.settings = settings
+        self.topology = topology
+        self.stores = stores
+        self.gateway_id = gateway_id
+        self.views = AnalyticsViews(topology, settings)
+        self.redis = topology.client(Store.ORDERFLOW)
+        self.presence = Presence(topology, stores, gateway_id)
+        self.clients: set[Client] = set()
+        self.by_symbol: dict[str, set[Client]] = defaultdict(set)
+        self._listeners: list[Listener] = []
+        self._channels: dict[str, ChannelFn] = {}
+        self._pending_channels: list[str] = []
+        self._probes: dict[bytes, asyncio.Future[float]] = {}
+        self._bars_due: dict[str, asyncio.Task] = {}
+        self._resyncs: set[asyncio.Task] = set()
+        self._gap = False  # the reader lost its connection: sockets must catch up by offset
+        self._reader: asyncio.Task | None = None
+        self._pubsub: Any = None
+        self.probe_channel = gateway_probe_channel(gateway_id)
+        self.idle_timeout_s = IDLE_TIMEOUT_S  # a socket silent this long is closed (4000)
+        self._peak = 0  # the most undroppable bytes any socket had queued
+        self.counts = {"messages_in": 0, "frames_sent": 0, "slow_closed": 0, "reader_errors": 0, "resyncs": 0}
+        self.add_channel(self.presence.expired_channel, self.presence.on_expired)
+
+    # --- public API ------------------------------------------------------------------------
+
+    def add_trade_listener(self, fn: Listener) -> None:
+        self._listeners.append(fn)
+
+    def add_channel(self, channel: str, fn: ChannelFn) -> None:
+        self._channels[channel] = fn
+        self._pending_channels.append(channel)
+
+    def send_to_user(self, user_id: str, frame: bytes) -> int:
+        text = frame.decode()
+        n = 0
+        for c in self.clients:
+            if c.user == user_id and c.alerts:
+                c.outbox.strict(text)
+                n += 1
+        return n
+
+    async def probe(self, timeout_s: float) -> float:
+        token = secrets.token_hex(8).encode()
+        fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._probes[token] = fut
+        started = time.perf_counter()
+        try:
+            await self.topology.client(Store.QUOTES).publish(self.probe_channel, token)
+            await asyncio.wait_for(fut, timeout_s)
+            return time.perf_counter() - started
+        finally:
+            self._probes.pop(token, None)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "clients": len(self.clients),
+            "queued_frames": sum(len(c.outbox) for c in self.clients),
+            "queued_bytes": sum(c.outbox.strict_bytes for c in self.clients),
+            "peak_queued_bytes": max([self._peak, *(c.outbox.peak_bytes for c in self.clients)]),
+            **self.counts,
+        }
+
+    # --- service -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        await self._pubsub.psubscribe(trades_pattern())
+        await self._pubsub.subscribe(self.probe_channel)
+        await self._apply_channels()
+        # redis-py reconnects and resubscribes by itself, silently: what was published meanwhile
+        # is lost to pub/sub, so every reconnect marks a gap the read loop catches up by offset
+        self._pubsub.connection.register_connect_callback(self._on_reconnect)
+        self._reader = asyncio.create_task(self._read())
+        await self.presence.start()
+
+    async def stop(self) -> None:
+        await self.presence.stop()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        for task in [*self._bars_due.values(), *self._resyncs]:
+            task.cancel()
+        if self._pubsub is not None:
+            with contextlib.suppress(rexc.RedisError, OSError):
+                await self._pubsub.aclose()
+
+    async def _apply_channels(self) -> None:
+        pending, self._pending_channels = self._pending_channels, []
+        if pending:
+            await self._pubsub.subscribe(*pending)
+
+    def _on_reconnect(self, _connection: object) -> None:
+        self._gap = True
+
+    async def _read(self) -> None:
+        while True:
+            try:
+                if self._pending_channels:
+                    await self._apply_channels()
+                msg = await self._pubsub.get_message(timeout=READ_TIMEOUT_S)
+            except asyncio.CancelledError:
+                raise
+            except (rexc.RedisError, OSError) as exc:
+                self.counts["reader_errors"] += 1
+                log.warning("hub reader: %s", exc)
+                self._gap = True
+                await asyncio.sleep(0.5)
+                continue
+            if self._gap:  # reconnected and resubscribed: catch up what was published meanwhile
+                self._gap = False
+                self.counts["resyncs"] += 1
+                for c in list(self.clients):
+                    for symbol in list(c.subs):
+                        self._resync(c, symbol, [])
+            if msg is None:
+                continue
+            try:
+                await self._dispatch(msg)
+            except Exception:  # a bad message or listener must not stop the fan-out
+                self.counts["reader_errors"] += 1
+                log.exception("hub reader")
+
+    async def _dispatch(self, msg: dict[str, Any]) -> None:
+        channel = msg["channel"].decode()
+        data: bytes = msg["data"]
+        if msg["type"] == "pmessage":
+            self.counts["messages_in"] += 1
+            try:
+                trade = decode(TradeMessage, data, channel)
+            except DecodeError as exc:
+                log.warning("hub: %s", exc)
+                return
+            await self._trade(trade)
+        elif channel == self.probe_channel:
+            fut = self._probes.get(data)
+            if fut is not None and not fut.done():
+                fut.set_result(0.0)
+        elif (fn := self._channels.get(channel)) is not None:
+            result = fn(data)
+            if inspect.isawaitable(result):
+                await result
+
+    async def _trade(self, msg: TradeMessage) -> None:
+        for fn in self._listeners:
+            try:
+                result = fn(msg.symbol, msg)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("trade listener")
+        clients = self.by_symbol.get(msg.symbol)
+        if not clients:
+            return
+        frames = Frames(msg, spec_for(msg.symbol))
+        wants_bars = False
+        for c in list(clients):
+            buffer = c.replaying.get(msg.symbol)
+            if buffer is not None:
+                if len(buffer) >= MAX_REPLAY_BUFFER:
+                    c.outbox.fail("too slow: live messages piled up during a replay")
+                else:
+                    buffer.append(msg)
+                continue
+            known = c.where.get(msg.symbol)
+            if msg.epoch and known and known[1] and known[1] != msg.epoch:
+                self._resync(c, msg.symbol, [msg])  # the history changed under it: a snapshot
+                continue
+            c.deliver(frames)
+            chans = c.subs.get(msg.symbol, ())
+            wants_bars = wants_bars or "bars" in chans or "indicators" in chans
+        if wants_bars and msg.symbol not in self._bars_due:
+            self._bars_due[msg.symbol] = asyncio.create_task(self._bars_later(msg.symbol, msg))
+
+    async def _bars_later(self, symbol: str, msg: TradeMessage) -> None:
+        try:
+            await asyncio.sleep(BARS_EVERY_S)
+            bars = await recovery.current_bars(self.views, symbol, self.settings.smarttrade_timeframes)
+            peek = await self.views.forming_peek(symbol)
+            head = {"symbol": symbol, "offset": msg.offset, "epoch": msg.epoch}
+            bar_frames = {
+                tf: encode({"type": "bar", **head, "timeframe": tf, "bar": b}) for tf, b in bars.items()
+            }
+            ind = encode({"type": "indicators", **head, "values": peek}) if peek else None
+            for c in self.by_symbol.get(symbol, ()):
+                chans = c.subs.get(symbol, ())
+                if "bars" in chans:
+                    for tf, f in bar_frames.items():
+                        c.outbox.latest(("bar", symbol, tf), f)
+                if "indicators" in chans and ind is not None:
+                    c.outbox.latest(("indicators", symbol), ind)
+        except (SmartTradeError, rexc.RedisError, OSError, ValueError) as exc:
+            log.warning("hub bars %s: %s", symbol, exc)
+        finally:
+            self._bars_due.pop(symbol, None)
+
+    # --- sockets -----------------------------------------------------------------------------
+
+    def register(self, user: str, socket_id: str) -> Client:
+        client = Client(user, socket_id)
+        self.clients.add(client)
+        return client
+
+    def unregister(self, client: Client) -> None:
+        self.clients.discard(client)
+        for sym in client.subs:
+            self.by_symbol[sym].discard(client)
+            if not self.by_symbol[sym]:
+                del self.by_symbol[sym]
+        self._peak = max(self._peak, client.outbox.peak_bytes)
+        if client.outbox.failed and client.outbox.failed.startswith("too slow"):
+            self.counts["slow_closed"] += 1
+
+    async def subscribe(self, client: Client, msg: Subscribe) -> None:
+        """Add the symbols; each gets its replay (``since``) or a snapshot, then goes live."""
+        channels = set(msg.channels)
+        client.alerts = client.alerts or "alerts" in channels
+        market = channels - {"alerts"}
+        for symbol in msg.symbols:
+            try:
+                spec_for(symbol)
+            except SmartTradeError as exc:
+                client.outbox.strict(error_frame("unknown_symbol", f"{symbol}: {exc}"))
+                continue
+            client.subs[symbol] = market
+            self.by_symbol[symbol].add(client)
+            client.replaying[symbol] = []
+            try:
+                ack = await self._catch_up(client, symbol, msg.since.get(symbol))
+            finally:
+                buffered = client.replaying.pop(symbol, [])
+            for live in buffered:
+                client.deliver(Frames(live, spec_for(symbol)))
+            client.outbox.strict(
+                encode({"type": "subscribed", "symbol": symbol, "channels": sorted(channels), **ack})
+            )
+
+    def _resync(self, client: Client, symbol: str, held: list[TradeMessage]) -> None:
+        """Catch a live socket up from its own position (after a reader reconnect or an epoch
+        change): live messages are held meanwhile, as during a subscribe."""
+        if symbol in client.replaying:
+            client.replaying[symbol].extend(held)
+            return
+        client.replaying[symbol] = list(held)
+        task = asyncio.create_task(self._resync_task(client, symbol))
+        self._resyncs.add(task)
+        task.add_done_callback(self._resyncs.discard)
+
+    async def _resync_task(self, client: Client, symbol: str) -> None:
+        known = client.where.get(symbol)
+        since = Since(offset=known[0], epoch=known[1]) if known and known[1] else None
+        try:
+            await self._catch_up(client, symbol, since)
+        except TooSlow:
+            pass  # the outbox failed: its socket is closing
+        except (SmartTradeError, rexc.RedisError, OSError) as exc:
+            client.outbox.fail(f"too slow: could not catch up after a gap ({exc})")
+        finally:
+            buffered = client.replaying.pop(symbol, [])
+        if symbol in client.subs:
+            frames_spec = spec_for(symbol)
+            for live in buffered:
+                client.deliver(Frames(live, frames_spec))
+
+    def unsubscribe(self, client: Client, symbols: list[str]) -> None:
+        for symbol in symbols:
+            client.subs.pop(symbol, None)
+            client.last.pop(symbol, None)
+            client.where.pop(symbol, None)
+            self.by_symbol.get(symbol, set()).discard(client)
+
+    async def _catch_up(self, client: Client, symbol: str, since: Since | None) -> dict[str, Any]:
+        spec = spec_for(symbol)
+        if since is not None:
+            replayed, offset = 0, since.offset
+            try:
+                async for page in recovery.replay(self.redis, symbol, since):
+                    for m in page:
+                        client.deliver(Frames(m, spec))
+                    replayed, offset = replayed + len(page), page[-1].offset
+                    await self._drained(client)
+                quote = await self.stores.quotes.latest(symbol)
+                last = client.last.get(symbol)
+                if quote is not None and "quotes" in client.subs.get(symbol, ()):
+                    client.outbox.latest(
+                        ("quote", symbol),
+                        encode({"type": "quote", "symbol": symbol, "offset": offset, "epoch": since.epoch,
+                                "quote": quote}),
+                    )  # fmt: skip
+                if last is None:
+                    client.last[symbol] = offset_key(since.offset)
+                    client.where[symbol] = (since.offset, since.epoch)
+                return {"recovered": True, "replayed": replayed, "offset": offset, "epoch": since.epoch}
+            except recovery.HistoryLost as exc:
+                reason = str(exc)
+        else:
+            reason = None
+        snap = await recovery.snapshot(self.stores, self.views, symbol, self.settings.smarttrade_timeframes)
+        client.last[symbol] = offset_key(snap["offset"])
+        client.where[symbol] = (snap["offset"], snap["epoch"])
+        recovered = since is None
+        frame = {"type": "snapshot", "symbol": symbol, "recovered": recovered, **snap}
+        if reason:
+            frame["reason"] = reason
+        client.outbox.strict(encode(frame))
+        return {"recovered": recovered, "replayed": 0, "offset": snap["offset"], "epoch": snap["epoch"]}
+
+    async def _drained(self, client: Client) -> None:
+        """Backpressure for a replay: wait (bounded) until the socket has sent most of it."""
+        try:
+            await asyncio.wait_for(client.outbox.drained.wait(), 10.0)
+        except TimeoutError:
+            client.outbox.fail("too slow: a replay did not drain in 10 s")
+        if client.outbox.failed:
+            raise TooSlow(client.outbox.failed)
+
+
+async def writer(client: Client, send: Callable[[str], Awaitable[None]], counts: dict[str, int]) -> str:
+    """Send a socket's frames until its outbox fails; returns why (the close reason)."""
+    out = client.outbox
+    while True:
+        await out.ready.wait()
+        if out.failed:
+            return out.failed
+        frame = out.pop()
+        if frame is not None:
+            await send(frame)
+            counts["frames_sent"] += 1
