@@ -143,7 +143,7 @@ def test_the_openapi_declares_both_token_schemes(gw_app_schema: dict) -> None:
 
 
 @pytest.fixture
-def gw_app_schema() -> dict:
+def gw_app_schema(gw: Served) -> dict:  # noqa: F811 - the fixture, by name
     from smarttrade.gateway.app import create_app
 
-    return create_app(None).openapi()  # type: ignore[arg-type]  # the schema needs no context
+    return create_app(gw.ctx).openapi()  # built, never started: the schema needs no connection

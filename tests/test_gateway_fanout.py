@@ -15,7 +15,7 @@ from pathlib import Path
 import redis
 from websockets.asyncio.client import connect
 
-from smarttrade.gateway.hub import BARS_EVERY_S, MAX_STRICT_BYTES
+from smarttrade.gateway.hub import BARS_EVERY_S, MAX_STRICT_BYTES, FootprintDelta, Outbox
 from smarttrade.models import TradeMessage
 from smarttrade.redis.embedded import EmbeddedRedis
 from smarttrade.redis.topology import Topology
@@ -113,7 +113,9 @@ async def test_a_slow_reader_ends_with_the_exact_footprint(
         frames = await drain(ws, quiet=1.5)
     commits = len(stream_ids(server, "WIN"))
     fps = [f for f in frames if f["type"] == "footprint"]
-    assert 0 < len(fps) < commits  # merged while it was behind
+    # merged while it was behind, unless the kernel's buffers took it all (a quiet machine):
+    # the merging itself is tested without a network below; what must hold is the sum
+    assert 0 < len(fps) <= commits
     merged: dict[int, list[float]] = {}
     for f in fps:
         for lv in f["levels"]:
@@ -124,6 +126,21 @@ async def test_a_slow_reader_ends_with_the_exact_footprint(
     assert {lv: v for lv, v in merged.items() if v != [0, 0]} == ladder
     quotes = [f for f in frames if f["type"] == "quote"]
     assert quotes and len(quotes) < commits and quotes[-1]["offset"] == stream_ids(server, "WIN")[-1]
+
+
+def test_what_one_socket_has_not_been_sent_is_merged_or_conflated() -> None:
+    box = Outbox()
+    box.footprint(FootprintDelta("WIN", "1-0", "e", {10: [1, 0], 11: [0, 2]}))
+    box.latest(("quote", "WIN"), "q1")
+    box.footprint(FootprintDelta("WIN", "2-0", "e", {10: [3, 1]}))
+    box.latest(("quote", "WIN"), "q2")
+    box.strict("t1")
+    box.strict("t2")
+    assert len(box) == 4  # one footprint, one quote, both trades frames
+    pending = box.items[("footprint", "WIN")]
+    assert pending.levels == {10: [4, 1], 11: [0, 2]} and pending.offset == "2-0"
+    assert box.items[("quote", "WIN")] == "q2"
+    assert box.strict_frames == 2 and box.strict_bytes == 4
 
 
 def _masked_text(payload: bytes) -> bytes:

@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgspec
+import redis.exceptions as rexc
 
+from smarttrade.errors import SmartTradeError
 from smarttrade.keyspace import ALERT_CHANGES_CHANNEL, ALERT_CHANNEL, stream_epoch_key
 from smarttrade.models import TradeMessage
 from smarttrade.stores.alerts import AlertStore
@@ -77,7 +79,11 @@ class AlertEngine:
     async def start(self) -> None:
         if self.rebuild:
             log.info("alert index rebuilt: %d entries changed", await self.alerts.rebuild())
-        self._active = await self.alerts.symbols()
+        try:
+            self._active = await self.alerts.symbols()
+        except (rexc.RedisError, OSError, SmartTradeError) as exc:  # Redis away: the refresher retries
+            log.warning("alerts: symbols not read yet (%s)", exc)
+            self._active = set()
         for symbol in sorted(self._active):
             self._queue.put_nowait((symbol, None))  # catch up first, before live messages
         self.hub.add_trade_listener(self.on_trades)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import redis.exceptions as rexc
+
 from smarttrade.errors import SmartTradeError, redact
 from smarttrade.gateway.context import GatewayContext
 from smarttrade.gateway.responses import Check, Health, OpsStatus, StoreKeysOut
@@ -46,7 +48,7 @@ async def delivery_check(ctx: GatewayContext) -> Check:
             arrived = await hub.probe(PROBE_TIMEOUT_S)
     except TimeoutError:
         arrived = False
-    except SmartTradeError as exc:
+    except (SmartTradeError, rexc.RedisError, OSError) as exc:
         return Check(ok=False, detail=f"canary not delivered: {exc}")
     ms = round((time.perf_counter() - started) * 1000, 3)
     if arrived is False:

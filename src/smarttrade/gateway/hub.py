@@ -293,6 +293,7 @@ class Hub:
         self._resyncs: set[asyncio.Task] = set()
         self._gap = False  # the reader lost its connection: sockets must catch up by offset
         self._reader: asyncio.Task | None = None
+        self._subscribed = False
         self._pubsub: Any = None
         self.probe_channel = gateway_probe_channel(gateway_id)
         self.idle_timeout_s = IDLE_TIMEOUT_S  # a socket silent this long is closed (4000)
@@ -342,15 +343,24 @@ class Hub:
     # --- service -----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Starts with Redis away too (the reader subscribes when it can; /healthz says 503 until
+        then): a gateway started before its Redis, or during a restart, comes up by itself."""
         self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await self._subscribe()
+        except (rexc.RedisError, OSError) as exc:
+            log.warning("hub: not subscribed yet (%s); retrying", exc)
+        self._reader = asyncio.create_task(self._read())
+        await self.presence.start()
+
+    async def _subscribe(self) -> None:
         await self._pubsub.psubscribe(trades_pattern())
         await self._pubsub.subscribe(self.probe_channel)
         await self._apply_channels()
         # redis-py reconnects and resubscribes by itself, silently: what was published meanwhile
         # is lost to pub/sub, so every reconnect marks a gap the read loop catches up by offset
         self._pubsub.connection.register_connect_callback(self._on_reconnect)
-        self._reader = asyncio.create_task(self._read())
-        await self.presence.start()
+        self._subscribed = True
 
     async def stop(self) -> None:
         await self.presence.stop()
@@ -375,6 +385,9 @@ class Hub:
     async def _read(self) -> None:
         while True:
             try:
+                if not self._subscribed:
+                    await self._subscribe()
+                    self._gap = True  # whatever was published before is caught up by offset
                 if self._pending_channels:
                     await self._apply_channels()
                 msg = await self._pubsub.get_message(timeout=READ_TIMEOUT_S)

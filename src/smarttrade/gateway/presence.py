@@ -62,12 +62,13 @@ class Presence:
         self.cleaned = 0  # dead gateways this process cleaned up
 
     async def start(self) -> None:
-        await self._renew()
         self._tasks = [
             asyncio.create_task(self._every(GATEWAY_ALIVE_RENEW_S, self._renew)),
             asyncio.create_task(self._every(SWEEP_EVERY_S, self.sweep)),
         ]
-        await self.sweep()  # what a gateway that died before this start left
+        with contextlib.suppress(rexc.RedisError, OSError, SmartTradeError):  # Redis away: the loops retry
+            await self._renew()
+            await self.sweep()  # what a gateway that died before this start left
 
     async def stop(self) -> None:
         for task in self._tasks:
