@@ -21,6 +21,7 @@ export class Ladder {
   }
 
   show(symbol, bar, { live, position }) {
+    const other = symbol !== this.symbol || bar?.start !== this.bar?.start;
     this.symbol = symbol;
     this.bar = bar;
     this.live = live;
@@ -32,6 +33,14 @@ export class Ladder {
     }
     this.label.textContent = position;
     this.render();
+    if (other) this.centre(this.body.querySelector("tr.poc")); // a new bar: its POC in view
+  }
+
+  centre(row) {
+    const box = this.body.closest(".scroll");
+    if (!row || !box) return;
+    const at = row.getBoundingClientRect().top - box.getBoundingClientRect().top + box.scrollTop;
+    box.scrollTop = Math.max(0, at - box.clientHeight / 2);
   }
 
   // Per-level volumes of one commit, in prices: [{price, buy, sell}].
@@ -75,10 +84,10 @@ export class Ladder {
       const w = (v) => `${((v / max) * 100).toFixed(1)}%`;
       return el("tr", { class: cls.join(" ").trim() || undefined, "data-price": lv.price },
         el("td", { class: "z" + (zone ? " zs-" + zone[0] : ""), title: zone ? `stacked ${zone[0]} imbalance` : undefined }),
-        el("td", { class: "bid" + (lv.sellImb ? " imb" : ""), text: qty(lv.bid) }),
+        el("td", { class: "bid" + (lv.sellImb ? " imb" : ""), text: total ? qty(lv.bid) : "" }),
         el("td", { class: "px", text: price(sym, lv.price) }),
-        el("td", { class: "ask" + (lv.buyImb ? " imb" : ""), text: qty(lv.ask) }),
-        el("td", { class: delta > 0 ? "up" : delta < 0 ? "down" : "", text: signed(delta) }),
+        el("td", { class: "ask" + (lv.buyImb ? " imb" : ""), text: total ? qty(lv.ask) : "" }),
+        el("td", { class: delta > 0 ? "up" : delta < 0 ? "down" : "", text: total ? signed(delta) : "" }),
         el("td", { class: "volbar" },
           el("span", { class: "vs", style: `width:${w(lv.bid)}` }),
           el("span", { class: "vb", style: `width:${w(lv.ask)}` })));

@@ -32,7 +32,7 @@ const state = {
   barIndex: -1, // -1: the newest bar, followed live
   indicators: null,
   forming: {},
-  lastTrade: 0,
+  acks: [], // the gateway's "subscribed" answers, newest last (recovered, replayed), bounded
 };
 
 const watchlist = new Watchlist($("watchlist"), (s, focus) => select(s, focus));
@@ -227,6 +227,10 @@ const handlers = {
     if (f.quote) onQuote(f.symbol, f.quote);
     if (f.recovered === false) reloadSymbol(f.symbol); // history lost: this symbol starts over
   },
+  subscribed(f) {
+    state.acks.push({ symbol: f.symbol, recovered: f.recovered, replayed: f.replayed, at: Date.now() });
+    if (state.acks.length > 50) state.acks.shift();
+  },
   error(f) {
     console.warn("gateway:", f.code, f.message);
   },
@@ -240,6 +244,7 @@ function onState(name, info) {
   conn.dataset.state = name;
   conn.textContent = name;
   if (name === "live" || (name === "connecting" && !info.everLive && info.attempt === 0)) {
+    if (!banner.hidden) health.poll(); // back: read the strip now, not at the next round
     banner.hidden = true;
     return;
   }
@@ -294,9 +299,8 @@ async function start() {
   });
   socket.subscribe(symbols);
   socket.connect();
-  await Promise.allSettled([loadQuotes(), select(symbols[0]), alerts.refresh()]);
+  await Promise.allSettled([loadQuotes(), select(symbols[0]), alerts.refresh(), loadRefs()]);
   tfOptions();
-  loadRefs();
   await Promise.allSettled(symbols.filter((s) => s !== state.selected).map((s) => loadTape(s)));
   setInterval(() => {
     if (!state.selected) return;
