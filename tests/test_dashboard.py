@@ -20,10 +20,23 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+import redis
+from fastapi import FastAPI
+
+from smarttrade.gateway import errors, page
+from smarttrade.gateway.auth import Tokens
+from smarttrade.gateway.context import GatewayContext
+from smarttrade.ingest.engine import IngestStats
+from smarttrade.ingest.figures import publish_figures
+from smarttrade.keyspace import Store, stream_epoch_key
+from smarttrade.redis.topology import Topology
+from smarttrade.settings import Settings
+from smarttrade.stores import Stores
 
 CHROMIUM = "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")
+needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")
 
 WAIT_MS = 30_000
 START_S = 90.0  # the demo back-fills 2 h of trades before it serves the dashboard
@@ -91,6 +104,11 @@ class Demo:
             proc.kill()
             proc.wait(timeout=10)
             return None
+
+    def redis(self, store: Store) -> redis.Redis:
+        """A client of the demo's own embedded server (its port is in server.json)."""
+        port = int(json.loads((self.data / "server.json").read_text())["port"])
+        return redis.Redis(host="127.0.0.1", port=port, db=Settings().db(store))
 
     def stop_its_redis(self) -> None:
         """A demo that had to be killed leaves its server running: stop that one, by its pid."""
@@ -265,6 +283,48 @@ def _check_restart(page, demo: Demo, url: str, tmp_path: Path) -> None:  # type:
     _wait(page, "() => document.querySelector('#health [data-k=redis] i').textContent === 'up'")
 
 
+def _new_epoch(demo: Demo, symbol: str, old: str) -> None:
+    """Delete the symbol's epoch key, as a Redis restarted empty would lose it; its next commit
+    makes a new one (bounded wait)."""
+    with demo.redis(Store.ORDERFLOW) as db:
+        assert db.delete(stream_epoch_key(symbol)) == 1
+        deadline = time.monotonic() + 10
+        while db.get(stream_epoch_key(symbol)) in (None, old.encode()):
+            assert time.monotonic() < deadline, "no commit made a new epoch in 10 s"
+            time.sleep(0.05)
+
+
+def _check_lost_history(page, demo: Demo) -> None:  # type: ignore[no-untyped-def]
+    """History lost while live (a new epoch in a trades frame) and while away (a snapshot with
+    recovered:false after the reconnect): either way the page reloads that symbol."""
+    position = "s => window.dashboard.socket.positions.get(s).epoch"
+    reloads = "s => window.dashboard.state.reloads[s] ?? 0"
+    epoch = page.evaluate(position, "WIN")
+    before = page.evaluate(reloads, "WIN")
+    _new_epoch(demo, "WIN", epoch)
+    _wait(page, f"([s, n]) => ({reloads})(s) > n", ["WIN", before])
+    epoch = page.evaluate(position, "WIN")
+
+    page.evaluate("() => window.dashboard.socket.pause()")
+    page.wait_for_selector("#banner:not([hidden])", timeout=WAIT_MS)
+    _new_epoch(demo, "WIN", epoch)
+    acks_before = page.evaluate("() => window.dashboard.state.acks.length")
+    before = page.evaluate(reloads, "WIN")
+    page.evaluate("() => window.dashboard.socket.resume()")
+    _wait(page, "n => window.dashboard.state.acks.length >= n + 3", acks_before)
+    page.wait_for_selector("#conn[data-state=live]", timeout=WAIT_MS)
+    acks = {a["symbol"]: a for a in page.evaluate(f"() => window.dashboard.state.acks.slice({acks_before})")}
+    assert acks["WIN"]["recovered"] is False, acks
+    assert acks["DOL"]["recovered"] is True and acks["WDO"]["recovered"] is True, acks
+    _wait(page, f"([s, n]) => ({reloads})(s) > n", ["WIN", before])
+    assert page.evaluate(position, "WIN") != epoch
+    page.click("#watchlist tr[data-symbol=WIN]")  # its reloaded state shows
+    page.wait_for_selector("#ladder tr.poc", timeout=WAIT_MS)
+    _rows_at_least(page, "#tape tbody tr", 5)
+    page.click("#watchlist tr[data-symbol=DOL]")
+
+
+@needs_chromium
 def test_the_dashboard_live_alerts_theme_keys_and_recovery(demo: Demo, tmp_path: Path) -> None:
     playwright = pytest.importorskip("playwright.sync_api")
     url = demo.start()
@@ -281,6 +341,7 @@ def test_the_dashboard_live_alerts_theme_keys_and_recovery(demo: Demo, tmp_path:
             _check_alerts(page)
             _check_keys_and_theme(page, tmp_path)
             _check_restart(page, demo, url, tmp_path)
+            _check_lost_history(page, demo)
             page.wait_for_selector("#ladder tr.poc", timeout=WAIT_MS)
             _rows_at_least(page, "#tape tbody tr", 20)
             page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
@@ -288,3 +349,91 @@ def test_the_dashboard_live_alerts_theme_keys_and_recovery(demo: Demo, tmp_path:
             assert errors == [], errors
         finally:
             browser.close()
+
+
+# -- the page's own routes, without a browser (ASGI, real Redis) ----------------------------------
+
+STATIC = Path(__file__).resolve().parents[1] / "src" / "smarttrade" / "gateway" / "static"
+TEST_SECRET = "x" * 40
+
+
+def _app(topology: Topology, settings: Settings, stores: Stores) -> FastAPI:
+    app = FastAPI()
+    errors.install(app)
+    app.include_router(page.router)
+    app.state.ctx = GatewayContext(settings, topology, stores, Tokens(TEST_SECRET))
+    return app
+
+
+def _client(app: FastAPI) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+async def test_the_page_and_its_modules_load_without_a_token(
+    pools: Topology, settings: Settings, stores
+) -> None:
+    async with _client(_app(pools, settings, stores)) as http:
+        index = await http.get("/")
+        assert index.status_code == 200 and index.headers["content-type"].startswith("text/html")
+        assert '<script type="module" src="/static/js/main.js">' in index.text
+        # every module the page imports is served, as JavaScript (browsers refuse other types)
+        for module in sorted((STATIC / "js").glob("*.js")):
+            for name in re.findall(r'from "\./([a-z]+\.js)"', module.read_text()):
+                assert (STATIC / "js" / name).is_file(), f"{module.name} imports a missing {name}"
+            got = await http.get(f"/static/js/{module.name}")
+            assert got.status_code == 200 and got.headers["content-type"].startswith("text/javascript")
+        css = await http.get("/static/dashboard.css")
+        assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+        for path in ("/static/%2e%2e/page.py", "/static/..%2fpage.py", "/static/nothing.js", "/static/js"):
+            assert (await http.get(path)).status_code == 404, path
+
+
+async def test_the_health_strip_needs_a_token_and_reads_redis(
+    pools: Topology, settings: Settings, stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(page, "HEALTH_MAX_AGE_S", 0.0)  # every call a fresh reading
+    token = Tokens(TEST_SECRET).create("alice")
+    auth = {"Authorization": f"Bearer {token}"}
+    async with _client(_app(pools, settings, stores)) as http:
+        refused = await http.get("/api/dashboard/health")
+        assert refused.status_code == 401 and refused.json()["code"] == "unauthorized"
+        assert (
+            await http.get("/api/dashboard/health", headers={"Authorization": "Bearer nope"})
+        ).status_code == 401
+
+        first = (await http.get("/api/dashboard/health", params={"token": token})).json()
+        assert first["redis_up"] is True and first["error"] is None
+        info = await pools.admin.info("memory")
+        assert abs(first["used_memory"] - info["used_memory"]) < 8 * 2**20
+        assert first["clients"] >= 1
+        assert {c["check"] for c in first["checks"]} >= {"memory", "connections", "hit_rate", "ops"}
+        assert first["alert_level"] in ("ok", "warning", "critical")
+        assert first["ingest_lag_ms"] is None and first["ingesters"] == []
+
+        # an ingester's published figures show up as the strip's ingest lag
+        stats = IngestStats(trades=120, commits=4, lag_ms=12.5)
+        await publish_figures(pools.client(Store.QUOTES), "feed-a", stats)
+        await publish_figures(pools.client(Store.QUOTES), "feed-b", IngestStats(lag_ms=3.0))
+        await stores.quotes.latest("DOL")  # a lookup between readings: the rates have a window
+        second = (await http.get("/api/dashboard/health", headers=auth)).json()
+        assert second["ingest_lag_ms"] == pytest.approx(12.5)
+        assert [i["source"] for i in second["ingesters"]] == ["feed-a", "feed-b"]
+        assert second["ingesters"][0]["trades"] == 120
+        assert second["ops_s"] is not None and second["ops_s"] >= 0
+
+
+async def test_the_health_strip_says_when_redis_is_away(settings: Settings, stores) -> None:
+    port = _free_port()  # nothing listens there
+    away = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{port}/0"})
+    topology = Topology.standalone(f"redis://127.0.0.1:{port}/0", away, 4, socket_timeout=1.0)
+    try:
+        async with _client(_app(topology, away, stores)) as http:
+            got = await http.get(
+                "/api/dashboard/health",
+                headers={"Authorization": f"Bearer {Tokens(TEST_SECRET).create('bob')}"},
+            )
+        assert got.status_code == 200
+        body = got.json()
+        assert body["redis_up"] is False and str(port) in body["error"]
+    finally:
+        await topology.aclose()

@@ -21,6 +21,7 @@ from smarttrade.errors import SmartTradeError
 from smarttrade.gateway.deps import Ctx, Who
 from smarttrade.ops.server import Admin
 from smarttrade.ops.watch import Observation, Watcher
+from smarttrade.redis.connections import redis_errors
 
 STATIC = Path(__file__).with_name("static")
 HEALTH_MAX_AGE_S = 2.0  # the page polls every 5 s; tabs polling together share one reading
@@ -82,8 +83,9 @@ class DashboardHealth(BaseModel):
 class _HealthCache:
     """The newest reading and when it was taken; a lock so concurrent polls share one INFO."""
 
-    def __init__(self, watcher: Watcher) -> None:
+    def __init__(self, watcher: Watcher, url: str) -> None:
         self.watcher = watcher
+        self.url = url
         self.lock = asyncio.Lock()
         self.at = 0.0
         self.reading: DashboardHealth | None = None
@@ -98,7 +100,8 @@ class _HealthCache:
     async def _read(self) -> DashboardHealth:
         try:
             async with asyncio.timeout(HEALTH_TIMEOUT_S):
-                obs = await self.watcher.poll()
+                with redis_errors(self.url):  # redis-py's failures as our one-line errors
+                    obs = await self.watcher.poll()
         except TimeoutError:
             return DashboardHealth(redis_up=False, error=f"Redis did not answer in {HEALTH_TIMEOUT_S:g} s")
         except (SmartTradeError, OSError) as exc:
@@ -132,7 +135,9 @@ def _cache(request: Request, ctx: Ctx) -> _HealthCache:
     cache = getattr(request.app.state, "dashboard_health", None)
     if cache is None:
         admin = Admin(ctx.topology.admin, ctx.settings, ctx.topology.url)
-        cache = request.app.state.dashboard_health = _HealthCache(Watcher(admin, ctx.settings))
+        cache = request.app.state.dashboard_health = _HealthCache(
+            Watcher(admin, ctx.settings), ctx.topology.url
+        )
     return cache
 
 

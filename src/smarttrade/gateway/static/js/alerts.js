@@ -1,7 +1,7 @@
 // Price alerts (docs/alerts.md): create or replace one per symbol, list with state, delete,
 // re-arm; the fired history from the API, and live "alert" frames prepended as they come.
 import { api } from "./api.js";
-import { clock, el, price } from "./format.js";
+import { clock, el, learnPrice, price } from "./format.js";
 
 const KEEP_FIRED = 100;
 
@@ -91,6 +91,7 @@ export class Alerts {
     const id = [rec.symbol, rec.offset, rec.type, rec.price].join("|");
     if (this.seen.has(id)) return;
     this.seen.add(id);
+    learnPrice(rec.symbol, rec.trade_price);
     const text = `${clock(rec.fired_at)} ${rec.symbol} ${rec.type} ${price(rec.symbol, rec.price)} @ ${price(rec.symbol, rec.trade_price)}`;
     const li = el("li", { class: fresh ? "new" : undefined, "data-symbol": rec.symbol, text });
     this.fired.prepend(li);

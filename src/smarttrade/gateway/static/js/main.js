@@ -32,6 +32,7 @@ const state = {
   barIndex: -1, // -1: the newest bar, followed live
   indicators: null,
   forming: {},
+  reloads: {}, // symbol -> how many times its state was reloaded (history lost)
   acks: [], // the gateway's "subscribed" answers, newest last (recovered, replayed), bounded
 };
 
@@ -134,6 +135,7 @@ function tfOptions() {
 }
 
 async function reloadSymbol(symbol) {
+  state.reloads[symbol] = (state.reloads[symbol] ?? 0) + 1;
   const jobs = [loadTape(symbol)];
   if (symbol === state.selected) jobs.push(loadBars(symbol), loadIndicators(symbol));
   jobs.push(api(`/api/quotes/${symbol}`).then((q) => onQuote(symbol, q)).catch(() => {}));
@@ -202,6 +204,7 @@ const handlers = {
     if (f.quote) onQuote(f.symbol, f.quote);
   },
   trades(f) {
+    if (f.newEpoch) reloadSymbol(f.symbol); // the stores started over: what is shown is stale
     for (const t of f.trades) learnPrice(f.symbol, t.price);
     tape.add(f.symbol, f.trades);
     if (f.symbol !== state.selected || !f.trades.length) return;
@@ -254,7 +257,7 @@ function onState(name, info) {
     return;
   }
   const why = info.lastClose ? ` (${info.lastClose})` : "";
-  const when = name === "down" ? `reconnecting in ${(info.retryIn / 1000).toFixed(1)} s` : "reconnecting now";
+  const when = info.retryIn === Infinity ? "paused" : name === "down" ? `reconnecting in ${(info.retryIn / 1000).toFixed(1)} s` : "reconnecting now";
   banner.textContent = info.code === 4401
     ? `Disconnected: the token was refused${why}. Open the dashboard with a valid ?token=.`
     : `Disconnected from the gateway${why}: ${when} (attempt ${info.attempt}). Data shown may be stale.`;
@@ -297,6 +300,7 @@ async function start() {
     onFrame: (f) => handlers[f.type]?.(f),
     onState,
   });
+  window.dashboard = { state, socket }; // for the browser test and for curious traders
   socket.subscribe(symbols);
   socket.connect();
   await Promise.allSettled([loadQuotes(), select(symbols[0]), alerts.refresh(), loadRefs()]);
@@ -309,7 +313,6 @@ async function start() {
     loadBars(state.selected).catch(() => {});
   }, REFRESH_MS);
   setInterval(loadRefs, REF_REFRESH_MS);
-  window.dashboard = { state, socket }; // for the browser test and for curious traders
 }
 
 start();

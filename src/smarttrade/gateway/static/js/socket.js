@@ -113,11 +113,25 @@ export class LiveSocket {
     const pos = this.positions.get(symbol);
     if (frame.type === "trades") {
       if (pos && pos.epoch === epoch && !after(offset, pos.offset)) return false;
+      if (pos && pos.epoch !== epoch) frame.newEpoch = true; // its history was lost (a Redis restart)
       this.positions.set(symbol, { offset, epoch });
     } else if (frame.type === "snapshot") {
       this.positions.set(symbol, { offset, epoch });
     }
     return true;
+  }
+
+  // Close and stay closed until resume() (a test's way to miss messages on purpose).
+  pause() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.ws?.close(1000, "paused");
+    this.state("down", { retryIn: Infinity });
+  }
+
+  resume() {
+    this.stopped = false;
+    this.connect();
   }
 
   send(msg) {
