@@ -246,6 +246,7 @@ function onState(name, info) {
   const banner = $("banner");
   conn.dataset.state = name;
   conn.textContent = name;
+  document.body.classList.toggle("stale", name === "down" || (name === "connecting" && info.everLive));
   if (name === "live" || (name === "connecting" && !info.everLive && info.attempt === 0)) {
     if (!banner.hidden) health.poll(); // back: read the strip now, not at the next round
     banner.hidden = true;
