@@ -345,6 +345,11 @@ def test_the_dashboard_live_alerts_theme_keys_and_recovery(demo: Demo, tmp_path:
             _rows_at_least(page, "#tape tbody tr", 20)
             page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
             shutil.copyfile(tmp_path / "dashboard.png", SHOT)
+            # a bad token: the page still loads, and says plainly what is wrong
+            bad = browser.new_page()
+            bad.goto(url.split("?")[0] + "?token=not-a-token", timeout=WAIT_MS)
+            bad.wait_for_selector("#banner:not([hidden])", timeout=WAIT_MS)
+            assert "token" in (bad.text_content("#banner") or "")
             assert errors == [], errors
         finally:
             browser.close()

@@ -29,6 +29,7 @@ export async function api(path, { method = "GET", body } = {}) {
     const text = await res.text();
     const data = text ? JSON.parse(text) : null;
     if (!res.ok) {
+      if (res.status === 401) window.dispatchEvent(new CustomEvent("unauthorized", { detail: data?.message }));
       throw new ApiError(res.status, data?.code ?? "http_" + res.status, data?.message ?? res.statusText);
     }
     return data;

@@ -53,7 +53,7 @@ export class Ladder {
       lv.bid += d.sell;
       this.levels.set(k, lv);
     }
-    this.render();
+    if (!this.due) this.due = requestAnimationFrame(() => { this.due = 0; this.render(); }); // one redraw a frame
   }
 
   lastPrice(p) {
@@ -61,6 +61,8 @@ export class Ladder {
   }
 
   render() {
+    if (this.due) cancelAnimationFrame(this.due);
+    this.due = 0;
     const fp = this.bar?.footprint;
     const sym = this.symbol;
     const levels = [...this.levels.values()].sort((a, b) => b.price - a.price);

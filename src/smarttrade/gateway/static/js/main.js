@@ -241,6 +241,13 @@ const handlers = {
 
 // -- connection state ----------------------------------------------------------------------------
 
+let refused = "";
+window.addEventListener("unauthorized", (ev) => {
+  refused = ev.detail || "token refused";
+  $("banner").textContent = `The API refused this page's token (${refused}). Open the dashboard with a valid ?token=.`;
+  $("banner").hidden = false;
+});
+
 function onState(name, info) {
   const conn = $("conn");
   const banner = $("banner");
@@ -249,7 +256,7 @@ function onState(name, info) {
   document.body.classList.toggle("stale", name === "down" || (name === "connecting" && info.everLive));
   if (name === "live" || (name === "connecting" && !info.everLive && info.attempt === 0)) {
     if (!banner.hidden) health.poll(); // back: read the strip now, not at the next round
-    banner.hidden = true;
+    banner.hidden = !refused;
     return;
   }
   if (name === "recovering") {
@@ -259,7 +266,7 @@ function onState(name, info) {
   }
   const why = info.lastClose ? ` (${info.lastClose})` : "";
   const when = info.retryIn === Infinity ? "paused" : name === "down" ? `reconnecting in ${(info.retryIn / 1000).toFixed(1)} s` : "reconnecting now";
-  banner.textContent = info.code === 4401
+  banner.textContent = info.code === 4401 || refused
     ? `Disconnected: the token was refused${why}. Open the dashboard with a valid ?token=.`
     : `Disconnected from the gateway${why}: ${when} (attempt ${info.attempt}). Data shown may be stale.`;
   banner.hidden = false;
