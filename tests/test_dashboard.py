@@ -228,6 +228,17 @@ def _check_alerts(page) -> None:  # type: ignore[no-untyped-def]
 
 
 def _check_keys_and_theme(page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # Tab from the header: its buttons, then one stop for the whole watchlist (its selected row)
+    page.focus("#theme-toggle")
+    here = "() => { const n = document.activeElement; return n.id || `${n.tagName}:${n.dataset.symbol}`; }"
+    stops = []
+    for _ in range(3):
+        page.keyboard.press("Tab")
+        stops.append(page.evaluate(here))
+    assert stops == ["help-toggle", "TR:DOL", "alert-symbol"], stops
+    page.keyboard.press("Shift+Tab")
+    outline = page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
+    assert outline not in ("", "none"), outline
     page.focus("body")
     page.keyboard.press("Escape")
     page.keyboard.press("j")
