@@ -247,6 +247,23 @@ def _check_keys_and_theme(page, tmp_path: Path) -> None:  # type: ignore[no-unty
     assert page.evaluate("() => document.activeElement.dataset.symbol") == "WDO"  # visible focus
     page.keyboard.press("ArrowUp")
     page.wait_for_selector("#watchlist tr[data-symbol=DOL][aria-selected=true]", timeout=WAIT_MS)
+    # h/l step through the bars; an older bar has its own footprint and POC
+    _wait(page, "() => document.querySelector('#ladder-bar').textContent.includes('live')")
+    _rows_at_least(page, "#bars-table tbody tr", 10)
+    live_start = page.get_attribute("#bars-table tr.selected", "data-index")
+    page.keyboard.press("h")
+    page.wait_for_function(
+        "() => !document.querySelector('#ladder-bar').textContent.includes('live')", timeout=WAIT_MS
+    )
+    assert page.get_attribute("#bars-table tr.selected", "data-index") == str(int(live_start) - 1)
+    page.wait_for_selector("#ladder tr.poc", timeout=WAIT_MS)
+    page.keyboard.press("l")
+    _wait(page, "() => document.querySelector('#ladder-bar').textContent.includes('live')")
+    page.select_option("#ladder-tf", "5m")
+    _wait(page, "() => document.querySelector('#ladder-bar').textContent.includes('5m')")
+    page.wait_for_selector("#ladder tr.poc", timeout=WAIT_MS)
+    page.select_option("#ladder-tf", "1m")
+    page.focus("body")
     page.keyboard.press("?")
     assert page.is_visible("#help")
     page.keyboard.press("Escape")

@@ -29,6 +29,7 @@ const state = {
   timeframes: ["1m", "5m", "15m"],
   tf: "1m",
   bars: [], // the selected symbol's bars (oldest first)
+  barsOf: "", // "SYMBOL TF" the bars were loaded for: frames only extend a loaded list
   barIndex: -1, // -1: the newest bar, followed live
   indicators: null,
   forming: {},
@@ -98,8 +99,9 @@ async function loadTape(symbol) {
 
 async function loadBars(symbol) {
   const data = await api(`/api/bars/${symbol}?timeframe=${state.tf}&count=${BAR_COUNT}`);
-  if (symbol !== state.selected) return;
+  if (symbol !== state.selected || data.timeframe !== state.tf) return; // the selection moved on
   state.bars = data.bars.map(normalBar);
+  state.barsOf = `${symbol} ${data.timeframe}`;
   renderBars();
 }
 
@@ -150,6 +152,7 @@ async function select(symbol, focus = false) {
   for (const id of ["ladder-sym", "tape-sym", "bars-sym", "ind-sym"]) $(id).textContent = symbol;
   if (!changed) return;
   state.bars = [];
+  state.barsOf = "";
   state.barIndex = -1;
   tape.show(symbol);
   ladder.lastPrice(state.quotes.get(symbol)?.price ?? null);
@@ -184,7 +187,7 @@ function barsSoon() {
 }
 
 function onBar(symbol, tf, raw) {
-  if (symbol !== state.selected || tf !== state.tf || !raw) return;
+  if (state.barsOf !== `${symbol} ${tf}` || !raw) return; // not what is shown, or not loaded yet
   const bar = normalBar(raw);
   const list = state.bars;
   const at = list.findIndex((b) => b.start === bar.start);
@@ -288,6 +291,7 @@ async function start() {
   $("ladder-tf").addEventListener("change", (ev) => {
     state.tf = ev.target.value;
     state.barIndex = -1;
+    state.barsOf = "";
     loadBars(state.selected).catch(() => {});
   });
   window.addEventListener("themechange", () => bars.draw());
