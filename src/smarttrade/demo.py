@@ -107,11 +107,12 @@ async def _backfill(stores: Stores, symbols: list[str], rate: float, window_s: f
 
 @asynccontextmanager
 async def demo_gateway(topology: Topology, settings: Settings, stores: Stores) -> AsyncIterator[str]:
-    """The gateway beside the feed, in this event loop, with a secret made for this run (its
-    tokens die with it); yields the dashboard URL with a token for the demo user. The port is
-    SMARTTRADE_GATEWAY_PORT when set, else a free one (a demo must not fail on a busy 8000)."""
+    """The gateway beside the feed, in this event loop; yields the dashboard URL with a token for
+    the demo user. The secret is SMARTTRADE_GATEWAY_SECRET when set (an open page's token then
+    outlives a demo restart), else one made for this run. The port is SMARTTRADE_GATEWAY_PORT
+    when set, else a free one (a demo must not fail on a busy 8000)."""
     port = settings.smarttrade_gateway_port if "smarttrade_gateway_port" in settings.model_fields_set else 0
-    tokens = Tokens(demo_secret())
+    tokens = Tokens(settings.smarttrade_gateway_secret or demo_secret())
     gateway = Gateway(
         create_app(GatewayContext(settings, topology, stores, tokens)), settings.smarttrade_gateway_host, port
     )

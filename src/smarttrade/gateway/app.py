@@ -10,15 +10,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import FileResponse, HTMLResponse, Response
-from fastapi.staticfiles import StaticFiles
 
 from smarttrade import __version__
 from smarttrade.errors import SettingsError
-from smarttrade.gateway import alerts, alerts_api, api, errors, ws
+from smarttrade.gateway import alerts, alerts_api, api, errors, page, ws
 from smarttrade.gateway.auth import Tokens
 from smarttrade.gateway.context import GatewayContext, Service
 from smarttrade.gateway.hub import Hub
@@ -27,14 +24,6 @@ from smarttrade.settings import Settings, load_settings
 from smarttrade.stores import Stores
 from smarttrade.stores.instruments import InstrumentRegistry
 from smarttrade.symbols import register as register_symbols
-
-STATIC = Path(__file__).with_name("static")
-PLACEHOLDER = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Smart-Trade</title></head>
-<body><h1>Smart-Trade gateway</h1>
-<p>The dashboard is not installed in this build. The API is described at
-<a href="/docs">/docs</a> (<a href="/openapi.json">/openapi.json</a>).</p></body></html>
-"""
 
 
 def create_app(ctx: GatewayContext, owned: Sequence[Service] = ()) -> FastAPI:
@@ -62,15 +51,7 @@ def create_app(ctx: GatewayContext, owned: Sequence[Service] = ()) -> FastAPI:
     app.include_router(api.router)
     app.include_router(ws.router)
     app.include_router(alerts_api.router)
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def page() -> Response:
-        """The dashboard (no token: it reads ?token= itself and sends it on the WebSocket)."""
-        index = STATIC / "index.html"
-        return FileResponse(index) if index.is_file() else HTMLResponse(PLACEHOLDER)
-
-    if STATIC.is_dir():
-        app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.include_router(page.router)  # the dashboard at /, its files and its health strip
     return app
 
 
