@@ -34,6 +34,13 @@ ENDPOINTS = [
     ("GET", "/api/users/alice/session", "own"),
     ("DELETE", "/api/users/alice/session", "admin"),
     ("GET", "/api/ops/status", "admin"),
+    ("GET", "/api/me/alerts", "user"),
+    ("GET", "/api/me/alerts/fired", "user"),
+    ("PUT", "/api/me/alerts/WIN", "user"),
+    ("DELETE", "/api/me/alerts/WIN", "user"),
+    ("POST", "/api/me/alerts/WIN/rearm", "user"),
+    ("GET", "/api/dashboard/health", "user"),
+    ("GET", "/static/dashboard.css", "public"),
 ]
 CALLERS = ("none", "bad", "expired", "other", "own", "admin")
 
@@ -41,14 +48,14 @@ CALLERS = ("none", "bad", "expired", "other", "own", "admin")
 def expected(kind: str, caller: str) -> set[int]:
     """The codes allowed; 404 where the data may be missing (a session nobody opened)."""
     if kind == "public":
-        return {200, 503}  # /healthz is 503 on this branch: no hub yet
+        return {200}
     if caller in ("none", "bad", "expired"):
         return {401}
     if kind == "admin" and caller != "admin":
         return {403}
     if kind == "own" and caller == "other":
         return {403}
-    return {200, 404}
+    return {200, 204, 404, 422}  # 422: a PUT without a body is still past the token check
 
 
 def token_for(caller: str) -> str | None:
@@ -99,14 +106,14 @@ async def test_the_auth_matrix(gw: Served, stores, how: str) -> None:  # noqa: F
 
 def test_every_route_is_in_the_matrix() -> None:
     """A route added later must be classified here, so its auth is tested."""
-    from smarttrade.gateway import api
+    from smarttrade.gateway import alerts_api, api, page
 
     listed = {(m, p.split("?")[0]) for m, p, _ in ENDPOINTS}
-    for route in api.router.routes:
+    for route in [*api.router.routes, *alerts_api.router.routes, *page.router.routes]:
         assert isinstance(route, APIRoute)
         for method in route.methods:
             concrete = route.path.replace("{symbol}", "WIN").replace("{name}", "theme")
-            concrete = concrete.replace("{user}", "alice")
+            concrete = concrete.replace("{user}", "alice").replace("{path:path}", "dashboard.css")
             assert (method, concrete) in listed, (method, route.path)
 
 

@@ -11,12 +11,13 @@ from fastapi import APIRouter, Request, Response
 
 from smarttrade.errors import DecodeError, NotFound, ValidationError
 from smarttrade.gateway.deps import Ctx, Who
+from smarttrade.gateway.errors import ERROR_RESPONSES
 from smarttrade.models import AlertRule, decode, encode
 from smarttrade.stores.alerts import AlertState, parse_rules
 from smarttrade.stores.configs import MAX_VALUE_BYTES, check_user
 from smarttrade.symbols import check_symbol
 
-router = APIRouter(prefix="/api/me/alerts", tags=["alerts"])
+router = APIRouter(prefix="/api/me/alerts", tags=["alerts"], responses=ERROR_RESPONSES)
 
 _RULE_SCHEMA = msgspec.json.schema(AlertRule)
 _RULE_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": _RULE_SCHEMA}}}}

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from smarttrade.errors import SmartTradeError
 from smarttrade.gateway.deps import Ctx, Who
+from smarttrade.gateway.errors import ERROR_RESPONSES
 from smarttrade.ops.server import Admin
 from smarttrade.ops.watch import Observation, Watcher
 from smarttrade.redis.connections import redis_errors
@@ -28,7 +29,7 @@ HEALTH_MAX_AGE_S = 2.0  # the page polls every 5 s; tabs polling together share 
 HEALTH_TIMEOUT_S = 3.0
 NO_CACHE = {"Cache-Control": "no-cache"}  # a new build's modules load on the next visit
 
-router = APIRouter()
+router = APIRouter(responses=ERROR_RESPONSES)
 
 
 @router.get("/", include_in_schema=False)
