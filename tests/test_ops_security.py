@@ -18,6 +18,7 @@ through the real console script (``run_smarttrade``), so the entry point itself 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -35,12 +36,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 import redis
+import websockets
 
 from smarttrade.ops.alerts import CHECKS
 from smarttrade.redis.embedded import EmbeddedRedis, free_port, ping
-from tests.conftest import FAST, run_smarttrade, start_server
+from smarttrade.redis.topology import Topology
+from smarttrade.stores import Stores
+from tests.conftest import FAST, run_smarttrade, settings_for, start_server
 
 B3 = Path(__file__).parent / "data" / "b3_trades.txt"
 PASSWORD = "s3cret-pass"
@@ -549,6 +554,42 @@ class TestAclUsers:
         page = ok_json(cli.run("keys", "quotes", "--json", env=acl.envs["gateway"]))
         names = {k["key"] for k in page["keys"]}
         assert {key for key, _v, _t in SEED[0]} <= names
+
+    def test_the_gateway_runs_as_its_role(self, acl: Acl) -> None:
+        """Its one pub/sub reader subscribes every channel it needs (a refused one would leave
+        /healthz red), and a socket's session is written under the role's key patterns."""
+        from smarttrade.gateway.app import create_app
+        from smarttrade.gateway.auth import Tokens
+        from smarttrade.gateway.context import GatewayContext
+        from smarttrade.gateway.server import Gateway
+
+        async def run() -> tuple[int, str, bool]:
+            url = acl.urls["gateway"]
+            settings = settings_for(url)
+            topology = Topology.standalone(url, settings, 8)
+            tokens = Tokens("s" * 40)
+            ctx = GatewayContext(settings, topology, Stores(topology, settings), tokens)
+            gateway = Gateway(create_app(ctx), "127.0.0.1", 0)
+            await gateway.start()
+            try:
+                async with httpx.AsyncClient(base_url=gateway.url) as http:
+                    health = await http.get("/healthz")
+                ws_url = gateway.url.replace("http", "ws", 1) + f"/ws?token={tokens.create('u1')}"
+                async with websockets.connect(ws_url) as ws:
+                    await ws.send(
+                        json.dumps({"type": "subscribe", "symbols": ["WINZ25"], "channels": ["quotes"]})
+                    )
+                    kinds = []
+                    while "subscribed" not in kinds and len(kinds) < 5:
+                        kinds.append(json.loads(await asyncio.wait_for(ws.recv(), 5))["type"])
+                    has_session = await ctx.stores.sessions.get("u1") is not None
+                return health.status_code, ",".join(kinds), has_session
+            finally:
+                await gateway.stop()
+                await topology.aclose()
+
+        status, kinds, has_session = asyncio.run(run())
+        assert status == 200 and "subscribed" in kinds and has_session
 
     def test_ingest_user_cannot_back_up(self, cli: ForkCli, acl: Acl) -> None:
         line = one_line_failure(cli.run("backup", env=acl.envs["ingest"]))

@@ -12,7 +12,15 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from smarttrade.keyspace import CHANNEL_PREFIX, FAMILIES, OPS_PREFIX, Store
+from smarttrade.keyspace import (
+    ALERT_CHANGES_CHANNEL,
+    ALERT_CHANNEL,
+    CHANNEL_PREFIX,
+    FAMILIES,
+    GATEWAY_PROBE_PREFIX,
+    OPS_PREFIX,
+    Store,
+)
 from smarttrade.ops.server import Admin, CommandUnavailable
 from smarttrade.redis.profile import TRADING_PROFILE
 from smarttrade.settings import Settings, memory_bytes
@@ -37,7 +45,9 @@ ROLES: dict[str, tuple[str, str]] = {
     "gateway": (
         "the HTTP/WebSocket gateway: reads market data, keeps sessions and user settings",
         f"resetkeys {_keys((*MARKET, Store.SESSIONS, Store.CONFIG), (OPS_PREFIX,))} "
-        f"resetchannels &{CHANNEL_PREFIX}:* "
+        # the trades, its /healthz canary, fired alerts, alert index changes, expired liveness keys
+        f"resetchannels &{CHANNEL_PREFIX}:* &{GATEWAY_PROBE_PREFIX}:* &{ALERT_CHANNEL} "
+        f"&{ALERT_CHANGES_CHANNEL} &__keyevent@*__:expired "
         f"-@all +@read +@write +@scripting +@pubsub +@transaction -@dangerous +info +time {CONNECT}",
     ),
     "operator": (
