@@ -141,7 +141,7 @@ async def test_rebuild_from_config_keys(server, stores: Stores, alerts: AlertSto
     # a hand-written config and a lost index entry
     r.set("config:bob:alerts", json.dumps({"WIN": {"price": 10, "type": "below"}}))
     r.hset(alert_index_key("WIN", "meta"), "ghost", json.dumps({"pt": "1.0", "t": "above"}))
-    r.sadd("alertsyms", "WIN")
+    r.sadd("alertidx:symbols", "WIN")
     assert await alerts.rebuild() == 2  # bob armed, ghost removed; ann unchanged (still fired)
     assert r.zscore(alert_index_key("WIN", "below"), "bob") == 10.0
     assert r.hget(alert_index_key("WIN", "meta"), "ghost") is None

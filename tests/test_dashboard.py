@@ -187,9 +187,15 @@ def _check_live_panels(page) -> None:  # type: ignore[no-untyped-def]
 
     # the footprint ladder: one POC row, at the price the bar's metrics give; a value area
     page.wait_for_selector("#ladder tr.poc td.px", timeout=WAIT_MS)
-    assert page.locator("#ladder tr.poc").count() == 1
-    poc_price = float(page.get_attribute("#ladder tr.poc", "data-price"))
-    assert float(page.get_attribute("#ladder-summary", "data-poc")) == pytest.approx(poc_price)
+    # read in one go: the ladder redraws live between two separate reads
+    pocs, poc_price, summary_poc = page.evaluate(
+        """() => {
+            const rows = document.querySelectorAll('#ladder tr.poc');
+            const summary = document.querySelector('#ladder-summary');
+            return [rows.length, rows.length ? +rows[0].dataset.price : null, +summary.dataset.poc];
+        }"""
+    )
+    assert pocs == 1 and summary_poc == pytest.approx(poc_price)
     assert page.locator("#ladder tr.va").count() >= 1
 
     # indicators and the bars' VWAP have values

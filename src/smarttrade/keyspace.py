@@ -117,7 +117,7 @@ SOURCE_RE = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 # (trimmed, expiring), the fired channel every gateway hears and a channel naming changed symbols.
 ALERT_INDEX_PREFIX = "alertidx"
 ALERT_INDEX_PARTS = ("above", "below", "rearm_above", "rearm_below", "meta", "last")
-ALERT_SYMBOLS_KEY = "alertsyms"
+ALERT_SYMBOLS_KEY = f"{ALERT_INDEX_PREFIX}:symbols"  # beside the index, in its family (stats, flush)
 ALERT_HISTORY_PREFIX = "alertfired"
 ALERT_CHANNEL = "alertfired"
 ALERT_CHANGES_CHANNEL = "alertidx:changed"
@@ -185,12 +185,15 @@ class KeyFamily:
 
     ``ttl`` None with ``must_expire`` means the store's TTL setting; ``must_expire`` False marks
     keys that are permanent on purpose (user settings, ingest checkpoints, instruments).
+    ``derived`` marks permanent keys built from the store's own (the alert index from
+    config:USER:alerts): flushing the store takes them too, or they would index nothing.
     """
 
     prefix: str
     store: Store
     must_expire: bool
     ttl: int | None = None
+    derived: bool = False
 
 
 FAMILIES: tuple[KeyFamily, ...] = (
@@ -205,8 +208,7 @@ FAMILIES: tuple[KeyFamily, ...] = (
     KeyFamily(BAR_PREFIX, Store.ORDERFLOW, True, BAR_TTL),
     KeyFamily(BAR_INDEX_PREFIX, Store.ORDERFLOW, True, BAR_TTL),
     KeyFamily(BAR_FOOTPRINT_PREFIX, Store.FOOTPRINT, True, BAR_TTL),
-    KeyFamily(ALERT_INDEX_PREFIX, Store.CONFIG, False),
-    KeyFamily(ALERT_SYMBOLS_KEY, Store.CONFIG, False),
+    KeyFamily(ALERT_INDEX_PREFIX, Store.CONFIG, False, derived=True),
     KeyFamily(ALERT_HISTORY_PREFIX, Store.CONFIG, True, ALERT_HISTORY_TTL),
     KeyFamily(SOCKETS_PREFIX, Store.SESSIONS, True),
     KeyFamily(GATEWAY_ALIVE_PREFIX, Store.SESSIONS, True, GATEWAY_ALIVE_TTL),

@@ -524,12 +524,12 @@ async def flush_store(
 async def _flushable_pages(
     client: aioredis.Redis, url: str, store: Store
 ) -> AsyncIterator[tuple[int, list[bytes]]]:
-    """Pages of the keys a flush of ``store`` deletes: its own prefix, and the extra families in
-    its db that must expire (never the permanent ones)."""
+    """Pages of the keys a flush of ``store`` deletes: its own prefix, the extra families in its
+    db that must expire, and those derived from its own keys (never the other permanent ones)."""
     own = SPECS[store].prefix
     async for cursor, page in scan_store(client, url, store):
         yield cursor, [k for k in page if _flushable(family_of(_text(k), store), own)]
 
 
 def _flushable(fam: KeyFamily | None, own: str) -> bool:
-    return fam is not None and (fam.must_expire or fam.prefix == own)
+    return fam is not None and (fam.must_expire or fam.derived or fam.prefix == own)
