@@ -36,7 +36,6 @@ from smarttrade.ingest.engine import Engine
 from smarttrade.ingest.live import LiveIngest
 from smarttrade.keyspace import Store
 from smarttrade.redis.embedded import EmbeddedRedis, find_redis_binary
-from smarttrade.redis.topology import Topology
 from smarttrade.settings import Settings
 
 SYMBOLS = ["DOL", "WDO", "WIN"]
@@ -97,6 +96,18 @@ def _redis_cpu(r: redis.Redis) -> float:
 ONE_DB = {f"REDIS_DB_{s.name}": "0" for s in Store}  # every store in database 0
 
 
+def engine_pools(url: str, settings: Settings):  # type: ignore[no-untyped-def]
+    """The engine's clients: the topology seam, or (run with PYTHONPATH on code from before it,
+    for a before/after pair) the per-database pools the engine took then."""
+    try:
+        from smarttrade.redis.topology import Topology
+    except ImportError:
+        from smarttrade.redis.connections import RedisPools
+
+        return RedisPools(url, {settings.db(s) for s in Store}, 12)
+    return Topology.standalone(url, settings, 12)
+
+
 def records(n: int, seed: int) -> list[TradeRecord]:
     out: list[TradeRecord] = []
     for chunk in SyntheticFeed(SYMBOLS, seed=seed, count=n, start_day=DAY).chunks():
@@ -114,7 +125,7 @@ def records(n: int, seed: int) -> list[TradeRecord]:
 
 async def live_path(url: str, n: int) -> dict:
     settings = Settings(_env_file=None, redis_url=url)
-    pools = Topology.standalone(url, settings, 12)
+    pools = engine_pools(url, settings)
     trades = records(n, seed=8)
     engine = Engine(pools, settings, "bench-live")
     live = LiveIngest(engine)
@@ -179,7 +190,7 @@ def _has(name: str) -> bool:
 
 async def latency(url: str, rate: int, seconds: float) -> dict:
     settings = Settings(_env_file=None, redis_url=url)
-    pools = Topology.standalone(url, settings, 12)
+    pools = engine_pools(url, settings)
     sub = aioredis.Redis.from_url(url).pubsub()
     await sub.subscribe(*(f"trades:{s}" for s in SYMBOLS))
     for _ in SYMBOLS:
