@@ -67,7 +67,7 @@ def test_commit_text_is_the_per_trade_formatting() -> None:
         cancel=cancel,
         ids=np.arange(1, n + 1, dtype=np.int64),
     )
-    c = build_commit(s, spec, "test", 1, n, Layout(0, 1, 2, 60, 300, 600, 86_400))
+    c = build_commit(s, spec, "test", 1, n, Layout("0 1 2", 60, 300, 600, 86_400))
 
     def item(i: int) -> str:
         frac = int(us[i])

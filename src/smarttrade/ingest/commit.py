@@ -78,12 +78,11 @@ _OFFSET_MARK = ',"offset":'
 
 @dataclass(frozen=True, slots=True)
 class Layout:
-    """Where the commit writes: databases and TTLs (from Settings). The commit is sent on a
-    connection to ``db_quotes``; when every store shares that db, it runs without SELECT."""
+    """Where the commit writes and for how long: ``select`` is the topology's select plan
+    (Topology.commit_select, passed through as it is: "" runs the commit without SELECT), the
+    TTLs come from Settings."""
 
-    db_quotes: int
-    db_orderflow: int
-    db_footprint: int
+    select: str
     ttl_quotes: int
     ttl_orderflow: int
     ttl_footprint: int
@@ -271,12 +270,11 @@ def build_commit(
         *keys_l,
         *keys_c,
     ]
-    one_db = len({layout.db_quotes, layout.db_orderflow, layout.db_footprint, *(op[1] for op in ops)}) == 1
     args: list[str | bytes | int] = [
         *COMMIT.pack_argv(
             seq=seq,
             ordinal=ordinal,
-            dbs="" if one_db else f"{layout.db_quotes} {layout.db_orderflow} {layout.db_footprint}",
+            dbs=layout.select,
             ttls=f"{layout.ttl_quotes} {layout.ttl_orderflow} {layout.ttl_footprint} {layout.ttl_last}",
             decimals=decimals,
             coverage="0 0" if ordinals is None else f"{ordinals.size} {ordinal_digest(ordinals)}",
