@@ -46,13 +46,14 @@ def write(path: Path, lines: list[str], header: bool = True) -> Path:
 def stores_of(port: int) -> dict[str, object]:
     """Every market-data key of dbs 0-3 by value: quotes, buckets, footprint levels, bars, bar
     footprints, bar lists, calculations, and each stream's trades in order (stream ids, commit
-    sequence numbers, checkpoints and ops figures depend on batching, not on the data)."""
+    sequence numbers, checkpoints and ops figures depend on batching, not on the data; a stream's
+    epoch on when the stream began)."""
     out: dict[str, object] = {}
     for n in range(4):
         with redis.Redis(port=port, db=n) as r:
             for key in r.scan_iter(count=1000):
                 name = key.decode()
-                if name.startswith(("ingest:", "ops:")):
+                if name.startswith(("ingest:", "ops:", "stream:epoch:")):  # epoch: when it was made
                     continue
                 kind = r.type(key)
                 if kind == b"string":
