@@ -1,8 +1,9 @@
 """One symbol's share of a batch, turned into the KEYS/ARGV of the INGEST_COMMIT script.
 
-Everything here is per batch or per distinct second/level, except the trade objects themselves,
-which are formatted once and reused for the order-flow buckets, the stream and the pub/sub
-message. Prices, quantities and times stay integers until this point, so the text is exact.
+No Python loop here runs per trade (cancels aside): the trade objects are written once, as
+columns of one byte matrix (ingest/rowtext.py), and the order-flow buckets, the stream and the
+pub/sub message all take slices of that text; the rest is per distinct second or level. Prices,
+quantities and times stay integers until this point, so the text is exact.
 """
 
 from __future__ import annotations
