@@ -83,6 +83,9 @@ def replay(url: str, trades: int, workdir: Path, env_extra: dict[str, str] | Non
         "process_wall_s": wall,
         "engine_s": stats["elapsed_s"],
         "peak_rss_mb": usage.ru_maxrss / 1024,
+        # the ingester's own CPU (start-up included): what the ratio is bound by when Redis idles,
+        # and steadier than trades/s on a shared machine
+        "ingester_cpu_us_per_trade": (usage.ru_utime + usage.ru_stime) * 1e6 / trades,
         "max_batch": stats["max_batch"],
         "commits": stats["commits"],
     }
