@@ -21,18 +21,24 @@ def texts(block: np.ndarray) -> list[str]:
 def test_integers_match_str() -> None:
     values = np.array(EDGES + list(range(-120, 120)), dtype=np.int64)
     assert texts(rowtext.integers(values)) == [str(v) for v in values.tolist()]
+    assert texts(rowtext.integers(values[:10])) == [str(v) for v in values[:10].tolist()]  # few rows
     assert texts(rowtext.integers(np.array([7, 7], dtype=np.int64))) == ["7", "7"]
 
 
 def test_fraction_drops_trailing_zeros_and_zero_itself() -> None:
     values = np.array([0, 1, 10, 500_000, 123_000, 120_450, 999_999], dtype=np.int64)
-    assert texts(rowtext.fraction(values, 6)) == ["", ".000001", ".00001", ".5", ".123", ".12045", ".999999"]
+    expected = ["", ".000001", ".00001", ".5", ".123", ".12045", ".999999"]
+    assert texts(rowtext.fraction(values, 6)) == expected  # few rows: a string per value
+    assert texts(rowtext.fraction(np.repeat(values, 20), 6)) == list(np.repeat(expected, 20))  # numpy
 
 
 def test_quantity_matches_qty_text() -> None:
     values = np.array([*EDGES[:-1], 12_345, 100_000, 100_001, -123_450], dtype=np.int64)
     for decimals in (0, 1, 5, 8):
-        assert texts(rowtext.quantity(values, decimals)) == [qty_text(v, decimals) for v in values.tolist()]
+        for column in (values, np.tile(values, 10)):  # a few rows, and many
+            assert texts(rowtext.quantity(column, decimals)) == [
+                qty_text(v, decimals) for v in column.tolist()
+            ]
 
 
 def test_join_orders_rows_and_gives_offsets() -> None:
