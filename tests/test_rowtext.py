@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from smarttrade.ingest import rowtext
 from smarttrade.ingest.commit import Layout, SymbolSlice, build_commit, qty_text
@@ -14,7 +15,9 @@ from smarttrade.symbols import spec_for
 EDGES = [0, 1, 9, 10, 99, 100, 101, 999_999, 1_000_000, 1_764_000_123, 2**53, -1, -10, -(2**53)]
 
 
-def texts(block: np.ndarray) -> list[str]:
+def texts(block: rowtext.Block) -> list[str]:
+    if isinstance(block, list):  # a few rows: their bytes
+        return [row.decode() for row in block]
     return [bytes(row[row != 0]).decode() for row in block]
 
 
@@ -48,12 +51,12 @@ def test_join_orders_rows_and_gives_offsets() -> None:
     assert rowtext.split(text, offsets, strip=1) == [b"<700", b"<5", b"<60"]
 
 
-def test_commit_text_is_the_per_trade_formatting() -> None:
+@pytest.mark.parametrize("n", [30, 300])  # a few rows (bytes per row) and many (numpy)
+def test_commit_text_is_the_per_trade_formatting(n: int) -> None:
     """Buckets, the whole trades array, quotes and cancels, for a slice with late trades, µs
     stamps and cancels, against the obvious f-string per trade."""
     rng = np.random.default_rng(5)
     spec = spec_for("DOL")
-    n = 300
     t0 = 1_764_000_000
     secs = t0 + rng.integers(0, 20, n)  # out of order: late trades
     us = np.where(rng.random(n) < 0.5, rng.integers(0, 1000, n) * 1000, rng.integers(0, 10**6, n))

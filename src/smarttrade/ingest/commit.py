@@ -37,7 +37,7 @@ from smarttrade.symbols import SymbolSpec
 
 _EXACT = 2**53  # Lua adds quantities as doubles: exact below this
 _US = "\x1f"  # separates an analytics op's parts (never in our keys, numbers or JSON)
-_SIDES = rowtext.table(['"sell"', "", '"buy"'])  # indexed by side + 1
+_SIDES = ['"sell"', "", '"buy"']  # indexed by side + 1
 _LETTERS = bytes.maketrans(bytes(range(len(SIDE_SOURCE_LETTERS))), SIDE_SOURCE_LETTERS.encode())
 
 
@@ -138,17 +138,17 @@ def build_commit(
     levels, inverse = np.unique(sl.price, return_inverse=True)
     level_list = levels.tolist()
     price_text = {lv: spec.price_text(lv) for lv in level_list}
-    level_rows = rowtext.table(list(price_text.values()))
+    level_texts = list(price_text.values())
     # every trade object as written everywhere (buckets, stream, message, cancels): one matrix
     trade_rows = rowtext.matrix(
         n,
         [
             b'{"price":',
-            level_rows[inverse],
+            rowtext.lookup(level_texts, inverse),
             b',"volume":',
             rowtext.quantity(sl.qty, decimals),
             b',"side":',
-            _SIDES[sl.side + 1],
+            rowtext.lookup(_SIDES, sl.side + 1),
             b',"time":',
             rowtext.integers(seconds),
             rowtext.fraction(fracs, 6),
@@ -189,7 +189,7 @@ def build_commit(
         quote_of = [*sl.bid[last].tolist(), *sl.ask[last].tolist()]
         sides = sorted(set(quote_of))
         side_text = [price_text.get(v) or (spec.price_text(v) if v else "null") for v in sides]
-        side_rows = rowtext.table(side_text)[np.searchsorted(sides, quote_of)]
+        side_at = np.searchsorted(sides, quote_of)
         stamps, stamp_at = rowtext.join(
             rowtext.matrix(last.size, [rowtext.integers(seconds[last]), rowtext.fraction(fracs[last], 6)])
         )
@@ -198,16 +198,16 @@ def build_commit(
                 last.size,
                 [
                     f'{{"symbol":{sym_json},"price":'.encode(),
-                    level_rows[inverse[last]],
+                    rowtext.lookup(level_texts, inverse[last]),
                     b',"volume":',
                     rowtext.quantity(qty_cum[ends] - qty_cum[starts], decimals),
                     b',"timestamp":',
                     rowtext.integers(seconds[last]),
                     rowtext.fraction(fracs[last], 6),
                     b',"bid":',
-                    side_rows[: last.size],
+                    rowtext.lookup(side_text, side_at[: last.size]),
                     b',"ask":',
-                    side_rows[last.size :],
+                    rowtext.lookup(side_text, side_at[last.size :]),
                     b"}",
                 ],
             )
