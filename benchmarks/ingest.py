@@ -8,7 +8,8 @@ Measured in one run against one private redis-server (never 6379):
   2. ours, live path: trades handed one at a time to LiveIngest.submit, trades/s;
   3. the seed-style path: per trade SETEX the quote, GET/SET the order-flow bucket JSON and the
      footprint level JSON, one round trip each, as the runbook's redis-cli/ioredis examples do;
-  4. redis-benchmark -P 64 -t set: the physical reference of this server on this machine;
+  4. redis-benchmark -P 64 -t set: the physical reference of this server on this machine, run
+     before the replays and at the end (the ratios divide by the mean of the two);
   5. latency from a trade accepted by LiveIngest to its pub/sub message received, at 5,000 trades/s.
 """
 
@@ -36,7 +37,6 @@ from smarttrade.ingest.engine import Engine
 from smarttrade.ingest.live import LiveIngest
 from smarttrade.keyspace import Store
 from smarttrade.redis.embedded import EmbeddedRedis, find_redis_binary
-from smarttrade.redis.topology import Topology
 from smarttrade.settings import Settings
 
 SYMBOLS = ["DOL", "WDO", "WIN"]
@@ -83,6 +83,9 @@ def replay(url: str, trades: int, workdir: Path, env_extra: dict[str, str] | Non
         "process_wall_s": wall,
         "engine_s": stats["elapsed_s"],
         "peak_rss_mb": usage.ru_maxrss / 1024,
+        # the ingester's own CPU (start-up included): what the ratio is bound by when Redis idles,
+        # and steadier than trades/s on a shared machine
+        "ingester_cpu_us_per_trade": (usage.ru_utime + usage.ru_stime) * 1e6 / trades,
         "max_batch": stats["max_batch"],
         "commits": stats["commits"],
     }
@@ -95,6 +98,18 @@ def _redis_cpu(r: redis.Redis) -> float:
 
 
 ONE_DB = {f"REDIS_DB_{s.name}": "0" for s in Store}  # every store in database 0
+
+
+def engine_pools(url: str, settings: Settings):  # type: ignore[no-untyped-def]
+    """The engine's clients: the topology seam, or (run with PYTHONPATH on code from before it,
+    for a before/after pair) the per-database pools the engine took then."""
+    try:
+        from smarttrade.redis.topology import Topology
+    except ImportError:
+        from smarttrade.redis.connections import RedisPools
+
+        return RedisPools(url, {settings.db(s) for s in Store}, 12)
+    return Topology.standalone(url, settings, 12)
 
 
 def records(n: int, seed: int) -> list[TradeRecord]:
@@ -114,7 +129,7 @@ def records(n: int, seed: int) -> list[TradeRecord]:
 
 async def live_path(url: str, n: int) -> dict:
     settings = Settings(_env_file=None, redis_url=url)
-    pools = Topology.standalone(url, settings, 12)
+    pools = engine_pools(url, settings)
     trades = records(n, seed=8)
     engine = Engine(pools, settings, "bench-live")
     live = LiveIngest(engine)
@@ -179,7 +194,7 @@ def _has(name: str) -> bool:
 
 async def latency(url: str, rate: int, seconds: float) -> dict:
     settings = Settings(_env_file=None, redis_url=url)
-    pools = Topology.standalone(url, settings, 12)
+    pools = engine_pools(url, settings)
     sub = aioredis.Redis.from_url(url).pubsub()
     await sub.subscribe(*(f"trades:{s}" for s in SYMBOLS))
     for _ in SYMBOLS:
@@ -248,6 +263,11 @@ def main() -> None:
     try:
         print(f"private redis-server {server.binary or find_redis_binary()} on {server.url}", flush=True)
         results: dict = {}
+        # before the replays too: on a shared machine the reference moves within a minute, and the
+        # ratio divides by the mean of the two
+        results["redis_benchmark_before"] = redis_benchmark(server.port)
+        print("redis-benchmark, before", results["redis_benchmark_before"], flush=True)
+        flush(server.url)
         results["replay"] = replay(server.url, args.trades, workdir)
         print("replay", results["replay"], flush=True)
         flush(server.url)
@@ -258,6 +278,8 @@ def main() -> None:
             results["redis_benchmark"] = redis_benchmark(server.port)
             print("redis-benchmark", results["redis_benchmark"], flush=True)
             _figures(results)
+            if args.json:
+                args.json.write_text(json.dumps(results, indent=2))
             return
         results["live"] = asyncio.run(live_path(server.url, args.live_trades))
         print("live", results["live"], flush=True)
@@ -275,7 +297,7 @@ def main() -> None:
     _figures(results)
     r, s, lat = results["replay"], results["seed_style"], results["latency"]
     ratio = r["trades_per_s"] / s["trades_per_s"]
-    sets = results["redis_benchmark"]["sets_per_s"]
+    sets = _sets_per_s(results)
     rows = [
         (
             "replay trades/s",
@@ -320,10 +342,16 @@ def main() -> None:
         args.json.write_text(json.dumps(results, indent=2))
 
 
+def _sets_per_s(results: dict) -> float | None:
+    """redis-benchmark's SET/s around the replays: the mean of its runs before and after."""
+    runs = [results[k]["sets_per_s"] for k in ("redis_benchmark_before", "redis_benchmark")]
+    return sum(runs) / 2 if None not in runs else None
+
+
 def _figures(results: dict) -> None:
     """Issue 10's two figures, from the same server: replay trades/s over redis-benchmark's SET/s,
     and Redis CPU per trade over the replay (INFO cpu), per layout."""
-    sets = results["redis_benchmark"]["sets_per_s"]
+    sets = _sets_per_s(results)
     print()
     for name, target in (("replay", 1.0), ("replay_one_db", 1.1)):
         r = results[name]

@@ -19,8 +19,8 @@ from smarttrade.symbols import spec_for
 
 SYMBOL = "DOL"
 T0 = 1_764_000_000  # an epoch second
-SIX_DBS = Layout(0, 1, 2, 60, 300, 600, 86_400)
-ONE_DB = Layout(0, 0, 0, 60, 300, 600, 86_400)
+SIX_DBS = Layout("0 1 2", 60, 300, 600, 86_400)  # the select plans of Topology.commit_select
+ONE_DB = Layout("", 60, 300, 600, 86_400)
 
 
 def sl(

@@ -7,6 +7,7 @@ docs/keyspace.md with their type and bound.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -247,6 +248,18 @@ def last_quote_key(symbol: str) -> str:
 
 def orderflow_key(symbol: str, epoch_s: int) -> str:
     return f"orderflow:{_layout.tag(symbol)}:{int(epoch_s)}"
+
+
+# A commit's many seconds at once: the keys above, their prefix spelt once (a call per key cost
+# more than the rest of the commit's key work).
+def quote_keys(symbol: str, seconds: Iterable[int]) -> list[str]:
+    head = quote_key(symbol, 0)[:-1]
+    return [head + str(s) for s in seconds]
+
+
+def orderflow_keys(symbol: str, seconds: Iterable[int]) -> list[str]:
+    head = orderflow_key(symbol, 0)[:-1]
+    return [head + str(s) for s in seconds]
 
 
 def footprint_key(symbol: str, level: int) -> str:

@@ -1,8 +1,9 @@
 """One symbol's share of a batch, turned into the KEYS/ARGV of the INGEST_COMMIT script.
 
-Everything here is per batch or per distinct second/level, except the trade objects themselves,
-which are formatted once and reused for the order-flow buckets, the stream and the pub/sub
-message. Prices, quantities and times stay integers until this point, so the text is exact.
+No Python loop here runs per trade (cancels aside): the trade objects are written once, as
+columns of one byte matrix (ingest/rowtext.py), and the order-flow buckets, the stream and the
+pub/sub message all take slices of that text; the rest is per distinct second or level. Prices,
+quantities and times stay integers until this point, so the text is exact.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from msgspec import Raw
 from smarttrade.analytics.bars import Op
 from smarttrade.errors import SmartTradeError
 from smarttrade.feeds.chunk import SIDE_SOURCE_LETTERS
+from smarttrade.ingest import rowtext
 from smarttrade.keyspace import (
     checkpoint_key,
     footprint_key,
     last_quote_key,
     orderflow_key,
+    orderflow_keys,
     quote_key,
+    quote_keys,
     script_calls_key,
     stream_epoch_key,
     trades_channel,
@@ -33,16 +37,8 @@ from smarttrade.symbols import SymbolSpec
 
 _EXACT = 2**53  # Lua adds quantities as doubles: exact below this
 _US = "\x1f"  # separates an analytics op's parts (never in our keys, numbers or JSON)
-_SIDES = np.array(['"sell"', "", '"buy"'], dtype=object)  # indexed by side + 1
-_MS_TEXT = ["." + f"{k:03d}".rstrip("0") if k else "" for k in range(1000)]
-_MS_ARRAY = np.array(_MS_TEXT, dtype=object)
+_SIDES = ['"sell"', "", '"buy"']  # indexed by side + 1
 _LETTERS = bytes.maketrans(bytes(range(len(SIDE_SOURCE_LETTERS))), SIDE_SOURCE_LETTERS.encode())
-
-
-def _frac_text(us: int) -> str:
-    if us % 1000 == 0:
-        return _MS_TEXT[us // 1000]
-    return "." + f"{us:06d}".rstrip("0")
 
 
 def ordinal_digest(ordinals: np.ndarray) -> int:
@@ -83,12 +79,11 @@ _OFFSET_MARK = ',"offset":'
 
 @dataclass(frozen=True, slots=True)
 class Layout:
-    """Where the commit writes: databases and TTLs (from Settings). The commit is sent on a
-    connection to ``db_quotes``; when every store shares that db, it runs without SELECT."""
+    """Where the commit writes and for how long: ``select`` is the topology's select plan
+    (Topology.commit_select, passed through as it is: "" runs the commit without SELECT), the
+    TTLs come from Settings."""
 
-    db_quotes: int
-    db_orderflow: int
-    db_footprint: int
+    select: str
     ttl_quotes: int
     ttl_orderflow: int
     ttl_footprint: int
@@ -139,63 +134,92 @@ def build_commit(
     sym_json = encode(symbol).decode()
     n = len(sl.price)
     seconds = sl.time_us // 1_000_000
-    frac_arr = sl.time_us - seconds * 1_000_000
-    sec_list = seconds.tolist()
+    fracs = sl.time_us - seconds * 1_000_000
     levels, inverse = np.unique(sl.price, return_inverse=True)
-    level_texts = [spec.price_text(lv) for lv in levels.tolist()]
-    price_text = dict(zip(levels.tolist(), level_texts, strict=True))
-    ptexts = np.array(level_texts, dtype=object)[inverse].tolist()
-    qtexts = sl.qty.tolist() if decimals == 0 else [qty_text(q, decimals) for q in sl.qty.tolist()]
-    stexts = _SIDES[sl.side + 1].tolist()
-    if not (frac_arr % 1000).any():  # millisecond stamps (B3, the generator): a table lookup
-        ftexts = _MS_ARRAY[frac_arr // 1000].tolist()
-    else:
-        ftexts = [_frac_text(f) for f in frac_arr.tolist()]
-    items = [
-        f'{{"price":{p},"volume":{q},"side":{s},"time":{sec}{f}}}'
-        for p, q, s, sec, f in zip(ptexts, qtexts, stexts, sec_list, ftexts, strict=True)
-    ]
-    fracs = frac_arr.tolist()
+    level_list = levels.tolist()
+    price_text = {lv: spec.price_text(lv) for lv in level_list}
+    level_texts = list(price_text.values())
+    # every trade object as written everywhere (buckets, stream, message, cancels): one matrix
+    trade_rows = rowtext.matrix(
+        n,
+        [
+            b'{"price":',
+            rowtext.lookup(level_texts, inverse),
+            b',"volume":',
+            rowtext.quantity(sl.qty, decimals),
+            b',"side":',
+            rowtext.lookup(_SIDES, sl.side + 1),
+            b',"time":',
+            rowtext.integers(seconds),
+            rowtext.fraction(fracs, 6),
+            b"},",
+        ],
+    )
     live = ~sl.cancel
     live_idx = np.flatnonzero(live) if not live.all() else None
 
     # order flow buckets and quotes: per second, in source order within the second
     keys_q: list[str] = []
-    args_q: list[str] = []
+    args_q: list[bytes] = []
     keys_b: list[str] = []
-    args_b: list[str] = []
+    args_b: list[bytes] = []
     idx = np.arange(n) if live_idx is None else live_idx
     identity = False
-    last_quote_ts = "0"
+    last_quote_ts = b"0"
+    trades_json = b"[]"
+    bucket_head = f'{{"symbol":{sym_json},"trades":['.encode()
     if idx.size:
         secs = seconds[idx]
         if np.any(secs[1:] < secs[:-1]):  # late trades within the tolerance
             idx = idx[np.argsort(secs, kind="stable")]
             secs = seconds[idx]
-        identity = live_idx is None and idx.size == n and bool((idx == np.arange(n)).all())
-        bounds = np.flatnonzero(np.diff(secs)) + 1
-        starts = [0, *bounds.tolist()]
-        ends = [*bounds.tolist(), idx.size]
-        idx_list = idx.tolist()
+        identity = live_idx is None and bool((idx == np.arange(n)).all())
+        body, offsets = rowtext.join(trade_rows, None if identity else idx)
+        trades_json = b"[" + body[:-1] + b"]"
+        starts = np.concatenate(([0], np.flatnonzero(np.diff(secs)) + 1))
+        ends = np.append(starts[1:], idx.size)
+        view = memoryview(body)
+        args_b = [
+            b"".join((bucket_head, view[offsets[a] : offsets[b] - 1], b"]}"))
+            for a, b in zip(starts.tolist(), ends.tolist(), strict=True)
+        ]
+        # a second's quote: its newest trade's price, time, bid and ask, and the second's volume
+        last = idx[ends - 1]
         qty_cum = np.concatenate(([0], np.cumsum(sl.qty[idx])))
-        bid, ask = sl.bid.tolist(), sl.ask.tolist()
-        for a, b in zip(starts, ends, strict=True):
-            second = sec_list[idx_list[a]]
-            keys_b.append(orderflow_key(symbol, second))
-            args_b.append(",".join(items[a:b] if identity else [items[i] for i in idx_list[a:b]]))
-            last = idx_list[b - 1]
-            ts = f"{second}{_frac_text(fracs[last])}"
-            vol = qty_text(int(qty_cum[b] - qty_cum[a]), decimals)
-            bid_t = price_text.get(bid[last]) or (spec.price_text(bid[last]) if bid[last] else "null")
-            ask_t = price_text.get(ask[last]) or (spec.price_text(ask[last]) if ask[last] else "null")
-            keys_q.append(quote_key(symbol, second))
-            args_q += [
-                f'{{"symbol":{sym_json},"price":{price_text[sl.price[last].item()]},"volume":{vol}'
-                f',"timestamp":{ts},"bid":{bid_t},"ask":{ask_t}}}',
-                ts,
-            ]
-            last_quote_ts = ts
-    # the latest quote is the one of the newest second, which sorts last
+        quote_of = [*sl.bid[last].tolist(), *sl.ask[last].tolist()]
+        sides = sorted(set(quote_of))
+        side_text = [price_text.get(v) or (spec.price_text(v) if v else "null") for v in sides]
+        side_at = np.searchsorted(sides, quote_of)
+        stamps, stamp_at = rowtext.join(
+            rowtext.matrix(last.size, [rowtext.integers(seconds[last]), rowtext.fraction(fracs[last], 6)])
+        )
+        quotes, quote_at = rowtext.join(
+            rowtext.matrix(
+                last.size,
+                [
+                    f'{{"symbol":{sym_json},"price":'.encode(),
+                    rowtext.lookup(level_texts, inverse[last]),
+                    b',"volume":',
+                    rowtext.quantity(qty_cum[ends] - qty_cum[starts], decimals),
+                    b',"timestamp":',
+                    rowtext.integers(seconds[last]),
+                    rowtext.fraction(fracs[last], 6),
+                    b',"bid":',
+                    rowtext.lookup(side_text, side_at[: last.size]),
+                    b',"ask":',
+                    rowtext.lookup(side_text, side_at[last.size :]),
+                    b"}",
+                ],
+            )
+        )
+        stamp_list = rowtext.split(stamps, stamp_at)
+        args_q = [b""] * (2 * last.size)
+        args_q[0::2] = rowtext.split(quotes, quote_at)
+        args_q[1::2] = stamp_list
+        last_quote_ts = stamp_list[-1]  # the latest quote is the one of the newest second, last
+        group_secs = seconds[last].tolist()
+        keys_q = quote_keys(symbol, group_secs)
+        keys_b = orderflow_keys(symbol, group_secs)
     # footprint: signed deltas per level (a cancel subtracts)
     signed = np.where(sl.cancel, -sl.qty, sl.qty)
     buys = np.zeros(levels.size, dtype=np.int64)  # integer sums: a float would round past 2**53
@@ -209,32 +233,30 @@ def build_commit(
         )
     keys_l: list[str] = []
     args_l: list[str] = []
-    for lv, bv, sv in zip(levels.tolist(), buys.tolist(), sells.tolist(), strict=True):
+    for lv, bv, sv in zip(level_list, buys.tolist(), sells.tolist(), strict=True):
         if bv or sv:
             keys_l.append(footprint_key(symbol, lv))
             args_l += [price_text[lv], qty_text(int(bv), decimals), qty_text(int(sv), decimals)]
     # cancels: remove each trade object from its bucket, exactly as it was written
     keys_c: list[str] = []
-    args_c: list[str] = []
+    args_c: list[bytes] = []
     if live_idx is not None:
-        for i in np.flatnonzero(sl.cancel).tolist():
-            keys_c += [orderflow_key(symbol, sec_list[i]), quote_key(symbol, sec_list[i])]
-            args_c.append(items[i])
+        cancelled = np.flatnonzero(sl.cancel)
+        for s in seconds[cancelled].tolist():
+            keys_c += [orderflow_key(symbol, s), quote_key(symbol, s)]
+        args_c = rowtext.split(*rowtext.join(trade_rows, cancelled), strip=1)
 
     # the trades, by second (the buckets' order, which ids and side sources follow), go twice: as
     # the new buckets' JSON and whole, for the stream and the pub/sub message (cheaper in Redis than
     # joining them there)
-    trades_json = "[" + ",".join(args_b) + "]"
-    bucket_head = f'{{"symbol":{sym_json},"trades":['
-    args_b = [f"{bucket_head}{lst}]}}" for lst in args_b]
-    cancelled_json = "[" + ",".join(args_c) + "]"
+    cancelled_json = "[" + b",".join(args_c).decode() + "]"
     if isinstance(sl.ids, np.ndarray):
-        ids = ",".join(map(str, sl.ids[idx].tolist()))
+        ids = rowtext.join(rowtext.matrix(idx.size, [rowtext.integers(sl.ids[idx]), b","]))[0][:-1]
     elif identity:
-        ids = ",".join(sl.ids)
+        ids = ",".join(sl.ids).encode()
     else:
-        ids = ",".join([sl.ids[i] for i in idx.tolist()])
-    letters = sl.side_src[idx].astype(np.uint8).tobytes().translate(_LETTERS).decode()
+        ids = ",".join([sl.ids[i] for i in idx.tolist()]).encode()
+    letters = sl.side_src[idx].astype(np.uint8).tobytes().translate(_LETTERS)
     head, tail = message_frame(symbol, seq, cancelled_json)
     keys = [
         *COMMIT.pack_keys(
@@ -249,12 +271,11 @@ def build_commit(
         *keys_l,
         *keys_c,
     ]
-    one_db = len({layout.db_quotes, layout.db_orderflow, layout.db_footprint, *(op[1] for op in ops)}) == 1
     args: list[str | bytes | int] = [
         *COMMIT.pack_argv(
             seq=seq,
             ordinal=ordinal,
-            dbs="" if one_db else f"{layout.db_quotes} {layout.db_orderflow} {layout.db_footprint}",
+            dbs=layout.select,
             ttls=f"{layout.ttl_quotes} {layout.ttl_orderflow} {layout.ttl_footprint} {layout.ttl_last}",
             decimals=decimals,
             coverage="0 0" if ordinals is None else f"{ordinals.size} {ordinal_digest(ordinals)}",

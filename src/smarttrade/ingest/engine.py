@@ -94,9 +94,7 @@ class Engine:
         self.max_pending = max_pending
         q, o, f = (SPECS[s] for s in (Store.QUOTES, Store.ORDERFLOW, Store.FOOTPRINT))
         self.layout = Layout(
-            topology.db(Store.QUOTES),
-            topology.db(Store.ORDERFLOW),
-            topology.db(Store.FOOTPRINT),
+            topology.commit_select(),
             settings.ttl(q) or 0,
             settings.ttl(o) or 0,
             settings.ttl(f) or 0,
@@ -343,7 +341,7 @@ class Engine:
                     ops.append(
                         (
                             "HSET",
-                            self.layout.db_quotes,
+                            self.topology.commit_target(Store.QUOTES),
                             checkpoint_key(self.source, symbol),
                             ["indicators", saved],
                         )
@@ -357,7 +355,8 @@ class Engine:
         analytics = self.analytics.get(symbol)
         if analytics is None:
             s = self.settings
-            dbs = self.topology.dbs(Store.ORDERFLOW, Store.FOOTPRINT, Store.CALC)
+            target = self.topology.commit_target
+            dbs = (target(Store.ORDERFLOW), target(Store.FOOTPRINT), target(Store.CALC))  # bars, fpbars, calc
             analytics = SymbolAnalytics(
                 symbol,
                 spec,

@@ -1,10 +1,11 @@
 """The one seam between the stores and the servers: which client holds which store.
 
 Everything above asks the topology for what it needs (a client for a store, "every primary" for
-SCAN/INFO/flush, the database numbers the commit script selects) and never reads a database number
-from settings itself. Standalone is the only topology today: one server, a database per store (the
-contract's six, or all stores on one when every REDIS_DB_* is equal); a cluster topology (database
-0 only, hash-tagged keys) is a matter of adding a constructor here.
+SCAN/INFO/flush, the commit script's select plan and the targets its analytics ops name) and
+never reads a database number from settings itself; ingest passes them on without reading them.
+Standalone is the only topology today: one server, a database per store (the contract's six, or
+all stores on one when every REDIS_DB_* is equal); a cluster topology (database 0 only,
+hash-tagged keys) is a matter of adding a constructor here.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ import redis.asyncio as aioredis
 from smarttrade.keyspace import Store
 from smarttrade.redis.connections import SOCKET_TIMEOUT_S, RedisPools
 from smarttrade.settings import Settings
+
+# The stores an ingest commit writes: its own three, and those of its analytics ops.
+COMMIT_STORES = (Store.QUOTES, Store.ORDERFLOW, Store.FOOTPRINT, Store.CALC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +87,19 @@ class Topology:
 
     def client(self, store: Store) -> aioredis.Redis:
         return self.pools.client(self.placement.db(store))
+
+    def commit_select(self) -> str:
+        """The ingest commit's select plan, opaque to ingest (the script's ``dbs`` ARGV): the
+        databases of quotes, order flow and footprint, or "" when those and the analytics ops'
+        stores share one database, so the commit, sent on the quotes client, runs without SELECT."""
+        if len({self.db(s) for s in COMMIT_STORES}) == 1:
+            return ""
+        return " ".join(str(self.db(s)) for s in (Store.QUOTES, Store.ORDERFLOW, Store.FOOTPRINT))
+
+    def commit_target(self, store: Store) -> int:
+        """What an analytics op inside the commit names to write into ``store`` (the script
+        selects it when the plan is not empty): its database here; a cluster would name its slot's."""
+        return self.db(store)
 
     @property
     def admin(self) -> aioredis.Redis:
