@@ -574,7 +574,7 @@ class TestAclUsers:
             try:
                 async with httpx.AsyncClient(base_url=gateway.url) as http:
                     health = await http.get("/healthz")
-                ws_url = gateway.url.replace("http", "ws", 1) + f"/ws?token={tokens.create('u1')}"
+                ws_url = gateway.url.replace("http", "ws", 1) + f"/ws?token={tokens.create('role-probe')}"
                 async with websockets.connect(ws_url) as ws:
                     await ws.send(
                         json.dumps({"type": "subscribe", "symbols": ["WINZ25"], "channels": ["quotes"]})
@@ -582,7 +582,7 @@ class TestAclUsers:
                     kinds = []
                     while "subscribed" not in kinds and len(kinds) < 5:
                         kinds.append(json.loads(await asyncio.wait_for(ws.recv(), 5))["type"])
-                    has_session = await ctx.stores.sessions.get("u1") is not None
+                    has_session = await ctx.stores.sessions.get("role-probe") is not None
                 return health.status_code, ",".join(kinds), has_session
             finally:
                 await gateway.stop()
