@@ -232,6 +232,7 @@ async def run_clients(port: int, first: int, n: int, idle: bool) -> None:
 
 async def run_ingest(url: str, rate: float, seconds: float) -> None:
     from benchmarks.ingest import records
+
     from smarttrade.feeds.record import TradeRecord
     from smarttrade.ingest.engine import Engine
     from smarttrade.ingest.live import LiveIngest
