@@ -50,6 +50,7 @@ MAX_SAMPLED = 24
 BIN_S = 0.0001  # latency histogram bins of 0.1 ms
 DRAIN_S = 1.5  # a client stops after this long without frames once the ingester is done
 HARD_EXTRA_S = 30.0  # and in any case this long after the run
+OPEN_AT_ONCE = 50  # sockets a client process opens concurrently
 
 
 def free_port() -> int:
@@ -73,9 +74,9 @@ def cpu_self() -> float:
 # --- a minimal WebSocket client ---------------------------------------------------------------------
 
 
-def ws_frame(text: str, opcode: int = 1) -> bytes:
+def ws_frame(data: str | bytes, opcode: int = 1) -> bytes:
     """A masked client frame (the mask key is zero: legal, and the payload stays as is)."""
-    payload = text.encode()
+    payload = data.encode() if isinstance(data, str) else data
     n = len(payload)
     if n < 126:
         head = bytes([0x80 | opcode, 0x80 | n])
@@ -105,6 +106,10 @@ class WSClient(asyncio.Protocol):
         self.start: dict[str, str] = {}  # symbol -> the snapshot's offset
         self.offsets: dict[str, list[str]] = {s: [] for s in SYMBOLS}
         self.close_code: int | None = None
+        self.pending_acks = len(SYMBOLS) if sub is not None else 0
+        self.live = asyncio.get_running_loop().create_future()  # every symbol "subscribed"
+        if not self.pending_acks:
+            self.live.set_result(None)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -148,10 +153,14 @@ class WSClient(asyncio.Protocol):
             op = buf[pos] & 0x0F
             if op == 1:
                 frames += 1
+                if self.pending_acks and buf.startswith(b'{"type":"subscribed"', pos + head):
+                    self.pending_acks -= 1
+                    if not self.pending_acks:
+                        self.live.set_result(None)
                 if self.sampled:
                     self._sample(bytes(buf[pos + head : pos + head + ln]))
             elif op == 9:  # ping: pong with its payload
-                self.transport.write(ws_frame(bytes(buf[pos + head : pos + head + ln]).decode(), 10))  # type: ignore[union-attr]
+                self.transport.write(ws_frame(bytes(buf[pos + head : pos + head + ln]), 10))  # type: ignore[union-attr]
             elif op == 8:
                 self.close_code = int.from_bytes(buf[pos + head : pos + head + 2], "big") if ln >= 2 else 1005
             pos += head + ln
@@ -168,7 +177,11 @@ class WSClient(asyncio.Protocol):
             hist = self.stats["hist"]
             for t in m["trades"]:
                 hist[int((now - t["time"]) / BIN_S)] += 1
-            self.offsets[m["symbol"]].append(m["offset"])
+            offsets = self.offsets[m["symbol"]]
+            if "offsets" in m:  # a batch of several commits
+                offsets.extend(m["offsets"])
+            else:
+                offsets.append(m["offset"])
         elif payload.startswith(b'{"type":"snapshot"'):
             m = json.loads(payload)
             self.start[m["symbol"]] = m["offset"]
@@ -180,6 +193,7 @@ async def open_ws(port: int, path: str, sub: str | None, sampled: bool, stats: d
         lambda: WSClient(path, port, sub, sampled, stats), "127.0.0.1", port
     )
     await asyncio.wait_for(proto.upgraded, 30)
+    await asyncio.wait_for(proto.live, 60)
     return proto
 
 
@@ -192,11 +206,15 @@ async def run_clients(port: int, first: int, n: int, idle: bool) -> None:
     sub = None if idle else json.dumps({"type": "subscribe", "symbols": SYMBOLS, "channels": CHANNELS})
     clients: list[WSClient] = []
     sampled_left = MAX_SAMPLED
+    wanted = []
     for i in range(first, first + n):
         sampled = not idle and i % SAMPLE_EVERY == 0 and sampled_left > 0
         sampled_left -= sampled
-        path = f"/ws?token={tokens.create(f'bench{i}', ttl_s=3600)}"
-        clients.append(await open_ws(port, path, sub, sampled, stats))
+        wanted.append((f"/ws?token={tokens.create(f'bench{i}', ttl_s=3600)}", sampled))
+    for k in range(0, n, OPEN_AT_ONCE):
+        clients += await asyncio.gather(
+            *(open_ws(port, path, sub, sampled, stats) for path, sampled in wanted[k : k + OPEN_AT_ONCE])
+        )
     print("ready", flush=True)
     line = await asyncio.to_thread(sys.stdin.readline)  # "go SECONDS"
     run_s = float(line.split()[1])
@@ -405,7 +423,8 @@ def hist_pct(hist: Counter[int], q: float) -> float:
 
 
 def gaps(redis_url: str, samples: list[dict[str, Any]], naive: bool) -> dict[str, int]:
-    """Sampled clients' trades offsets against the stream: missing, duplicated or out of order."""
+    """Sampled clients' trades offsets against the stream: missing, duplicated or out of order;
+    and how many commits the run made (each is one pub/sub message)."""
     import redis
 
     from smarttrade.keyspace import Store, trades_stream_key
@@ -415,6 +434,7 @@ def gaps(redis_url: str, samples: list[dict[str, Any]], naive: bool) -> dict[str
     db = Placement.from_settings(Settings(_env_file=None, redis_url=redis_url)).db(Store.ORDERFLOW)
     bad = checked = 0
     with redis.Redis.from_url(redis_url, db=db) as r:
+        commits = sum(r.xlen(trades_stream_key(sym)) for sym in SYMBOLS)
         for s in samples:
             for sym, offs in s["offsets"].items():
                 if not offs:
@@ -436,7 +456,7 @@ def gaps(redis_url: str, samples: list[dict[str, Any]], naive: bool) -> dict[str
                         f"unexpected {extra}",
                         file=sys.stderr,
                     )
-    return {"streams_checked": checked, "with_gap": bad}
+    return {"streams_checked": checked, "with_gap": bad, "commits": commits}
 
 
 class Children:
@@ -540,6 +560,13 @@ def measure(kind: str, redis_url: str, env: dict[str, str], args: argparse.Names
             kids.ready(p)
         time.sleep(0.5)
         cpu0, t0 = cpu_s(server.pid), time.monotonic()
+        spy = None
+        if args.profile:  # py-spy (pip install py-spy): collapsed stacks of the server
+            out = args.profile / f"{kind}-{args.clients}x{args.rate:g}.txt"
+            spy_cmd = [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(server.pid)]
+            spy_cmd += ["--format", "raw", "--duration", str(int(args.seconds)), "--rate", "200"]
+            spy_cmd += ["--nonblocking", "--subprocesses", "-o", str(out)]
+            spy = subprocess.Popen(spy_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for p in [*clients, ingest, *([rest] if rest else [])]:
             kids.say(p, f"go {args.seconds}")
         ing = kids.result(ingest, args.seconds + 60)
@@ -547,6 +574,8 @@ def measure(kind: str, redis_url: str, env: dict[str, str], args: argparse.Names
         results = [kids.result(c, args.seconds + HARD_EXTRA_S + 30) for c in clients]
         cpu = (cpu_s(server.pid) - cpu0) / (time.monotonic() - t0)
         peak = rss_mb(server.pid)
+        if spy is not None:
+            spy.wait(30)
     finally:
         kids.end()
         stop(server)
@@ -640,6 +669,7 @@ def main() -> None:
     ap.add_argument("--rest", type=float, default=1000, help="REST latest-quote requests/s (0: none)")
     ap.add_argument("--idle", type=int, default=0, help="also: RSS with this many idle sockets")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--profile", type=Path, help="a folder: py-spy the server during each run")
     args = ap.parse_args()
     if not (0 < args.clients <= 5000 and 0 < args.seconds <= 120 and 0 < args.rate <= 50_000):
         raise SystemExit("--clients 1..5000, --seconds up to 120, --rate up to 50000")

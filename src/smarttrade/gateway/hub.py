@@ -69,6 +69,8 @@ MAX_STRICT_BYTES = 1 << 20  # undroppable frames queued per socket
 MAX_STRICT_FRAMES = 4096
 MAX_MERGED_LEVELS = 20_000  # footprint levels merged for one symbol of one socket
 MAX_REPLAY_BUFFER = 10_000  # live messages held for one symbol while it replays
+MAX_BATCH = 512  # pub/sub messages taken in one read (what was already waiting)
+BATCH_MIN_SOCKETS = 8  # a symbol with fewer sockets gets one frame per commit even when behind
 RESUME_BELOW = MAX_STRICT_BYTES // 2  # a replay waits for the socket to drain to here
 
 Listener = Callable[[str, TradeMessage], Any]
@@ -88,6 +90,17 @@ class FootprintDelta:
     epoch: str
     levels: dict[int, list[int]]
     frame: str | None = None
+    owned: bool = False  # a private merge (an outbox's): may be added to in place
+
+    def add(self, d: FootprintDelta) -> None:
+        for lv, (b, s) in d.levels.items():
+            entry = self.levels.get(lv)
+            if entry is None:
+                self.levels[lv] = [b, s]
+            else:
+                entry[0] += b
+                entry[1] += s
+        self.offset, self.epoch, self.frame = d.offset, d.epoch, None
 
 
 def footprint_frame(spec: SymbolSpec, d: FootprintDelta) -> str:
@@ -113,45 +126,79 @@ def footprint_delta(spec: SymbolSpec, msg: TradeMessage) -> FootprintDelta | Non
 
 
 class Frames:
-    """The frames one message yields, each built and encoded at most once."""
+    """The frames one message (or one batch of a symbol's consecutive messages) yields, each
+    built and encoded at most once. A batch's ``trades`` frame carries every commit's trades in
+    order and their ``offsets``; its ``footprint`` is the sum of the deltas; its ``quote`` the
+    newest (docs/protocol.md, "Batches")."""
 
-    __slots__ = ("_fp", "_quote", "_trades", "msg", "spec")
+    __slots__ = ("_fp", "_quote", "_trades", "msg", "msgs", "spec")
 
-    def __init__(self, msg: TradeMessage, spec: SymbolSpec) -> None:
-        self.msg, self.spec = msg, spec
+    def __init__(self, msgs: list[TradeMessage], spec: SymbolSpec) -> None:
+        self.msgs, self.msg, self.spec = msgs, msgs[-1], spec
         self._trades: str | None = None
         self._quote: str | None = None
         self._fp: FootprintDelta | bool | None = False
 
     def trades(self) -> str | None:
+        if self._trades is not None:
+            return self._trades
         m = self.msg
-        if self._trades is None and (m.trades or m.cancelled):
+        if len(self.msgs) == 1:
+            if m.trades or m.cancelled:
+                self._trades = encode(
+                    {
+                        "type": "trades",
+                        "symbol": m.symbol,
+                        "offset": m.offset,
+                        "epoch": m.epoch,
+                        "seq": m.seq,
+                        "trades": m.trades,
+                        "cancelled": m.cancelled,
+                    }
+                )
+            return self._trades
+        some = [x for x in self.msgs if x.trades or x.cancelled]
+        if some:
             self._trades = encode(
                 {
                     "type": "trades",
                     "symbol": m.symbol,
-                    "offset": m.offset,
+                    "offset": some[-1].offset,
                     "epoch": m.epoch,
-                    "seq": m.seq,
-                    "trades": m.trades,
-                    "cancelled": m.cancelled,
+                    "seq": some[-1].seq,
+                    "trades": [t for x in some for t in x.trades],
+                    "cancelled": [t for x in some for t in x.cancelled],
+                    "offsets": [x.offset for x in some],
                 }
             )
         return self._trades
 
     def quote(self) -> str | None:
-        m = self.msg
-        if self._quote is None and m.quote is not None:
-            self._quote = encode(
-                {"type": "quote", "symbol": m.symbol, "offset": m.offset, "epoch": m.epoch, "quote": m.quote}
-            )
+        if self._quote is None:
+            m = next((x for x in reversed(self.msgs) if x.quote is not None), None)
+            if m is not None:
+                self._quote = encode(
+                    {
+                        "type": "quote",
+                        "symbol": m.symbol,
+                        "offset": m.offset,
+                        "epoch": m.epoch,
+                        "quote": m.quote,
+                    }
+                )
         return self._quote
 
     def footprint(self) -> FootprintDelta | None:
         if self._fp is False:
-            self._fp = footprint_delta(self.spec, self.msg)
-            if self._fp is not None:
-                self._fp.frame = footprint_frame(self.spec, self._fp)
+            deltas = [d for x in self.msgs if (d := footprint_delta(self.spec, x)) is not None]
+            fp = deltas[-1] if deltas else None
+            if len(deltas) > 1:
+                fp = FootprintDelta(fp.symbol, fp.offset, fp.epoch, {})  # type: ignore[union-attr]
+                for d in deltas:
+                    fp.add(d)
+            if fp is not None:
+                fp.frame = footprint_frame(self.spec, fp)
+            self._fp = fp
         return self._fp  # type: ignore[return-value]
 
 
@@ -206,17 +253,14 @@ class Outbox:
         if pending is None:
             self.items[slot] = d
         else:
-            merged = FootprintDelta(
-                d.symbol, d.offset, d.epoch, {lv: list(v) for lv, v in pending.levels.items()}
-            )
-            for lv, (b, s) in d.levels.items():
-                entry = merged.levels.setdefault(lv, [0, 0])
-                entry[0] += b
-                entry[1] += s
-            if len(merged.levels) > MAX_MERGED_LEVELS:
+            if not pending.owned:  # the shared delta must not change: merge into a copy
+                levels = {lv: list(v) for lv, v in pending.levels.items()}
+                pending = FootprintDelta(d.symbol, pending.offset, pending.epoch, levels, owned=True)
+                self.items[slot] = pending
+            pending.add(d)
+            if len(pending.levels) > MAX_MERGED_LEVELS:
                 self.fail("too slow: footprint levels piled up")
                 return
-            self.items[slot] = merged
         self._wake()
 
     def fail(self, reason: str) -> None:
@@ -260,8 +304,13 @@ class Client:
         msg = frames.msg
         if msg.offset:
             key = offset_key(msg.offset)
-            if key <= self.last.get(msg.symbol, (0, 0)):
+            last = self.last.get(msg.symbol, (0, 0))
+            if key <= last:
                 return  # already sent by a replay or a snapshot
+            if len(frames.msgs) > 1 and offset_key(frames.msgs[0].offset) <= last:
+                for m in frames.msgs:  # partly sent already: the rest one by one
+                    self.deliver(Frames([m], frames.spec))
+                return
             self.last[msg.symbol] = key
             self.where[msg.symbol] = (msg.offset, msg.epoch)
         chans = self.subs.get(msg.symbol, ())
@@ -297,8 +346,16 @@ class Hub:
         self._pubsub: Any = None
         self.probe_channel = gateway_probe_channel(gateway_id)
         self.idle_timeout_s = IDLE_TIMEOUT_S  # a socket silent this long is closed (4000)
+        self.batch_min_sockets = BATCH_MIN_SOCKETS
         self._peak = 0  # the most undroppable bytes any socket had queued
-        self.counts = {"messages_in": 0, "frames_sent": 0, "slow_closed": 0, "reader_errors": 0, "resyncs": 0}
+        self.counts = {
+            "messages_in": 0,
+            "frames_sent": 0,
+            "slow_closed": 0,
+            "reader_errors": 0,
+            "resyncs": 0,
+            "batched": 0,
+        }
         self.add_channel(self.presence.expired_channel, self.presence.on_expired)
 
     # --- public API ------------------------------------------------------------------------
@@ -407,13 +464,33 @@ class Hub:
                         self._resync(c, symbol, [])
             if msg is None:
                 continue
-            try:
-                await self._dispatch(msg)
-            except Exception:  # a bad message or listener must not stop the fan-out
+            batch = [msg]
+            try:  # what is already waiting goes out together (see _fan_out)
+                while len(batch) < MAX_BATCH and (more := await self._pubsub.get_message(timeout=0)):
+                    batch.append(more)
+            except (rexc.RedisError, OSError) as exc:
                 self.counts["reader_errors"] += 1
-                log.exception("hub reader")
+                log.warning("hub reader: %s", exc)
+                self._gap = True
+            trades: dict[str, list[TradeMessage]] = {}
+            for m in batch:
+                try:
+                    trade = await self._dispatch(m)
+                    if trade is not None:
+                        trades.setdefault(trade.symbol, []).append(trade)
+                except Exception:  # a bad message or listener must not stop the fan-out
+                    self.counts["reader_errors"] += 1
+                    log.exception("hub reader")
+            for symbol, msgs in trades.items():
+                try:
+                    self._fan_out(symbol, msgs)
+                except Exception:
+                    self.counts["reader_errors"] += 1
+                    log.exception("hub fan-out")
 
-    async def _dispatch(self, msg: dict[str, Any]) -> None:
+    async def _dispatch(self, msg: dict[str, Any]) -> TradeMessage | None:
+        """Handle one pub/sub message; a trades message is returned for the fan-out, after its
+        listeners ran."""
         channel = msg["channel"].decode()
         data: bytes = msg["data"]
         if msg["type"] == "pmessage":
@@ -422,8 +499,9 @@ class Hub:
                 trade = decode(TradeMessage, data, channel)
             except DecodeError as exc:
                 log.warning("hub: %s", exc)
-                return
-            await self._trade(trade)
+                return None
+            await self._listen(trade)
+            return trade
         elif channel == self.probe_channel:
             fut = self._probes.get(data)
             if fut is not None and not fut.done():
@@ -432,8 +510,9 @@ class Hub:
             result = fn(data)
             if inspect.isawaitable(result):
                 await result
+        return None
 
-    async def _trade(self, msg: TradeMessage) -> None:
+    async def _listen(self, msg: TradeMessage) -> None:
         for fn in self._listeners:
             try:
                 result = fn(msg.symbol, msg)
@@ -441,28 +520,40 @@ class Hub:
                     await result
             except Exception:
                 log.exception("trade listener")
-        clients = self.by_symbol.get(msg.symbol)
+
+    def _fan_out(self, symbol: str, msgs: list[TradeMessage]) -> None:
+        """Queue a symbol's messages of one read to its sockets. Several go as one batch (one
+        frame of each kind for all of them, so per-socket work is per read, not per commit) when
+        the symbol has at least ``batch_min_sockets`` sockets and one epoch; else one by one."""
+        clients = self.by_symbol.get(symbol)
         if not clients:
             return
-        frames = Frames(msg, spec_for(msg.symbol))
+        if len(msgs) > 1 and (len(clients) < self.batch_min_sockets or msgs[0].epoch != msgs[-1].epoch):
+            for m in msgs:
+                self._fan_out(symbol, [m])
+            return
+        if len(msgs) > 1:
+            self.counts["batched"] += len(msgs)
+        msg = msgs[-1]
+        frames = Frames(msgs, spec_for(symbol))
         wants_bars = False
         for c in list(clients):
-            buffer = c.replaying.get(msg.symbol)
+            buffer = c.replaying.get(symbol)
             if buffer is not None:
                 if len(buffer) >= MAX_REPLAY_BUFFER:
                     c.outbox.fail("too slow: live messages piled up during a replay")
                 else:
-                    buffer.append(msg)
+                    buffer.extend(msgs)
                 continue
-            known = c.where.get(msg.symbol)
+            known = c.where.get(symbol)
             if msg.epoch and known and known[1] and known[1] != msg.epoch:
-                self._resync(c, msg.symbol, [msg])  # the history changed under it: a snapshot
+                self._resync(c, symbol, list(msgs))  # the history changed under it: a snapshot
                 continue
             c.deliver(frames)
-            chans = c.subs.get(msg.symbol, ())
+            chans = c.subs.get(symbol, ())
             wants_bars = wants_bars or "bars" in chans or "indicators" in chans
-        if wants_bars and msg.symbol not in self._bars_due:
-            self._bars_due[msg.symbol] = asyncio.create_task(self._bars_later(msg.symbol, msg))
+        if wants_bars and symbol not in self._bars_due:
+            self._bars_due[symbol] = asyncio.create_task(self._bars_later(symbol, msg))
 
     async def _bars_later(self, symbol: str, msg: TradeMessage) -> None:
         try:
@@ -522,7 +613,7 @@ class Hub:
             finally:
                 buffered = client.replaying.pop(symbol, [])
             for live in buffered:
-                client.deliver(Frames(live, spec_for(symbol)))
+                client.deliver(Frames([live], spec_for(symbol)))
             client.outbox.strict(
                 encode({"type": "subscribed", "symbol": symbol, "channels": sorted(channels), **ack})
             )
@@ -552,7 +643,7 @@ class Hub:
         if symbol in client.subs:
             frames_spec = spec_for(symbol)
             for live in buffered:
-                client.deliver(Frames(live, frames_spec))
+                client.deliver(Frames([live], frames_spec))
 
     def unsubscribe(self, client: Client, symbols: list[str]) -> None:
         for symbol in symbols:
@@ -568,7 +659,7 @@ class Hub:
             try:
                 async for page in recovery.replay(self.redis, symbol, since):
                     for m in page:
-                        client.deliver(Frames(m, spec))
+                        client.deliver(Frames([m], spec))
                     replayed, offset = replayed + len(page), page[-1].offset
                     await self._drained(client)
                 quote = await self.stores.quotes.latest(symbol)
