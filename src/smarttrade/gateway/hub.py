@@ -4,9 +4,14 @@ Each ``trades:SYMBOL`` message is decoded once; the frames derived from it (``tr
 ``footprint``) are encoded once, on first need, and the same text is queued to every socket that
 wants it. Each socket has a bounded ``Outbox``: quotes conflate to the latest, footprint deltas of
 a socket that falls behind are merged per level (never dropped, so its ladder stays exact), and
-frames that may not be dropped (trades, alerts, replies) count against a byte and frame bound; a
-socket over it is closed with 4008 "too slow" (docs/protocol.md). Bars and indicators are read
-from the analytics views after trades, at most BARS_EVERY_S per symbol, and conflated too.
+frames that may not be dropped (trades, alerts, replies) count against a byte and frame bound. The
+slow-client ladder (docs/protocol.md): a socket a quarter of the way to that bound is moved to a
+slower rate (a "slow" frame; its trades batched per symbol into one frame per 250 ms round, never
+dropped) and back when it keeps up; over a bound it is closed with 4008 "too slow".
+When the reader finds several messages waiting, a symbol with many sockets gets them as one
+batch (one trades frame listing the commits' offsets, one merged footprint, the newest quote).
+Bars and indicators are read from the analytics views after trades, at most BARS_EVERY_S per
+symbol, and conflated too.
 When the reader's connection drops (redis-py resubscribes silently) or a symbol's epoch changes,
 each socket catches up from its own offset (recovery.py), so a socket never has a silent gap.
 
@@ -24,8 +29,8 @@ Public API (used by the HTTP API, the alert engine and /metrics):
 - ``await probe(timeout_s) -> float``: publish a canary on this gateway's probe channel and wait
   for the reader to receive it; the seconds it took; TimeoutError when it does not come.
 - ``stats() -> dict``: clients, queued_frames, queued_bytes, peak_queued_bytes (the most
-  undroppable bytes one socket ever had queued), slow_closed, frames_sent, messages_in,
-  reader_errors.
+  undroppable bytes one socket ever had queued), slowed (moves to the slower rate), slow_now,
+  slow_closed, frames_sent, messages_in, batched (messages sent in batches), reader_errors.
 """
 
 from __future__ import annotations
@@ -71,6 +76,15 @@ MAX_MERGED_LEVELS = 20_000  # footprint levels merged for one symbol of one sock
 MAX_REPLAY_BUFFER = 10_000  # live messages held for one symbol while it replays
 MAX_BATCH = 512  # pub/sub messages taken in one read (what was already waiting)
 BATCH_MIN_SOCKETS = 8  # a symbol with fewer sockets gets one frame per commit even when behind
+# The slow-client ladder (docs/protocol.md, "Flow control"): a socket this far behind goes to the
+# slower rate (trades batched per symbol, everything sent every SLOW_EVERY_S); back to live after
+# SLOW_HOLD_S when a round goes out within SLOW_EVERY_S; closed (4008) over MAX_SLOW_TRADES.
+SLOW_AT_BYTES = MAX_STRICT_BYTES // 4
+SLOW_AT_FRAMES = MAX_STRICT_FRAMES // 4
+SLOW_EVERY_S = 0.25
+SLOW_HOLD_S = 5.0
+MAX_SLOW_TRADES = 20_000
+SLOW_REASON = "behind: trades are batched per symbol and sent every 250 ms; none is dropped"
 RESUME_BELOW = MAX_STRICT_BYTES // 2  # a replay waits for the socket to drain to here
 
 Listener = Callable[[str, TradeMessage], Any]
@@ -202,6 +216,17 @@ class Frames:
         return self._fp  # type: ignore[return-value]
 
 
+@dataclass(eq=False)
+class TradesBatch:
+    """A slow socket's commits of one symbol not yet sent, to go as one trades frame."""
+
+    spec: SymbolSpec
+    after: int  # the outbox's undroppable-frame count when it opened
+    msgs: list[TradeMessage] = field(default_factory=list)
+    trades: int = 0
+    sent: bool = False
+
+
 class Outbox:
     """One socket's pending frames, in order, bounded (see the module docstring)."""
 
@@ -216,6 +241,11 @@ class Outbox:
         self.gone = asyncio.Event()  # set by fail(): the socket must end, even mid-send
         self.peak_bytes = 0
         self._n = 0
+        self.slow = False  # on the slower, batched rate (the ladder's first step)
+        self.slow_since = 0.0
+        self.slowed = 0  # how many times it was moved there
+        self.batched_trades = 0  # trades waiting in batches
+        self._batch: dict[str, TradesBatch] = {}  # symbol -> its open batch
 
     def __len__(self) -> int:
         return len(self.items)
@@ -236,6 +266,42 @@ class Outbox:
         self.strict_bytes += len(frame)
         self.peak_bytes = max(self.peak_bytes, self.strict_bytes)
         self.strict_frames += 1
+        self._wake()
+
+    def behind(self) -> bool:
+        return self.strict_bytes >= SLOW_AT_BYTES or self.strict_frames >= SLOW_AT_FRAMES
+
+    def go_slow(self, now: float) -> None:
+        """Step one of the ladder: trades frames are batched per symbol, sent every SLOW_EVERY_S."""
+        self.slow, self.slow_since = True, now
+        self.slowed += 1
+        self.strict(encode({"type": "slow", "rate_ms": round(SLOW_EVERY_S * 1000), "reason": SLOW_REASON}))
+
+    def go_live(self) -> None:
+        self.slow = False
+        self.strict(encode({"type": "slow", "rate_ms": 0, "reason": "caught up: live rate again"}))
+
+    def trades_batch(self, spec: SymbolSpec, msgs: list[TradeMessage]) -> None:
+        """Slow: a symbol's commits wait in one batch (a later undroppable frame seals it, so the
+        order of frames holds); never dropped, bounded by MAX_SLOW_TRADES."""
+        if self.failed:
+            return
+        some = [m for m in msgs if m.trades or m.cancelled]
+        if not some:
+            return
+        n = sum(len(m.trades) + len(m.cancelled) for m in some)
+        if self.batched_trades + n > MAX_SLOW_TRADES:
+            self.fail(f"too slow: over {self.batched_trades} trades waiting at the slower rate")
+            return
+        symbol = some[0].symbol
+        batch = self._batch.get(symbol)
+        if batch is None or batch.after != self._n or batch.sent:
+            batch = TradesBatch(spec, self._n)
+            self._batch[symbol] = batch
+            self.items[("trades", symbol, self._n)] = batch
+        batch.msgs.extend(some)
+        batch.trades += n
+        self.batched_trades += n
         self._wake()
 
     def latest(self, slot: Any, frame: str) -> None:
@@ -277,6 +343,10 @@ class Outbox:
             self.ready.clear()
             return None
         slot, item = self.items.popitem(last=False)
+        if isinstance(item, TradesBatch):
+            item.sent = True
+            self.batched_trades -= item.trades
+            return Frames(item.msgs, item.spec).trades()
         if isinstance(item, FootprintDelta):
             return item.frame or footprint_frame(spec_for(item.symbol), item)
         if isinstance(slot, int):
@@ -315,8 +385,13 @@ class Client:
             self.where[msg.symbol] = (msg.offset, msg.epoch)
         chans = self.subs.get(msg.symbol, ())
         out = self.outbox
-        if "trades" in chans and (f := frames.trades()) is not None:
-            out.strict(f)
+        if "trades" in chans:
+            if out.slow and msg.symbol not in self.replaying:
+                out.trades_batch(frames.spec, frames.msgs)
+            elif (f := frames.trades()) is not None:
+                out.strict(f)
+                if not out.slow and not self.replaying and out.behind():
+                    out.go_slow(time.monotonic())
         if "quotes" in chans and (f := frames.quote()) is not None:
             out.latest(("quote", msg.symbol), f)
         if "footprint" in chans and (d := frames.footprint()) is not None:
@@ -348,6 +423,7 @@ class Hub:
         self.idle_timeout_s = IDLE_TIMEOUT_S  # a socket silent this long is closed (4000)
         self.batch_min_sockets = BATCH_MIN_SOCKETS
         self._peak = 0  # the most undroppable bytes any socket had queued
+        self._slowed = 0  # moves to the slower rate by sockets now closed
         self.counts = {
             "messages_in": 0,
             "frames_sent": 0,
@@ -394,6 +470,8 @@ class Hub:
             "queued_frames": sum(len(c.outbox) for c in self.clients),
             "queued_bytes": sum(c.outbox.strict_bytes for c in self.clients),
             "peak_queued_bytes": max([self._peak, *(c.outbox.peak_bytes for c in self.clients)]),
+            "slowed": self._slowed + sum(c.outbox.slowed for c in self.clients),
+            "slow_now": sum(c.outbox.slow for c in self.clients),
             **self.counts,
         }
 
@@ -591,6 +669,7 @@ class Hub:
             if not self.by_symbol[sym]:
                 del self.by_symbol[sym]
         self._peak = max(self._peak, client.outbox.peak_bytes)
+        self._slowed += client.outbox.slowed
         if client.outbox.failed and client.outbox.failed.startswith("too slow"):
             self.counts["slow_closed"] += 1
 
@@ -699,13 +778,26 @@ class Hub:
 
 
 async def writer(client: Client, send: Callable[[str], Awaitable[None]], counts: dict[str, int]) -> str:
-    """Send a socket's frames until its outbox fails; returns why (the close reason)."""
+    """Send a socket's frames until its outbox fails; returns why (the close reason). At the
+    slower rate it sends a round (all that is pending) every SLOW_EVERY_S."""
     out = client.outbox
+    round_at: float | None = None  # when the current round of sends began
     while True:
         await out.ready.wait()
         if out.failed:
             return out.failed
+        if round_at is None:
+            round_at = time.monotonic()
         frame = out.pop()
         if frame is not None:
             await send(frame)
             counts["frames_sent"] += 1
+            continue
+        if out.slow:
+            now = time.monotonic()
+            if now - round_at <= SLOW_EVERY_S and now - out.slow_since >= SLOW_HOLD_S:
+                out.go_live()
+                continue
+            await asyncio.sleep(SLOW_EVERY_S)
+            out.ready.set()  # the next round, even an empty one (it may end the slow rate)
+        round_at = None
