@@ -7,7 +7,9 @@ on one private redis-server (never 6379). Loopback only; every phase bounded in 
         [--procs 2] [--servers uvicorn,naive] [--rest 1000] [--idle 0] [--json out.json]
 
 Measured per server:
-- delivered frames/s (all frames received by all clients during the run, over its length);
+- delivered frames/s (all frames received by all clients during the run, over its length) and
+  delivered trades/s (trades in the sampled clients' frames, scaled to all clients: a batch is one
+  frame for many commits, so this is the measure to compare with the baseline);
 - latency from a trade accepted by the ingester (``LiveIngest.submit``; the trade is stamped with
   the wall clock at acceptance, and every process here shares that clock) to its ``trades`` frame
   received by a client, p50/p99/max over every trade received by the sampled clients;
@@ -90,7 +92,9 @@ def ws_frame(data: str | bytes, opcode: int = 1) -> bytes:
 class WSClient(asyncio.Protocol):
     """Counts frames; a sampled one parses them for latency and offsets."""
 
-    def __init__(self, path: str, port: int, sub: str | None, sampled: bool, stats: dict[str, Any]) -> None:
+    def __init__(
+        self, path: str, port: int, sub: str | None, sampled: bool, stats: dict[str, Any], acks: bool
+    ) -> None:
         self.request = (
             f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
@@ -106,7 +110,7 @@ class WSClient(asyncio.Protocol):
         self.start: dict[str, str] = {}  # symbol -> the snapshot's offset
         self.offsets: dict[str, list[str]] = {s: [] for s in SYMBOLS}
         self.close_code: int | None = None
-        self.pending_acks = len(SYMBOLS) if sub is not None else 0
+        self.pending_acks = len(SYMBOLS) if sub is not None and acks else 0  # the naive one has none
         self.live = asyncio.get_running_loop().create_future()  # every symbol "subscribed"
         if not self.pending_acks:
             self.live.set_result(None)
@@ -187,21 +191,24 @@ class WSClient(asyncio.Protocol):
             self.start[m["symbol"]] = m["offset"]
 
 
-async def open_ws(port: int, path: str, sub: str | None, sampled: bool, stats: dict[str, Any]) -> WSClient:
+async def open_ws(
+    port: int, path: str, sub: str | None, sampled: bool, stats: dict[str, Any], acks: bool
+) -> WSClient:
     loop = asyncio.get_running_loop()
     _, proto = await loop.create_connection(
-        lambda: WSClient(path, port, sub, sampled, stats), "127.0.0.1", port
+        lambda: WSClient(path, port, sub, sampled, stats, acks), "127.0.0.1", port
     )
     await asyncio.wait_for(proto.upgraded, 30)
     await asyncio.wait_for(proto.live, 60)
     return proto
 
 
-async def run_clients(port: int, first: int, n: int, idle: bool) -> None:
+async def run_clients(port: int, first: int, n: int, mode: str) -> None:
     """A client process: connect n sockets, say "ready", wait for "go", count until drained."""
     from smarttrade.gateway.auth import Tokens
 
     tokens = Tokens(SECRET)
+    idle = mode == "idle"
     stats: dict[str, Any] = {"hist": Counter()}
     sub = None if idle else json.dumps({"type": "subscribe", "symbols": SYMBOLS, "channels": CHANNELS})
     clients: list[WSClient] = []
@@ -213,7 +220,10 @@ async def run_clients(port: int, first: int, n: int, idle: bool) -> None:
         wanted.append((f"/ws?token={tokens.create(f'bench{i}', ttl_s=3600)}", sampled))
     for k in range(0, n, OPEN_AT_ONCE):
         clients += await asyncio.gather(
-            *(open_ws(port, path, sub, sampled, stats) for path, sampled in wanted[k : k + OPEN_AT_ONCE])
+            *(
+                open_ws(port, path, sub, sampled, stats, mode != "naive")
+                for path, sampled in wanted[k : k + OPEN_AT_ONCE]
+            )
         )
     print("ready", flush=True)
     line = await asyncio.to_thread(sys.stdin.readline)  # "go SECONDS"
@@ -551,11 +561,12 @@ def measure(kind: str, redis_url: str, env: dict[str, str], args: argparse.Names
         ingest = kids.spawn(["--ingest", redis_url, str(args.rate), str(args.seconds)], env)
         clients, first = [], 0
         for n in split(args.clients, args.procs):
-            clients.append(kids.spawn(["--client", str(port), str(first), str(n), "load"], env))
+            mode = "naive" if kind == "naive" else "load"
+            clients.append(kids.spawn(["--client", str(port), str(first), str(n), mode], env))
             first += n
-        rest = (
-            kids.spawn(["--rest", str(port), str(args.rest), str(args.seconds)], env) if args.rest else None
-        )
+        rest = None
+        if args.rest and kind != "naive":  # the baseline has no HTTP API
+            rest = kids.spawn(["--rest", str(port), str(args.rest), str(args.seconds)], env)
         for p in [ingest, *clients, *([rest] if rest else [])]:
             kids.ready(p)
         time.sleep(0.5)
@@ -598,6 +609,11 @@ def measure(kind: str, redis_url: str, env: dict[str, str], args: argparse.Names
             k: round(hist_pct(hist, q), 1) for k, q in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))
         },
         "latency_samples": sum(hist.values()),
+        # trades received per second by all clients (the sampled clients' count scaled to all):
+        # the measure that batching does not change, unlike frames/s
+        "trades_delivered_per_s": round(sum(hist.values()) / max(1, len(samples)) * args.clients / seconds)
+        if seconds > 0
+        else 0,
         "gap_check": gaps(redis_url, samples, kind == "naive"),
         "closed": dict(closed),
         "gateway_cpu_pct": round(cpu * 100),
@@ -652,7 +668,7 @@ def main() -> None:
     role = sys.argv[1] if len(sys.argv) > 1 else ""
     if role == "--client":
         port, first, n, mode = sys.argv[2:6]
-        asyncio.run(run_clients(int(port), int(first), int(n), mode == "idle"))
+        asyncio.run(run_clients(int(port), int(first), int(n), mode))
         return
     if role == "--ingest":
         asyncio.run(run_ingest(sys.argv[2], float(sys.argv[3]), float(sys.argv[4])))
