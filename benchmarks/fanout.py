@@ -13,6 +13,7 @@ Measured per server:
 - latency from a trade accepted by the ingester (``LiveIngest.submit``; the trade is stamped with
   the wall clock at acceptance, and every process here shares that clock) to its ``trades`` frame
   received by a client, p50/p99/max over every trade received by the sampled clients;
+- the ingester's own share: accepted to its pub/sub message at a plain subscriber, p50/p99/max;
 - "no gap": each sampled client's ``trades`` offsets per symbol must be exactly the stream's
   entries after its snapshot (XRANGE count between them), strictly increasing;
 - gateway CPU (% of one core) and peak RSS (VmHWM), the client processes' CPU;
@@ -274,6 +275,24 @@ async def run_ingest(url: str, rate: float, seconds: float) -> None:
     await live.start()
     n = int(rate * seconds)
     trades = records(n, seed=11)
+    # the ingester's own share of the latency: accepted -> its pub/sub message at a subscriber
+    # (here, one more connection), to tell it from the gateway's
+    import redis.asyncio as aioredis
+
+    sub = aioredis.Redis.from_url(url).pubsub(ignore_subscribe_messages=True)
+    await sub.psubscribe("trades:*")
+    published: Counter[int] = Counter()
+    done = asyncio.Event()
+
+    async def listen() -> None:
+        while not done.is_set():
+            m = await sub.get_message(timeout=0.2)
+            if m is not None:
+                now = time.time()
+                for t in json.loads(m["data"])["trades"]:
+                    published[int((now - t["time"]) / BIN_S)] += 1
+
+    listener = asyncio.create_task(listen())
     print("ready", flush=True)
     await asyncio.to_thread(sys.stdin.readline)
     start = time.perf_counter()
@@ -287,14 +306,21 @@ async def run_ingest(url: str, rate: float, seconds: float) -> None:
         await live.submit(TradeRecord(tr.symbol, tr.price, tr.qty, tr.side, int(time.time() * 1e6)))
     elapsed = time.perf_counter() - start
     await live.close()
+    await asyncio.sleep(0.5)
+    done.set()
+    await listener
+    await sub.aclose()
     await pools.aclose()
-    print(json.dumps({"trades": n, "accepted_per_s": n / elapsed, "max_behind_s": behind}), flush=True)
+    pub_ms = {k: round(hist_pct(published, q), 1) for k, q in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))}
+    print(
+        json.dumps({"trades": n, "accepted_per_s": n / elapsed, "max_behind_s": behind, "pubsub_ms": pub_ms})
+    )
 
 
 # --- REST latest quote under load (a child process): raw keep-alive HTTP/1.1 ----------------------
 
 
-async def run_rest(port: int, rate: float, seconds: float, conns: int = 8) -> None:
+async def run_rest(port: int, rate: float, seconds: float, conns: int = 32) -> None:
     from smarttrade.gateway.auth import Tokens
 
     token = Tokens(SECRET).create("bench-rest", ttl_s=3600)
@@ -580,7 +606,11 @@ def measure(kind: str, redis_url: str, env: dict[str, str], args: argparse.Names
             spy = subprocess.Popen(spy_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for p in [*clients, ingest, *([rest] if rest else [])]:
             kids.say(p, f"go {args.seconds}")
-        ing = kids.result(ingest, args.seconds + 60)
+        try:
+            ing = kids.result(ingest, args.seconds + 60)
+        except subprocess.TimeoutExpired:  # it could not get its trades through in time
+            ingest.kill()
+            ing = {"accepted_per_s": 0, "timed_out": True}
         rest_r = kids.result(rest, args.seconds + 60) if rest else None
         results = [kids.result(c, args.seconds + HARD_EXTRA_S + 30) for c in clients]
         cpu = (cpu_s(server.pid) - cpu0) / (time.monotonic() - t0)
@@ -604,6 +634,8 @@ def measure(kind: str, redis_url: str, env: dict[str, str], args: argparse.Names
         "clients": args.clients,
         "rate": args.rate,
         "accepted_per_s": round(ing["accepted_per_s"]),
+        "ingester_timed_out": ing.get("timed_out", False),
+        "ingester_pubsub_latency_ms": ing.get("pubsub_ms"),
         "frames_per_s": round(frames / seconds) if seconds > 0 else 0,
         "latency_ms": {
             k: round(hist_pct(hist, q), 1) for k, q in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))
