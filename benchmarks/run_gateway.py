@@ -1,6 +1,7 @@
-"""A minimal gateway process for benchmarks and the kill -9 test, until `smarttrade gateway` lands:
-create_app over a standalone topology from the environment (REDIS_URL with an explicit port,
-SMARTTRADE_GATEWAY_SECRET), served by uvicorn (websockets-sansio, no per-message deflate) or granian.
+"""A gateway process with a chosen gateway id, for the kill -9 test (tests/test_gateway_sessions.py
+must know the id to watch its keys; `smarttrade gateway` picks its own, and the fan-out benchmark
+uses that): create_app over a standalone topology from the environment (REDIS_URL with an explicit
+port, SMARTTRADE_GATEWAY_SECRET), served by uvicorn (websockets-sansio, no deflate) or granian.
 
     .venv/bin/python benchmarks/run_gateway.py --port 8123 [--server granian] [--gateway-id gw-x]
 """

@@ -4,9 +4,14 @@ Each ``trades:SYMBOL`` message is decoded once; the frames derived from it (``tr
 ``footprint``) are encoded once, on first need, and the same text is queued to every socket that
 wants it. Each socket has a bounded ``Outbox``: quotes conflate to the latest, footprint deltas of
 a socket that falls behind are merged per level (never dropped, so its ladder stays exact), and
-frames that may not be dropped (trades, alerts, replies) count against a byte and frame bound; a
-socket over it is closed with 4008 "too slow" (docs/protocol.md). Bars and indicators are read
-from the analytics views after trades, at most BARS_EVERY_S per symbol, and conflated too.
+frames that may not be dropped (trades, alerts, replies) count against a byte and frame bound. The
+slow-client ladder (docs/protocol.md): a socket a quarter of the way to that bound is moved to a
+slower rate (a "slow" frame; its trades batched per symbol into one frame per 250 ms round, never
+dropped) and back when it keeps up; over a bound it is closed with 4008 "too slow".
+When the reader finds several messages waiting, a symbol with many sockets gets them as one
+batch (one trades frame listing the commits' offsets, one merged footprint, the newest quote).
+Bars and indicators are read from the analytics views after trades, at most BARS_EVERY_S per
+symbol, and conflated too.
 When the reader's connection drops (redis-py resubscribes silently) or a symbol's epoch changes,
 each socket catches up from its own offset (recovery.py), so a socket never has a silent gap.
 
@@ -24,8 +29,8 @@ Public API (used by the HTTP API, the alert engine and /metrics):
 - ``await probe(timeout_s) -> float``: publish a canary on this gateway's probe channel and wait
   for the reader to receive it; the seconds it took; TimeoutError when it does not come.
 - ``stats() -> dict``: clients, queued_frames, queued_bytes, peak_queued_bytes (the most
-  undroppable bytes one socket ever had queued), slow_closed, frames_sent, messages_in,
-  reader_errors.
+  undroppable bytes one socket ever had queued), slowed (moves to the slower rate), slow_now,
+  slow_closed, frames_sent, messages_in, batched (messages sent in batches), reader_errors.
 """
 
 from __future__ import annotations
@@ -69,6 +74,17 @@ MAX_STRICT_BYTES = 1 << 20  # undroppable frames queued per socket
 MAX_STRICT_FRAMES = 4096
 MAX_MERGED_LEVELS = 20_000  # footprint levels merged for one symbol of one socket
 MAX_REPLAY_BUFFER = 10_000  # live messages held for one symbol while it replays
+MAX_BATCH = 512  # pub/sub messages taken in one read (what was already waiting)
+BATCH_MIN_SOCKETS = 8  # a symbol with fewer sockets gets one frame per commit even when behind
+# The slow-client ladder (docs/protocol.md, "Flow control"): a socket this far behind goes to the
+# slower rate (trades batched per symbol, everything sent every SLOW_EVERY_S); back to live after
+# SLOW_HOLD_S when a round goes out within SLOW_EVERY_S; closed (4008) over MAX_SLOW_TRADES.
+SLOW_AT_BYTES = MAX_STRICT_BYTES // 4
+SLOW_AT_FRAMES = MAX_STRICT_FRAMES // 4
+SLOW_EVERY_S = 0.25
+SLOW_HOLD_S = 5.0
+MAX_SLOW_TRADES = 20_000
+SLOW_REASON = "behind: trades are batched per symbol and sent every 250 ms; none is dropped"
 RESUME_BELOW = MAX_STRICT_BYTES // 2  # a replay waits for the socket to drain to here
 
 Listener = Callable[[str, TradeMessage], Any]
@@ -88,6 +104,17 @@ class FootprintDelta:
     epoch: str
     levels: dict[int, list[int]]
     frame: str | None = None
+    owned: bool = False  # a private merge (an outbox's): may be added to in place
+
+    def add(self, d: FootprintDelta) -> None:
+        for lv, (b, s) in d.levels.items():
+            entry = self.levels.get(lv)
+            if entry is None:
+                self.levels[lv] = [b, s]
+            else:
+                entry[0] += b
+                entry[1] += s
+        self.offset, self.epoch, self.frame = d.offset, d.epoch, None
 
 
 def footprint_frame(spec: SymbolSpec, d: FootprintDelta) -> str:
@@ -113,46 +140,91 @@ def footprint_delta(spec: SymbolSpec, msg: TradeMessage) -> FootprintDelta | Non
 
 
 class Frames:
-    """The frames one message yields, each built and encoded at most once."""
+    """The frames one message (or one batch of a symbol's consecutive messages) yields, each
+    built and encoded at most once. A batch's ``trades`` frame carries every commit's trades in
+    order and their ``offsets``; its ``footprint`` is the sum of the deltas; its ``quote`` the
+    newest (docs/protocol.md, "Batches")."""
 
-    __slots__ = ("_fp", "_quote", "_trades", "msg", "spec")
+    __slots__ = ("_fp", "_quote", "_trades", "msg", "msgs", "spec")
 
-    def __init__(self, msg: TradeMessage, spec: SymbolSpec) -> None:
-        self.msg, self.spec = msg, spec
+    def __init__(self, msgs: list[TradeMessage], spec: SymbolSpec) -> None:
+        self.msgs, self.msg, self.spec = msgs, msgs[-1], spec
         self._trades: str | None = None
         self._quote: str | None = None
         self._fp: FootprintDelta | bool | None = False
 
     def trades(self) -> str | None:
+        if self._trades is not None:
+            return self._trades
         m = self.msg
-        if self._trades is None and (m.trades or m.cancelled):
+        if len(self.msgs) == 1:
+            if m.trades or m.cancelled:
+                self._trades = encode(
+                    {
+                        "type": "trades",
+                        "symbol": m.symbol,
+                        "offset": m.offset,
+                        "epoch": m.epoch,
+                        "seq": m.seq,
+                        "trades": m.trades,
+                        "cancelled": m.cancelled,
+                    }
+                )
+            return self._trades
+        some = [x for x in self.msgs if x.trades or x.cancelled]
+        if some:
             self._trades = encode(
                 {
                     "type": "trades",
                     "symbol": m.symbol,
-                    "offset": m.offset,
+                    "offset": some[-1].offset,
                     "epoch": m.epoch,
-                    "seq": m.seq,
-                    "trades": m.trades,
-                    "cancelled": m.cancelled,
+                    "seq": some[-1].seq,
+                    "trades": [t for x in some for t in x.trades],
+                    "cancelled": [t for x in some for t in x.cancelled],
+                    "offsets": [x.offset for x in some],
                 }
             )
         return self._trades
 
     def quote(self) -> str | None:
-        m = self.msg
-        if self._quote is None and m.quote is not None:
-            self._quote = encode(
-                {"type": "quote", "symbol": m.symbol, "offset": m.offset, "epoch": m.epoch, "quote": m.quote}
-            )
+        if self._quote is None:
+            m = next((x for x in reversed(self.msgs) if x.quote is not None), None)
+            if m is not None:
+                self._quote = encode(
+                    {
+                        "type": "quote",
+                        "symbol": m.symbol,
+                        "offset": m.offset,
+                        "epoch": m.epoch,
+                        "quote": m.quote,
+                    }
+                )
         return self._quote
 
     def footprint(self) -> FootprintDelta | None:
         if self._fp is False:
-            self._fp = footprint_delta(self.spec, self.msg)
-            if self._fp is not None:
-                self._fp.frame = footprint_frame(self.spec, self._fp)
+            deltas = [d for x in self.msgs if (d := footprint_delta(self.spec, x)) is not None]
+            fp = deltas[-1] if deltas else None
+            if len(deltas) > 1:
+                fp = FootprintDelta(fp.symbol, fp.offset, fp.epoch, {})  # type: ignore[union-attr]
+                for d in deltas:
+                    fp.add(d)
+            if fp is not None:
+                fp.frame = footprint_frame(self.spec, fp)
+            self._fp = fp
         return self._fp  # type: ignore[return-value]
+
+
+@dataclass(eq=False)
+class TradesBatch:
+    """A slow socket's commits of one symbol not yet sent, to go as one trades frame."""
+
+    spec: SymbolSpec
+    after: int  # the outbox's undroppable-frame count when it opened
+    msgs: list[TradeMessage] = field(default_factory=list)
+    trades: int = 0
+    sent: bool = False
 
 
 class Outbox:
@@ -169,6 +241,11 @@ class Outbox:
         self.gone = asyncio.Event()  # set by fail(): the socket must end, even mid-send
         self.peak_bytes = 0
         self._n = 0
+        self.slow = False  # on the slower, batched rate (the ladder's first step)
+        self.slow_since = 0.0
+        self.slowed = 0  # how many times it was moved there
+        self.batched_trades = 0  # trades waiting in batches
+        self._batch: dict[str, TradesBatch] = {}  # symbol -> its open batch
 
     def __len__(self) -> int:
         return len(self.items)
@@ -191,6 +268,42 @@ class Outbox:
         self.strict_frames += 1
         self._wake()
 
+    def behind(self) -> bool:
+        return self.strict_bytes >= SLOW_AT_BYTES or self.strict_frames >= SLOW_AT_FRAMES
+
+    def go_slow(self, now: float) -> None:
+        """Step one of the ladder: trades frames are batched per symbol, sent every SLOW_EVERY_S."""
+        self.slow, self.slow_since = True, now
+        self.slowed += 1
+        self.strict(encode({"type": "slow", "rate_ms": round(SLOW_EVERY_S * 1000), "reason": SLOW_REASON}))
+
+    def go_live(self) -> None:
+        self.slow = False
+        self.strict(encode({"type": "slow", "rate_ms": 0, "reason": "caught up: live rate again"}))
+
+    def trades_batch(self, spec: SymbolSpec, msgs: list[TradeMessage]) -> None:
+        """Slow: a symbol's commits wait in one batch (a later undroppable frame seals it, so the
+        order of frames holds); never dropped, bounded by MAX_SLOW_TRADES."""
+        if self.failed:
+            return
+        some = [m for m in msgs if m.trades or m.cancelled]
+        if not some:
+            return
+        n = sum(len(m.trades) + len(m.cancelled) for m in some)
+        if self.batched_trades + n > MAX_SLOW_TRADES:
+            self.fail(f"too slow: over {self.batched_trades} trades waiting at the slower rate")
+            return
+        symbol = some[0].symbol
+        batch = self._batch.get(symbol)
+        if batch is None or batch.after != self._n or batch.sent:
+            batch = TradesBatch(spec, self._n)
+            self._batch[symbol] = batch
+            self.items[("trades", symbol, self._n)] = batch
+        batch.msgs.extend(some)
+        batch.trades += n
+        self.batched_trades += n
+        self._wake()
+
     def latest(self, slot: Any, frame: str) -> None:
         """Conflated: a newer frame for the same slot replaces one not yet sent."""
         if not self.failed:
@@ -206,17 +319,14 @@ class Outbox:
         if pending is None:
             self.items[slot] = d
         else:
-            merged = FootprintDelta(
-                d.symbol, d.offset, d.epoch, {lv: list(v) for lv, v in pending.levels.items()}
-            )
-            for lv, (b, s) in d.levels.items():
-                entry = merged.levels.setdefault(lv, [0, 0])
-                entry[0] += b
-                entry[1] += s
-            if len(merged.levels) > MAX_MERGED_LEVELS:
+            if not pending.owned:  # the shared delta must not change: merge into a copy
+                levels = {lv: list(v) for lv, v in pending.levels.items()}
+                pending = FootprintDelta(d.symbol, pending.offset, pending.epoch, levels, owned=True)
+                self.items[slot] = pending
+            pending.add(d)
+            if len(pending.levels) > MAX_MERGED_LEVELS:
                 self.fail("too slow: footprint levels piled up")
                 return
-            self.items[slot] = merged
         self._wake()
 
     def fail(self, reason: str) -> None:
@@ -233,6 +343,10 @@ class Outbox:
             self.ready.clear()
             return None
         slot, item = self.items.popitem(last=False)
+        if isinstance(item, TradesBatch):
+            item.sent = True
+            self.batched_trades -= item.trades
+            return Frames(item.msgs, item.spec).trades()
         if isinstance(item, FootprintDelta):
             return item.frame or footprint_frame(spec_for(item.symbol), item)
         if isinstance(slot, int):
@@ -260,14 +374,24 @@ class Client:
         msg = frames.msg
         if msg.offset:
             key = offset_key(msg.offset)
-            if key <= self.last.get(msg.symbol, (0, 0)):
+            last = self.last.get(msg.symbol, (0, 0))
+            if key <= last:
                 return  # already sent by a replay or a snapshot
+            if len(frames.msgs) > 1 and offset_key(frames.msgs[0].offset) <= last:
+                for m in frames.msgs:  # partly sent already: the rest one by one
+                    self.deliver(Frames([m], frames.spec))
+                return
             self.last[msg.symbol] = key
             self.where[msg.symbol] = (msg.offset, msg.epoch)
         chans = self.subs.get(msg.symbol, ())
         out = self.outbox
-        if "trades" in chans and (f := frames.trades()) is not None:
-            out.strict(f)
+        if "trades" in chans:
+            if out.slow and msg.symbol not in self.replaying:
+                out.trades_batch(frames.spec, frames.msgs)
+            elif (f := frames.trades()) is not None:
+                out.strict(f)
+                if not out.slow and not self.replaying and out.behind():
+                    out.go_slow(time.monotonic())
         if "quotes" in chans and (f := frames.quote()) is not None:
             out.latest(("quote", msg.symbol), f)
         if "footprint" in chans and (d := frames.footprint()) is not None:
@@ -297,8 +421,17 @@ class Hub:
         self._pubsub: Any = None
         self.probe_channel = gateway_probe_channel(gateway_id)
         self.idle_timeout_s = IDLE_TIMEOUT_S  # a socket silent this long is closed (4000)
+        self.batch_min_sockets = BATCH_MIN_SOCKETS
         self._peak = 0  # the most undroppable bytes any socket had queued
-        self.counts = {"messages_in": 0, "frames_sent": 0, "slow_closed": 0, "reader_errors": 0, "resyncs": 0}
+        self._slowed = 0  # moves to the slower rate by sockets now closed
+        self.counts = {
+            "messages_in": 0,
+            "frames_sent": 0,
+            "slow_closed": 0,
+            "reader_errors": 0,
+            "resyncs": 0,
+            "batched": 0,
+        }
         self.add_channel(self.presence.expired_channel, self.presence.on_expired)
 
     # --- public API ------------------------------------------------------------------------
@@ -337,6 +470,8 @@ class Hub:
             "queued_frames": sum(len(c.outbox) for c in self.clients),
             "queued_bytes": sum(c.outbox.strict_bytes for c in self.clients),
             "peak_queued_bytes": max([self._peak, *(c.outbox.peak_bytes for c in self.clients)]),
+            "slowed": self._slowed + sum(c.outbox.slowed for c in self.clients),
+            "slow_now": sum(c.outbox.slow for c in self.clients),
             **self.counts,
         }
 
@@ -407,13 +542,33 @@ class Hub:
                         self._resync(c, symbol, [])
             if msg is None:
                 continue
-            try:
-                await self._dispatch(msg)
-            except Exception:  # a bad message or listener must not stop the fan-out
+            batch = [msg]
+            try:  # what is already waiting goes out together (see _fan_out)
+                while len(batch) < MAX_BATCH and (more := await self._pubsub.get_message(timeout=0)):
+                    batch.append(more)
+            except (rexc.RedisError, OSError) as exc:
                 self.counts["reader_errors"] += 1
-                log.exception("hub reader")
+                log.warning("hub reader: %s", exc)
+                self._gap = True
+            trades: dict[str, list[TradeMessage]] = {}
+            for m in batch:
+                try:
+                    trade = await self._dispatch(m)
+                    if trade is not None:
+                        trades.setdefault(trade.symbol, []).append(trade)
+                except Exception:  # a bad message or listener must not stop the fan-out
+                    self.counts["reader_errors"] += 1
+                    log.exception("hub reader")
+            for symbol, msgs in trades.items():
+                try:
+                    self._fan_out(symbol, msgs)
+                except Exception:
+                    self.counts["reader_errors"] += 1
+                    log.exception("hub fan-out")
 
-    async def _dispatch(self, msg: dict[str, Any]) -> None:
+    async def _dispatch(self, msg: dict[str, Any]) -> TradeMessage | None:
+        """Handle one pub/sub message; a trades message is returned for the fan-out, after its
+        listeners ran."""
         channel = msg["channel"].decode()
         data: bytes = msg["data"]
         if msg["type"] == "pmessage":
@@ -422,8 +577,9 @@ class Hub:
                 trade = decode(TradeMessage, data, channel)
             except DecodeError as exc:
                 log.warning("hub: %s", exc)
-                return
-            await self._trade(trade)
+                return None
+            await self._listen(trade)
+            return trade
         elif channel == self.probe_channel:
             fut = self._probes.get(data)
             if fut is not None and not fut.done():
@@ -432,8 +588,9 @@ class Hub:
             result = fn(data)
             if inspect.isawaitable(result):
                 await result
+        return None
 
-    async def _trade(self, msg: TradeMessage) -> None:
+    async def _listen(self, msg: TradeMessage) -> None:
         for fn in self._listeners:
             try:
                 result = fn(msg.symbol, msg)
@@ -441,28 +598,40 @@ class Hub:
                     await result
             except Exception:
                 log.exception("trade listener")
-        clients = self.by_symbol.get(msg.symbol)
+
+    def _fan_out(self, symbol: str, msgs: list[TradeMessage]) -> None:
+        """Queue a symbol's messages of one read to its sockets. Several go as one batch (one
+        frame of each kind for all of them, so per-socket work is per read, not per commit) when
+        the symbol has at least ``batch_min_sockets`` sockets and one epoch; else one by one."""
+        clients = self.by_symbol.get(symbol)
         if not clients:
             return
-        frames = Frames(msg, spec_for(msg.symbol))
+        if len(msgs) > 1 and (len(clients) < self.batch_min_sockets or msgs[0].epoch != msgs[-1].epoch):
+            for m in msgs:
+                self._fan_out(symbol, [m])
+            return
+        if len(msgs) > 1:
+            self.counts["batched"] += len(msgs)
+        msg = msgs[-1]
+        frames = Frames(msgs, spec_for(symbol))
         wants_bars = False
         for c in list(clients):
-            buffer = c.replaying.get(msg.symbol)
+            buffer = c.replaying.get(symbol)
             if buffer is not None:
                 if len(buffer) >= MAX_REPLAY_BUFFER:
                     c.outbox.fail("too slow: live messages piled up during a replay")
                 else:
-                    buffer.append(msg)
+                    buffer.extend(msgs)
                 continue
-            known = c.where.get(msg.symbol)
+            known = c.where.get(symbol)
             if msg.epoch and known and known[1] and known[1] != msg.epoch:
-                self._resync(c, msg.symbol, [msg])  # the history changed under it: a snapshot
+                self._resync(c, symbol, list(msgs))  # the history changed under it: a snapshot
                 continue
             c.deliver(frames)
-            chans = c.subs.get(msg.symbol, ())
+            chans = c.subs.get(symbol, ())
             wants_bars = wants_bars or "bars" in chans or "indicators" in chans
-        if wants_bars and msg.symbol not in self._bars_due:
-            self._bars_due[msg.symbol] = asyncio.create_task(self._bars_later(msg.symbol, msg))
+        if wants_bars and symbol not in self._bars_due:
+            self._bars_due[symbol] = asyncio.create_task(self._bars_later(symbol, msg))
 
     async def _bars_later(self, symbol: str, msg: TradeMessage) -> None:
         try:
@@ -500,6 +669,7 @@ class Hub:
             if not self.by_symbol[sym]:
                 del self.by_symbol[sym]
         self._peak = max(self._peak, client.outbox.peak_bytes)
+        self._slowed += client.outbox.slowed
         if client.outbox.failed and client.outbox.failed.startswith("too slow"):
             self.counts["slow_closed"] += 1
 
@@ -522,7 +692,7 @@ class Hub:
             finally:
                 buffered = client.replaying.pop(symbol, [])
             for live in buffered:
-                client.deliver(Frames(live, spec_for(symbol)))
+                client.deliver(Frames([live], spec_for(symbol)))
             client.outbox.strict(
                 encode({"type": "subscribed", "symbol": symbol, "channels": sorted(channels), **ack})
             )
@@ -552,7 +722,7 @@ class Hub:
         if symbol in client.subs:
             frames_spec = spec_for(symbol)
             for live in buffered:
-                client.deliver(Frames(live, frames_spec))
+                client.deliver(Frames([live], frames_spec))
 
     def unsubscribe(self, client: Client, symbols: list[str]) -> None:
         for symbol in symbols:
@@ -568,7 +738,7 @@ class Hub:
             try:
                 async for page in recovery.replay(self.redis, symbol, since):
                     for m in page:
-                        client.deliver(Frames(m, spec))
+                        client.deliver(Frames([m], spec))
                     replayed, offset = replayed + len(page), page[-1].offset
                     await self._drained(client)
                 quote = await self.stores.quotes.latest(symbol)
@@ -608,13 +778,26 @@ class Hub:
 
 
 async def writer(client: Client, send: Callable[[str], Awaitable[None]], counts: dict[str, int]) -> str:
-    """Send a socket's frames until its outbox fails; returns why (the close reason)."""
+    """Send a socket's frames until its outbox fails; returns why (the close reason). At the
+    slower rate it sends a round (all that is pending) every SLOW_EVERY_S."""
     out = client.outbox
+    round_at: float | None = None  # when the current round of sends began
     while True:
         await out.ready.wait()
         if out.failed:
             return out.failed
+        if round_at is None:
+            round_at = time.monotonic()
         frame = out.pop()
         if frame is not None:
             await send(frame)
             counts["frames_sent"] += 1
+            continue
+        if out.slow:
+            now = time.monotonic()
+            if now - round_at <= SLOW_EVERY_S and now - out.slow_since >= SLOW_HOLD_S:
+                out.go_live()
+                continue
+            await asyncio.sleep(SLOW_EVERY_S)
+            out.ready.set()  # the next round, even an empty one (it may end the slow rate)
+        round_at = None
