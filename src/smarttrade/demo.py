@@ -168,7 +168,11 @@ async def _feed(
     settings = settings.model_copy(update={"smarttrade_sessions": DEMO_SESSIONS})
     backfill = await _backfill(stores, symbols, rate, backfill_s)
     stats.backfill_s = backfill.end_s - backfill.start_s if backfill else 0.0
-    live = LiveSyntheticFeed(symbols, seed=seed, rate=rate, backfill=backfill)
+    # A demo started over earlier data walks on from it with another seed: the same seed would
+    # draw the same walk again, and a footprint would show the pattern twice.
+    earlier = await stores.quotes.latest(symbols[0])
+    walk_seed = seed if earlier is None else seed + int(earlier.timestamp * 1000)
+    live = LiveSyntheticFeed(symbols, seed=walk_seed, rate=rate, backfill=backfill)
     feed = ChunkFeed(live.chunks, f"demo-{live.name}", live=True)
     await _setup_user(stores, symbols, stats)
 

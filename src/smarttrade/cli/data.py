@@ -213,7 +213,13 @@ def demo(
     ] = None,
     symbols: Annotated[str, typer.Option(help="Comma-separated symbols.")] = "DOL,WDO,WIN",
     rate: Annotated[float, typer.Option(min=0.1, max=100_000, help="Trades/s per symbol.")] = 50,
-    seed: Annotated[int, typer.Option(min=0, help="Random seed, for a repeatable feed.")] = 1,
+    seed: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Random seed: on an empty Redis the same seed repeats the feed (else it walks on).",
+        ),
+    ] = 1,
 ) -> None:
     """Run the demo: a live synthetic B3 feed through the ingest engine, and a demo user.
 
