@@ -45,6 +45,7 @@ from smarttrade.ops.metrics import SmartTradeCollector
 from smarttrade.ops.server import Admin as ServerAdmin
 from smarttrade.ops.watch import Watcher
 from smarttrade.redis.connections import redis_errors
+from smarttrade.stores.trade_stream import entry_order, holds_after
 from smarttrade.symbols import spec_for
 from smarttrade.timeframes import parse_timeframes
 
@@ -112,11 +113,6 @@ async def quote_history(ctx: Ctx, _: Who, symbol: SymbolPath) -> QuoteHistory:
 # -- the tape (trade stream) ------------------------------------------------------------------
 
 
-def _id(text: str) -> tuple[int, int]:
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)
-
-
 @router.get("/api/trades/{symbol}", response_model=Tape, tags=["trades"])
 async def tape(
     ctx: Ctx,
@@ -159,12 +155,12 @@ async def tape(
                 cancelled=[TradeOut.model_validate(to_builtins(t)) for t in e.cancelled],
             )
         )
-    oldest = _id(first[0][0].decode() if isinstance(first[0][0], bytes) else first[0][0]) if first else None
+    oldest = entry_order(first[0][0]) if first else None
     complete = True
     if epoch is not None and epoch != current_epoch:
         complete = False
     elif after is not None:
-        complete = oldest is not None and oldest <= _id(after)
+        complete = await holds_after(client, key, after)
     elif since is not None:
         complete = oldest is not None and oldest[0] <= since * 1000
     return Tape(

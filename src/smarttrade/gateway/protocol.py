@@ -14,6 +14,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from smarttrade.models import Symbol
+from smarttrade.stores.trade_stream import entry_order
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_SYMBOLS = 50  # per socket
@@ -98,9 +99,4 @@ def error_frame(code: str, message: str) -> str:
     return encode({"type": "error", "code": code, "message": message})
 
 
-def offset_key(offset: str) -> tuple[int, int]:
-    """A stream entry id as a comparable pair (``"12-3"`` -> (12, 3)); (0, 0) for none."""
-    if not offset:
-        return (0, 0)
-    ms, _, seq = offset.partition("-")
-    return (int(ms), int(seq or 0))
+offset_key = entry_order  # a stream entry id as a comparable pair, (0, 0) for none

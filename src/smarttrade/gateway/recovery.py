@@ -14,13 +14,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import redis.asyncio as aioredis
-import redis.exceptions as rexc
 
 from smarttrade.analytics.views import AnalyticsViews
 from smarttrade.gateway.protocol import Since, offset_key
 from smarttrade.keyspace import stream_epoch_key, trades_stream_key
 from smarttrade.models import TradeMessage, decode_stream_entry, to_builtins
 from smarttrade.stores import Stores
+from smarttrade.stores.trade_stream import max_deleted_id
 from smarttrade.symbols import spec_for
 from smarttrade.timeframes import parse_timeframes
 
@@ -36,16 +36,6 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else ("" if value is None else str(value))
 
 
-async def _max_deleted(client: aioredis.Redis, key: str) -> str | None:
-    """Redis 7's ``max-deleted-entry-id``; None on 6.2 (the field does not exist there)."""
-    try:
-        info = await client.xinfo_stream(key)
-    except rexc.ResponseError:  # no such key
-        return None
-    value = info.get("max-deleted-entry-id")
-    return _text(value) or None
-
-
 async def replay(client: aioredis.Redis, symbol: str, since: Since) -> AsyncIterator[list[TradeMessage]]:
     """The messages after ``since.offset``, in pages, oldest first; HistoryLost when they cannot
     all be had. ``client`` is the order-flow store's (the stream's database)."""
@@ -53,7 +43,7 @@ async def replay(client: aioredis.Redis, symbol: str, since: Since) -> AsyncIter
     epoch = _text(await client.get(epoch_key))
     if epoch != since.epoch:
         raise HistoryLost(f"{symbol}: epoch {since.epoch!r} is not the stream's {epoch or 'none'!r}")
-    deleted = await _max_deleted(client, key)
+    deleted = await max_deleted_id(client, key)
     if deleted and offset_key(deleted) > offset_key(since.offset):
         raise HistoryLost(f"{symbol}: entries after {since.offset} were deleted")
     last = since.offset

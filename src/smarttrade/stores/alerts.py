@@ -43,6 +43,7 @@ from smarttrade.redis.scripts import Protocol
 from smarttrade.redis.topology import Topology
 from smarttrade.settings import Settings
 from smarttrade.stores.base import BaseStore
+from smarttrade.stores.trade_stream import holds_after
 from smarttrade.symbols import check_symbol, spec_for
 
 log = logging.getLogger(__name__)
@@ -539,7 +540,7 @@ class AlertStore(BaseStore):
         out: list[tuple[str, list[Trade]]] = []
         start = f"({offset}"
         with self.guard(key):
-            first = await self.streams.xrange(key, count=1)
+            reached = await holds_after(self.streams, key, offset)
             while True:
                 page = await self.streams.xrange(key, min=start, count=STREAM_PAGE)
                 for entry_id, fields in page:
@@ -548,7 +549,6 @@ class AlertStore(BaseStore):
                 if len(page) < STREAM_PAGE:
                     break
                 start = f"({out[-1][0]}"
-        reached = not first or _id(first[0][0].decode()) <= _id(offset) or _id(offset) == (0, 0)
         return out, reached
 
 
@@ -573,8 +573,3 @@ def _path(trades: list[Trade]) -> list[Trade]:
         if t.price != out[-1].price:
             out.append(t)
     return out
-
-
-def _id(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
