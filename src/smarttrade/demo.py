@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from smarttrade.errors import OutOfMemory, SmartTradeError
-from smarttrade.feeds.synthetic import Backfill, LiveSyntheticFeed
+from smarttrade.feeds.synthetic import START_PRICES, Backfill, LiveSyntheticFeed
 from smarttrade.gateway.app import create_app
 from smarttrade.gateway.auth import Tokens, demo_secret
 from smarttrade.gateway.context import GatewayContext
@@ -28,7 +28,7 @@ from smarttrade.redis.periodic import periodic
 from smarttrade.redis.topology import Topology
 from smarttrade.settings import Settings
 from smarttrade.stores import Stores
-from smarttrade.symbols import spec_for
+from smarttrade.symbols import root_of, spec_for
 
 DEMO_USER = "demo"
 DEMO_SESSIONS = "regular=00:00-23:59"
@@ -80,7 +80,9 @@ async def _guarded(stats: DemoStats, write: Awaitable[object]) -> None:
 async def _setup_user(stores: Stores, symbols: list[str], stats: DemoStats) -> None:
     first = symbols[0]
     latest = await stores.quotes.latest(first)
-    price = latest.price * 1.002 if latest else 1.0
+    # a little above where the feed is (or starts, on an empty Redis): an alert the walk can reach
+    base = latest.price if latest else float(START_PRICES.get(root_of(first), 100))
+    price = base * 1.002
     alert = {first: {"price": round(price, 1), "type": "above"}}
     await _guarded(stats, stores.sessions.open(DEMO_USER, uuid.uuid4().hex[:12], symbols))
     await _guarded(stats, stores.configs.set(DEMO_USER, "theme", "dark"))
