@@ -7,6 +7,7 @@ shape, so a client parses one kind of error body.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -65,6 +66,27 @@ def _field(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts) or "request"
 
 
+# Domain errors -> (HTTP status, code). A handler is found by the exception's class hierarchy,
+# so UnknownSymbol (a ValidationError) answers 404 and a plain ValidationError 422.
+MAPPED: dict[type[SmartTradeError], tuple[int, str]] = {
+    UnknownSymbol: (404, "unknown_symbol"),
+    NotFound: (404, "not_found"),
+    ValidationError: (422, "invalid"),
+    # a stored value that breaks its contract shape (hand-written): ours to fix, said plainly
+    DecodeError: (502, "bad_stored_value"),
+    RedisUnavailable: (503, "redis_unavailable"),
+    OutOfMemory: (503, "redis_full"),
+    Unavailable: (503, "unavailable"),
+}
+
+
+def _answer(status: int, code: str) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def handler(_: Request, exc: Exception) -> JSONResponse:
+        return error(status, code, str(exc))
+
+    return handler
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(AuthError)
     async def _auth(_: Request, exc: AuthError) -> JSONResponse:
@@ -84,34 +106,8 @@ def install(app: FastAPI) -> None:
         response.headers.update(exc.headers or {})
         return response
 
-    @app.exception_handler(UnknownSymbol)
-    async def _unknown(_: Request, exc: UnknownSymbol) -> JSONResponse:
-        return error(404, "unknown_symbol", str(exc))
-
-    @app.exception_handler(NotFound)
-    async def _missing(_: Request, exc: NotFound) -> JSONResponse:
-        return error(404, "not_found", str(exc))
-
-    @app.exception_handler(ValidationError)
-    async def _bad_value(_: Request, exc: ValidationError) -> JSONResponse:
-        return error(422, "invalid", str(exc))
-
-    @app.exception_handler(DecodeError)
-    async def _bad_stored(_: Request, exc: DecodeError) -> JSONResponse:
-        # a stored value that breaks its contract shape (hand-written): ours to fix, said plainly
-        return error(502, "bad_stored_value", str(exc))
-
-    @app.exception_handler(RedisUnavailable)
-    async def _redis_down(_: Request, exc: RedisUnavailable) -> JSONResponse:
-        return error(503, "redis_unavailable", str(exc))
-
-    @app.exception_handler(OutOfMemory)
-    async def _full(_: Request, exc: OutOfMemory) -> JSONResponse:
-        return error(503, "redis_full", str(exc))
-
-    @app.exception_handler(Unavailable)
-    async def _unavailable(_: Request, exc: Unavailable) -> JSONResponse:
-        return error(503, "unavailable", str(exc))
+    for kind, (status, code) in MAPPED.items():
+        app.add_exception_handler(kind, _answer(status, code))
 
     @app.exception_handler(SmartTradeError)
     async def _expected(_: Request, exc: SmartTradeError) -> JSONResponse:
