@@ -1,9 +1,9 @@
 """The alert engine and /api/me/alerts against a real server and real ingests.
 
-Before the merge with the fan-out hub (gateway/hub.py), the engine's message source here is
-``PubSubHub``: a small real pub/sub subscription of the test's own (``trades:*`` and the engine's
-extra channels) with a recording ``send_to_user`` in place of the sockets. The end-to-end test
-through /ws comes after the merge.
+The engine's message source here is ``PubSubHub``: a small real pub/sub subscription of the
+test's own (``trades:*`` and the engine's extra channels) with a recording ``send_to_user`` in
+place of the sockets, so each test controls which messages an engine sees (two engines, a dropped
+message). Through the real hub and /ws: tests/test_gateway_alerts_ws.py.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from smarttrade.errors import NotFound, ValidationError
 from smarttrade.feeds.record import BUY, SELL, TradeRecord
 from smarttrade.gateway.alerts import AlertEngine
 from smarttrade.gateway.app import create_app
@@ -281,12 +280,6 @@ async def test_a_lost_message_is_read_from_the_stream(server, pools, settings, s
 async def client(server, pools, settings) -> Any:
     tokens = Tokens("s" * 32)
     app = create_app(GatewayContext(settings, pools, Stores(pools, settings), tokens))
-    # The edge mapping these tests need (gateway/errors.py is another engineer's; asked for in the
-    # report): ValidationError -> 422, NotFound -> 404, both {"code", "message"}.
-    from smarttrade.gateway.errors import error
-
-    app.add_exception_handler(ValidationError, lambda _r, e: error(422, "invalid", str(e)))
-    app.add_exception_handler(NotFound, lambda _r, e: error(404, "not_found", str(e)))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://gw") as c:
         c.headers["Authorization"] = f"Bearer {tokens.create('ann')}"
