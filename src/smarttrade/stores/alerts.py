@@ -88,8 +88,14 @@ def _index_rule(symbol: str, rule: AlertRule) -> bytes:
     return encode({"pt": _num(rule.price), "t": rule.type, "g": rule.trigger, "xt": expires, "ra": rearm})
 
 
+def _index_keys_by_part(symbol: str) -> dict[str, str]:
+    """The symbol's index keys named by part: the KEYS slots of the rearm and check scripts."""
+    return {part: alert_index_key(symbol, part) for part in ALERT_INDEX_PARTS}
+
+
 def _symbol_keys(symbol: str) -> list[str]:
-    return [alert_index_key(symbol, part) for part in ALERT_INDEX_PARTS]
+    """The same keys in ALERT_INDEX_PARTS' order (the write script's per-symbol slots)."""
+    return list(_index_keys_by_part(symbol).values())
 
 
 # Writes a user's alerts (the config key, unless only the index is repaired) and their index
@@ -412,15 +418,7 @@ class AlertStore(BaseStore):
 
     async def rearm(self, user_id: str, symbol: str) -> None:
         check_symbol(symbol)
-        keys = REARM.pack_keys(
-            above=alert_index_key(symbol, "above"),
-            below=alert_index_key(symbol, "below"),
-            rearm_above=alert_index_key(symbol, "rearm_above"),
-            rearm_below=alert_index_key(symbol, "rearm_below"),
-            meta=alert_index_key(symbol, "meta"),
-            last=alert_index_key(symbol, "last"),
-            symbols_key=ALERT_SYMBOLS_KEY,
-        )
+        keys = REARM.pack_keys(**_index_keys_by_part(symbol), symbols_key=ALERT_SYMBOLS_KEY)
         argv = REARM.pack_argv(
             user=user_id, symbol=symbol, channel=ALERT_CHANGES_CHANNEL, last_ttl=ALERT_LAST_TTL
         )
@@ -504,7 +502,7 @@ class AlertStore(BaseStore):
         if not trades:
             return []  # nothing to cross
         pre, _, post = alert_history_key("\0").partition("\0")
-        keys = CHECK.pack_keys(**{part: alert_index_key(symbol, part) for part in ALERT_INDEX_PARTS})
+        keys = CHECK.pack_keys(**_index_keys_by_part(symbol))
         records = _records(trades)
         low, high = min(t.price for t in records), max(t.price for t in records)
         reply: list[Any] = []
