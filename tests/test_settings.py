@@ -8,7 +8,7 @@ import pytest
 
 from smarttrade.errors import SettingsError
 from smarttrade.keyspace import SPECS, Store
-from smarttrade.settings import Settings, _default_data_dir, load_settings
+from smarttrade.settings import Settings, _default_data_dir, load_settings, parse_addrs
 from tests.conftest import run_smarttrade
 
 
@@ -114,7 +114,57 @@ BAD_VALUES = [
     ("SMARTTRADE_GATEWAY_SECRET", "short", "must be at least 32 characters (got 5)"),
     ("SMARTTRADE_GATEWAY_HOST", "", "must not be empty"),
     *[("SMARTTRADE_GATEWAY_PORT", v, "must be a TCP port from 0 to 65535") for v in ("65536", "-1", "http")],
+    ("REDIS_MODE", "replicated", "must be one of standalone, sentinel, cluster"),
+    *[("REDIS_SENTINELS", v, "is not host:port") for v in ("localhost", "a:1,b", "h:0", "h:70000", ":26379")],
+    ("REDIS_CLUSTER_NODES", "127.0.0.1:7000,127.0.0.1", "'127.0.0.1' is not host:port"),
+    ("REDIS_SENTINEL_MASTER", "my master", "must be a sentinel master name"),
+    *[
+        (f"REDIS_TLS_{f}", "/nonexistent/file.pem", "no such file: /nonexistent/file.pem")
+        for f in ("CA", "CERT", "KEY")
+    ],
+    ("REDIS_WAIT_REPLICAS", "many", "must be a number of replicas from 0 to 16"),
+    ("REDIS_WAIT_TIMEOUT_MS", "0", "must be a whole number from 1"),
 ]
+
+# Each mode's own settings must come with it; the error names the one that is missing or wrong.
+INCOMPLETE_TOPOLOGIES = [
+    ({"REDIS_MODE": "sentinel"}, "REDIS_SENTINELS", "must list the sentinels"),
+    ({"REDIS_MODE": "cluster"}, "REDIS_CLUSTER_NODES", "must list seed nodes"),
+    (
+        {"REDIS_MODE": "cluster", "REDIS_CLUSTER_NODES": "h:1", "REDIS_DB_CALC": "3"},
+        "REDIS_DB_CALC",
+        "database 0 only",
+    ),
+]
+
+
+@pytest.mark.parametrize(("env", "var", "reason"), INCOMPLETE_TOPOLOGIES)
+def test_incomplete_topology_names_the_setting(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], var: str, reason: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert info.value.variable == var
+    assert reason in info.value.reason
+
+
+def test_client_certificate_needs_its_key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cert = tmp_path / "client.pem"
+    cert.write_text("x")
+    monkeypatch.setenv("REDIS_TLS_CERT", str(cert))
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert info.value.variable == "REDIS_TLS_KEY"
+
+
+def test_cluster_puts_every_store_in_database_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_MODE", "cluster")
+    monkeypatch.setenv("REDIS_CLUSTER_NODES", "127.0.0.1:7000, 127.0.0.1:7001")
+    settings = load_settings()
+    assert {settings.db(s) for s in Store} == {0}
+    assert parse_addrs(settings.redis_cluster_nodes) == [("127.0.0.1", 7000), ("127.0.0.1", 7001)]
 
 
 @pytest.mark.parametrize(("var", "value", "reason"), BAD_VALUES)

@@ -54,12 +54,12 @@ async def connect(
     if settings.smarttrade_symbols:
         register_symbols(settings.smarttrade_symbols, " (SMARTTRADE_SYMBOLS)")
     handle: EmbeddedHandle | None = None
-    if settings.redis_url:
-        url = settings.redis_url
-    else:
+    url = settings.redis_url
+    if not url and settings.redis_mode == "standalone":
         handle = attach_or_start(settings.smarttrade_data_dir, settings.smarttrade_maxmemory)
         url = handle.url
-    topology = Topology.standalone(url, settings)
+    topology = Topology.from_settings(settings, url)
+    url = topology.url
     try:
         if check:
             await topology.ping(on_loading)

@@ -288,6 +288,68 @@ def _host(value: object) -> str:
     return text
 
 
+MODES = ("standalone", "sentinel", "cluster")
+
+
+def _mode(value: object) -> str:
+    text = _as_text(value).lower() or "standalone"
+    if text not in MODES:
+        raise ValueError(f"must be one of {', '.join(MODES)} (got {text!r})")
+    return text
+
+
+def parse_addrs(text: str) -> list[tuple[str, int]]:
+    """``host:port,host:port`` as pairs; ValueError names the entry that is not one."""
+    out: list[tuple[str, int]] = []
+    for raw in text.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        number = _whole(port) if sep else None
+        if not host or number is None or not 0 < number <= 65535:
+            raise ValueError(f"{item!r} is not host:port (a comma-separated list of them)")
+        out.append((host.strip("[]"), number))
+    return out
+
+
+def _addrs(value: object) -> str:
+    text = _as_text(value)
+    parse_addrs(text)
+    return text
+
+
+def _name(value: object) -> str:
+    text = _as_text(value)
+    if not text or not re.fullmatch(r"[A-Za-z0-9._-]+", text):
+        raise ValueError(f"must be a sentinel master name (letters, digits, . _ -; got {text!r})")
+    return text
+
+
+def _tls_file(value: object) -> Path | None:
+    text = _as_text(value) if value is not None else ""
+    if not text:
+        return None
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise ValueError(f"no such file: {text}")
+    return path
+
+
+def _replicas(value: object) -> int:
+    number = _whole(_as_text(value))
+    if number is None or number > 16:
+        raise ValueError(f"must be a number of replicas from 0 to 16 (got {_as_text(value)!r})")
+    return number
+
+
+Mode = Annotated[str, BeforeValidator(_mode)]
+Addrs = Annotated[str, BeforeValidator(_addrs)]
+MasterName = Annotated[str, BeforeValidator(_name)]
+TlsFile = Annotated[Path | None, BeforeValidator(_tls_file)]
+Replicas = Annotated[int, BeforeValidator(_replicas)]
+
+
 GatewaySecret = Annotated[str | None, BeforeValidator(_gateway_secret)]
 Port = Annotated[int, BeforeValidator(_port)]
 Host = Annotated[str, BeforeValidator(_host)]
@@ -299,6 +361,20 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
     redis_url: RedisUrl = None  # unset: start (or attach to) the embedded server
+    # Topology (docs/scaling.md). Sentinel: the master is asked of REDIS_SENTINELS; cluster: the
+    # seeds are REDIS_CLUSTER_NODES (database 0, hash-tagged keys). REDIS_URL then gives only the
+    # credentials and, with rediss://, TLS (as do the REDIS_TLS_* files) for every node.
+    redis_mode: Mode = "standalone"
+    redis_sentinels: Addrs = ""
+    redis_sentinel_master: MasterName = "mymaster"
+    redis_cluster_nodes: Addrs = ""
+    redis_tls_ca: TlsFile = None
+    redis_tls_cert: TlsFile = None
+    redis_tls_key: TlsFile = None
+    # After each commit, WAIT for this many replicas (sentinel: a failover then loses no commit
+    # acknowledged to the feed); 0 does not wait. REDIS_WAIT_TIMEOUT_MS bounds each wait.
+    redis_wait_replicas: Replicas = 0
+    redis_wait_timeout_ms: Count = 1000
     redis_db_quotes: Db = SPECS[Store.QUOTES].default_db
     redis_db_orderflow: Db = SPECS[Store.ORDERFLOW].default_db
     redis_db_footprint: Db = SPECS[Store.FOOTPRINT].default_db
@@ -377,6 +453,34 @@ class Settings(BaseSettings):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _topology_complete(self) -> Settings:
+        """Each mode's own settings are there, so a typo fails here, not at the first failover."""
+        if self.redis_mode == "sentinel" and not self.redis_sentinels:
+            raise SettingsError(
+                "REDIS_SENTINELS", "must list the sentinels (host:port,...) when REDIS_MODE=sentinel"
+            )
+        if self.redis_mode == "cluster" and not (self.redis_cluster_nodes or self.redis_url):
+            raise SettingsError(
+                "REDIS_CLUSTER_NODES", "must list seed nodes (host:port,...) when REDIS_MODE=cluster"
+            )
+        if self.redis_mode == "cluster":
+            for spec in SPECS.values():
+                name = f"redis_db_{spec.env.lower()}"
+                if name in self.model_fields_set and getattr(self, name):
+                    raise SettingsError(name.upper(), "a cluster has database 0 only: leave it unset or 0")
+        if (self.redis_tls_cert is None) != (self.redis_tls_key is None):
+            missing = "REDIS_TLS_KEY" if self.redis_tls_key is None else "REDIS_TLS_CERT"
+            raise SettingsError(missing, "a client certificate needs both REDIS_TLS_CERT and REDIS_TLS_KEY")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        """TLS to every node: a rediss:// REDIS_URL or any REDIS_TLS_* file."""
+        return bool(
+            (self.redis_url or "").startswith("rediss://") or self.redis_tls_ca or self.redis_tls_cert
+        )
+
     @property
     def backup_dir(self) -> Path:
         return self.smarttrade_backup_dir or self.smarttrade_data_dir / "backups"
@@ -387,6 +491,9 @@ class Settings(BaseSettings):
         return {name.strip().upper(): new.strip() for name, _, new in pairs}
 
     def db(self, store: Store | StoreSpec) -> int:
+        """The store's database; every store is in database 0 on a cluster (its only one)."""
+        if self.redis_mode == "cluster":
+            return 0
         spec = store if isinstance(store, StoreSpec) else SPECS[store]
         return getattr(self, f"redis_db_{spec.env.lower()}")
 

@@ -88,10 +88,10 @@ def app_from_env() -> FastAPI:
     """
     settings = load_settings()
     secret = require_secret(settings)
-    if not settings.redis_url:
+    if not settings.redis_url and settings.redis_mode == "standalone":
         raise SettingsError("REDIS_URL", "not set; `smarttrade gateway --server granian` sets it for workers")
     if settings.smarttrade_symbols:
         register_symbols(settings.smarttrade_symbols, " (SMARTTRADE_SYMBOLS)")
-    topology = Topology.standalone(settings.redis_url, settings)
+    topology = Topology.from_settings(settings, settings.redis_url)
     ctx = GatewayContext(settings, topology, Stores(topology, settings), Tokens(secret))
     return create_app(ctx, owned=[OwnedTopology(topology)])

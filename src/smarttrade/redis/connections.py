@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
@@ -19,6 +20,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ConstantBackoff, NoBackoff
 
 from smarttrade.errors import DecodeError, OutOfMemory, RedisUnavailable, SmartTradeError, redact
+from smarttrade.redis.nodes import TopologyView, replication_views
+from smarttrade.settings import Settings
 
 # The seed's ioredis settings: 3 tries per request, 100 ms apart. Only connection failures are
 # retried: a command that timed out may have run, and a script must not run twice.
@@ -101,6 +104,44 @@ async def loading_progress(client: aioredis.Redis) -> str:
     return text + (f", about {eta} s left" if eta >= 0 else "")
 
 
+def tls_kwargs(settings: Settings) -> dict[str, object]:
+    """redis-py's TLS arguments from REDIS_TLS_* (empty when TLS is off): one place for every mode,
+    so sentinels, cluster nodes and a rediss:// server verify the same CA."""
+    if not settings.tls:
+        return {}
+    kwargs: dict[str, object] = {"ssl": True, "ssl_cert_reqs": "required"}
+    if settings.redis_tls_ca:
+        kwargs["ssl_ca_certs"] = str(settings.redis_tls_ca)
+    if settings.redis_tls_cert and settings.redis_tls_key:
+        kwargs["ssl_certfile"] = str(settings.redis_tls_cert)
+        kwargs["ssl_keyfile"] = str(settings.redis_tls_key)
+    return kwargs
+
+
+def credentials(url: str | None) -> dict[str, object]:
+    """The user and password of REDIS_URL, for the nodes of a sentinel or cluster topology."""
+    if not url:
+        return {}
+    parts = urlsplit(url)
+    out: dict[str, object] = {}
+    if parts.username:
+        out["username"] = unquote(parts.username)
+    if parts.password:
+        out["password"] = unquote(parts.password)
+    return out
+
+
+def connection_kwargs(socket_timeout: float = SOCKET_TIMEOUT_S) -> dict[str, object]:
+    """Timeouts, retries and the client name every connection of ours uses, whatever the mode."""
+    return {
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        "socket_timeout": socket_timeout,
+        "retry": Retry(ConstantBackoff(BACKOFF_S), RETRIES, supported_errors=(rexc.ConnectionError,)),
+        "health_check_interval": 30,
+        "client_name": "smarttrade",
+    }
+
+
 class RedisPools:
     """Async clients keyed by database number, sharing one connection budget."""
 
@@ -110,8 +151,10 @@ class RedisPools:
         dbs: set[int] | list[int],
         max_connections: int,
         socket_timeout: float = SOCKET_TIMEOUT_S,
+        tls: Mapping[str, object] | None = None,
     ) -> None:
         self.url = url
+        self.tls = dict(tls or {})
         dbs = sorted(set(dbs))
         per_pool = max(2, max_connections // max(1, len(dbs)))
         self.max_connections = per_pool * len(dbs)
@@ -122,14 +165,24 @@ class RedisPools:
                 db=db,
                 max_connections=per_pool,
                 timeout=POOL_WAIT_S,
-                socket_connect_timeout=CONNECT_TIMEOUT_S,
-                socket_timeout=socket_timeout,
-                retry=Retry(ConstantBackoff(BACKOFF_S), RETRIES, supported_errors=(rexc.ConnectionError,)),
-                health_check_interval=30,
-                client_name="smarttrade",
+                **connection_kwargs(socket_timeout),
+                **(tls or {}),
             )
             # Retries live on the connections; a client-level retry would multiply them.
             self._clients[db] = aioredis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
+
+    def primaries(self) -> list[aioredis.Redis]:
+        """The one server (its databases are told apart by ``client(db)``)."""
+        return [next(iter(self._clients.values()))]
+
+    async def describe(self) -> TopologyView:
+        """The server and the replicas it reports."""
+        client = self.primaries()[0]
+        kwargs = client.connection_pool.connection_kwargs
+        addr = str(kwargs.get("path") or f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}")
+        with redis_errors(self.url):
+            info = await client.info("replication")
+        return TopologyView("standalone", bool(self.tls), replication_views(addr, info))
 
     def client(self, db: int) -> aioredis.Redis:
         try:

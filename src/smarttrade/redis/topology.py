@@ -3,9 +3,10 @@
 Everything above asks the topology for what it needs (a client for a store, "every primary" for
 SCAN/INFO/flush, the commit script's select plan and the targets its analytics ops name) and
 never reads a database number from settings itself; ingest passes them on without reading them.
-Standalone is the only topology today: one server, a database per store (the contract's six, or
-all stores on one when every REDIS_DB_* is equal); a cluster topology (database 0 only,
-hash-tagged keys) is a matter of adding a constructor here.
+REDIS_MODE picks one of three (``from_settings``): standalone, one server with a database per
+store (the contract's six, or all stores on one when every REDIS_DB_* is equal); sentinel, the
+same databases on whichever server the sentinels name master now; cluster, database 0 only with
+hash-tagged keys (keyspace's cluster layout), each symbol's commit on its slot's primary.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from smarttrade.keyspace import Store
-from smarttrade.redis.connections import SOCKET_TIMEOUT_S, RedisPools
+from smarttrade.keyspace import Store, layout_for, use_layout
+from smarttrade.redis.connections import SOCKET_TIMEOUT_S, RedisPools, tls_kwargs
+from smarttrade.redis.nodes import TopologyView
 from smarttrade.settings import Settings
 
 # The stores an ingest commit writes: its own three, and those of its analytics ops.
@@ -50,11 +52,44 @@ class Placement:
 
 
 class Topology:
-    """Standalone Redis: one connection pool per distinct database of the stores."""
+    """The clients of one topology: a pool set per mode (``pools``) and where each store lives."""
 
-    def __init__(self, pools: RedisPools, placement: Placement) -> None:
+    def __init__(
+        self, pools: RedisPools, placement: Placement, mode: str = "standalone", tls: bool = False
+    ) -> None:
         self.pools = pools
         self.placement = placement
+        self.mode = mode
+        self.tls = tls
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        url: str | None = None,
+        max_connections: int | None = None,
+        socket_timeout: float = SOCKET_TIMEOUT_S,
+    ) -> Topology:
+        """The topology REDIS_MODE names; ``url`` is the standalone server (REDIS_URL or the
+        embedded one). Sets the key layout every key function spells from here on."""
+        use_layout(layout_for(settings.redis_mode))
+        if settings.redis_mode == "standalone":
+            if not url:
+                raise ValueError("a standalone topology needs a server URL")
+            return cls.standalone(url, settings, max_connections, socket_timeout)
+        placement = Placement.from_settings(settings)
+        limit = settings.redis_max_connections if max_connections is None else max_connections
+        if settings.redis_mode == "sentinel":
+            from smarttrade.redis.sentinel import SentinelPools
+
+            pools = SentinelPools.from_settings(
+                settings, {db for db, _ in placement.groups()}, limit, socket_timeout
+            )
+        else:
+            from smarttrade.redis.cluster import ClusterPools
+
+            pools = ClusterPools.from_settings(settings, limit, socket_timeout)
+        return cls(pools, placement, settings.redis_mode, settings.tls)  # type: ignore[arg-type]
 
     @classmethod
     def standalone(
@@ -67,7 +102,9 @@ class Topology:
         placement = Placement.from_settings(settings)
         limit = settings.redis_max_connections if max_connections is None else max_connections
         dbs = {db for db, _ in placement.groups()}
-        return cls(RedisPools(url, dbs, limit, socket_timeout=socket_timeout), placement)
+        tls = tls_kwargs(settings) if url.startswith("rediss://") else {}
+        pools = RedisPools(url, dbs, limit, socket_timeout=socket_timeout, tls=tls)
+        return cls(pools, placement, "standalone", bool(tls))
 
     @property
     def url(self) -> str:
@@ -110,9 +147,14 @@ class Topology:
         return self.placement.shared_with(store)
 
     def primaries(self) -> list[aioredis.Redis]:
-        """One client per server that holds keys, for server-wide INFO and SCAN: standalone has
-        one (its databases are told apart by client(store)); a cluster would list its primaries."""
-        return [self.admin]
+        """One client per server that holds keys, for server-wide INFO and SCAN: standalone and
+        sentinel have one (its databases are told apart by client(store)); a cluster lists its
+        primaries as they are now."""
+        return self.pools.primaries()
+
+    async def describe(self) -> TopologyView:
+        """The servers as they see themselves now (for `smarttrade status`)."""
+        return await self.pools.describe()
 
     async def ping(self, on_loading: Callable[[str], None] | None = None) -> None:
         await self.pools.ping(on_loading)
