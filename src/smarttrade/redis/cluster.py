@@ -1,0 +1,140 @@
+"""Redis Cluster: one redis-py cluster client for every store (database 0), and a plain client per
+primary for the commands that act on one server (SCAN, INFO, CONFIG, SCRIPT LOAD, FLUSHDB).
+
+The cluster client follows MOVED/ASK and failovers by itself; the per-primary clients are built
+from the slot map it holds now, so ``primaries()`` after a failover names the promoted replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+import redis.exceptions as rexc
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+from smarttrade.errors import RedisUnavailable, SettingsError
+from smarttrade.redis.connections import (
+    FIRST_PING_S,
+    SOCKET_TIMEOUT_S,
+    connection_kwargs,
+    credentials,
+    redis_errors,
+    tls_kwargs,
+)
+from smarttrade.redis.nodes import NodeView, TopologyView
+from smarttrade.settings import Settings, parse_addrs
+
+# How long start-up waits for a cluster that answers but is not serving every slot yet.
+CLUSTER_OK_WAIT_S = 30.0
+
+
+def _addr(host: str, port: int) -> str:
+    return f"{host}:{port}"
+
+
+class ClusterPools:
+    """The cluster client and a client per current primary, within one connection budget."""
+
+    def __init__(
+        self,
+        seeds: list[tuple[str, int]],
+        max_connections: int,
+        socket_timeout: float = SOCKET_TIMEOUT_S,
+        node_kwargs: dict[str, object] | None = None,
+    ) -> None:
+        self.seeds = seeds
+        self.url = "cluster://" + ",".join(_addr(h, p) for h, p in seeds)
+        self.tls = bool((node_kwargs or {}).get("ssl"))
+        self.max_connections = max_connections
+        self._node_kwargs = {**connection_kwargs(socket_timeout), **(node_kwargs or {})}
+        self.cluster = RedisCluster(
+            startup_nodes=[ClusterNode(h, p) for h, p in seeds],
+            max_connections=max(2, max_connections // 2),
+            require_full_coverage=True,
+            **self._node_kwargs,  # type: ignore[arg-type]
+        )
+        self._nodes: dict[str, aioredis.Redis] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, max_connections: int, socket_timeout: float) -> ClusterPools:
+        text = settings.redis_cluster_nodes
+        if not text and settings.redis_url:  # REDIS_URL's host is the one seed
+            parts = urlsplit(settings.redis_url)
+            text = f"{parts.hostname}:{parts.port or 6379}"
+        seeds = parse_addrs(text)
+        if not seeds:
+            raise SettingsError("REDIS_CLUSTER_NODES", "must list seed nodes (host:port,...)")
+        kwargs = {**credentials(settings.redis_url), **tls_kwargs(settings)}
+        return cls(seeds, max_connections, socket_timeout, kwargs)
+
+    def client(self, db: int) -> RedisCluster:
+        if db != 0:
+            raise ValueError(f"a cluster has database 0 only (asked for {db})")
+        return self.cluster
+
+    def node(self, host: str, port: int) -> aioredis.Redis:
+        """A plain client of one node (cached): for commands a cluster client would fan out."""
+        name = _addr(host, port)
+        client = self._nodes.get(name)
+        if client is None:
+            per_node = max(2, self.max_connections // 8)
+            client = aioredis.Redis(host=host, port=port, max_connections=per_node, **self._node_kwargs)  # type: ignore[arg-type]
+            self._nodes[name] = client
+        return client
+
+    def primaries(self) -> list[aioredis.Redis]:
+        """A client per primary of the slot map the cluster client holds now (after ``ping``)."""
+        return [self.node(n.host, n.port) for n in self.cluster.get_primaries()]
+
+    async def ping(self, on_loading: Callable[[str], None] | None = None) -> None:
+        """The cluster answers and serves every slot (a cluster still forming or failing over
+        answers CLUSTERDOWN; wait for it a bounded time)."""
+        started = time.monotonic()
+        with redis_errors(self.url):
+            while True:
+                try:
+                    await asyncio.wait_for(self.cluster.initialize(), FIRST_PING_S)
+                    await asyncio.wait_for(self.cluster.ping(), FIRST_PING_S)
+                    return
+                except TimeoutError:
+                    raise RedisUnavailable(self.url, f"no reply within {FIRST_PING_S:g} s") from None
+                except (rexc.ClusterDownError, rexc.RedisClusterException) as exc:
+                    if time.monotonic() - started > CLUSTER_OK_WAIT_S:
+                        raise RedisUnavailable(self.url, f"cluster not serving every slot: {exc}") from None
+                    if on_loading is not None:
+                        on_loading(f"Redis Cluster at {self.url} is not serving every slot yet; waiting")
+                    await asyncio.sleep(0.5)
+
+    async def describe(self) -> TopologyView:
+        """Primaries with their slot ranges and replicas with their link, from CLUSTER NODES."""
+        with redis_errors(self.url):
+            nodes = await self.primaries()[0].execute_command("CLUSTER NODES")
+        return TopologyView("cluster", self.tls, cluster_node_views(nodes))
+
+    async def aclose(self) -> None:
+        for client in self._nodes.values():
+            await client.aclose()
+        await self.cluster.aclose()
+
+
+def cluster_node_views(nodes: dict[str, dict[str, object]]) -> list[NodeView]:
+    """redis-py's parsed CLUSTER NODES (addr -> flags, master_id, slots, connected) as views."""
+    addr_of = {str(n["node_id"]): addr.partition("@")[0] for addr, n in nodes.items()}
+    views: list[NodeView] = []
+    for addr, n in nodes.items():
+        flags = str(n["flags"]).split(",")
+        healthy = bool(n.get("connected")) and not ({"fail", "fail?"} & set(flags))
+        link = "connected" if n.get("connected") else "disconnected"
+        if "master" in flags:
+            ranges = [r if isinstance(r, list) else [r] for r in n.get("slots") or []]  # type: ignore[union-attr]
+            slots = ",".join("-".join(dict.fromkeys(r)) for r in ranges)
+            views.append(NodeView(addr.partition("@")[0], "primary", slots=slots, link=link, healthy=healthy))
+        else:
+            of = addr_of.get(str(n["master_id"]), "")
+            views.append(NodeView(addr.partition("@")[0], "replica", of=of, link=link, healthy=healthy))
+    views.sort(key=lambda v: (v.role != "primary", v.of, v.addr))
+    return views
