@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -42,6 +43,13 @@ def _reason(exc: BaseException) -> str:
     """The most useful one-line reason: the OS error under redis-py's wrapper when there is one."""
     seen: BaseException | None = exc
     while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return (
+                f"TLS: the server's certificate is not trusted ({seen.verify_message}); "
+                "REDIS_TLS_CA names the CA that signed it"
+            )
+        if isinstance(seen, ssl.SSLError):  # its errno is a library code, not an OS error
+            return f"TLS handshake failed: {str(seen.reason or seen).lower().replace('_', ' ')}"
         if isinstance(seen, OSError) and seen.errno:
             return os.strerror(seen.errno)
         seen = seen.__cause__ or seen.__context__
@@ -166,7 +174,7 @@ class RedisPools:
                 max_connections=per_pool,
                 timeout=POOL_WAIT_S,
                 **connection_kwargs(socket_timeout),
-                **(tls or {}),
+                **{k: v for k, v in (tls or {}).items() if k != "ssl"},  # rediss:// says ssl already
             )
             # Retries live on the connections; a client-level retry would multiply them.
             self._clients[db] = aioredis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
