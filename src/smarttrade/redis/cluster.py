@@ -12,23 +12,19 @@ import os
 import re
 import time
 from collections.abc import Callable
-from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-from smarttrade.errors import RedisUnavailable, SettingsError
+from smarttrade.errors import RedisUnavailable
 from smarttrade.redis.connections import (
     FIRST_PING_S,
     SOCKET_TIMEOUT_S,
     connection_kwargs,
-    credentials,
     redis_errors,
-    tls_kwargs,
 )
 from smarttrade.redis.nodes import NodeView, TopologyView
-from smarttrade.settings import Settings, parse_addrs
 
 # How long start-up waits for a cluster that answers but is not serving every slot yet.
 CLUSTER_OK_WAIT_S = 30.0
@@ -60,18 +56,6 @@ class ClusterPools:
             **self._node_kwargs,  # type: ignore[arg-type]
         )
         self._nodes: dict[str, aioredis.Redis] = {}
-
-    @classmethod
-    def from_settings(cls, settings: Settings, max_connections: int, socket_timeout: float) -> ClusterPools:
-        text = settings.redis_cluster_nodes
-        if not text and settings.redis_url:  # REDIS_URL's host is the one seed
-            parts = urlsplit(settings.redis_url)
-            text = f"{parts.hostname}:{parts.port or 6379}"
-        seeds = parse_addrs(text)
-        if not seeds:
-            raise SettingsError("REDIS_CLUSTER_NODES", "must list seed nodes (host:port,...)")
-        kwargs = {**credentials(settings.redis_url), **tls_kwargs(settings)}
-        return cls(seeds, max_connections, socket_timeout, kwargs)
 
     def client(self, db: int) -> RedisCluster:
         if db != 0:

@@ -22,7 +22,6 @@ from redis.backoff import ConstantBackoff, NoBackoff
 
 from smarttrade.errors import DecodeError, OutOfMemory, RedisUnavailable, SmartTradeError, redact
 from smarttrade.redis.nodes import TopologyView, replication_views
-from smarttrade.settings import Settings
 
 # The seed's ioredis settings: 3 tries per request, 100 ms apart. Only connection failures are
 # retried: a command that timed out may have run, and a script must not run twice.
@@ -110,20 +109,6 @@ async def loading_progress(client: aioredis.Redis) -> str:
     loaded = int(info.get("loading_loaded_bytes", 0))
     text = f"{perc:.1f}% ({loaded / 2**20:,.0f} MiB read)"
     return text + (f", about {eta} s left" if eta >= 0 else "")
-
-
-def tls_kwargs(settings: Settings) -> dict[str, object]:
-    """redis-py's TLS arguments from REDIS_TLS_* (empty when TLS is off): one place for every mode,
-    so sentinels, cluster nodes and a rediss:// server verify the same CA."""
-    if not settings.tls:
-        return {}
-    kwargs: dict[str, object] = {"ssl": True, "ssl_cert_reqs": "required"}
-    if settings.redis_tls_ca:
-        kwargs["ssl_ca_certs"] = str(settings.redis_tls_ca)
-    if settings.redis_tls_cert and settings.redis_tls_key:
-        kwargs["ssl_certfile"] = str(settings.redis_tls_cert)
-        kwargs["ssl_keyfile"] = str(settings.redis_tls_key)
-    return kwargs
 
 
 def credentials(url: str | None) -> dict[str, object]:

@@ -23,13 +23,10 @@ from smarttrade.redis.connections import (
     FIRST_PING_S,
     SOCKET_TIMEOUT_S,
     connection_kwargs,
-    credentials,
     one_line_reason,
     redis_errors,
-    tls_kwargs,
 )
 from smarttrade.redis.nodes import NodeView, TopologyView, replication_views
-from smarttrade.settings import Settings, parse_addrs
 
 log = logging.getLogger(__name__)
 
@@ -65,22 +62,6 @@ class SentinelPools:
         self._clients: dict[int, aioredis.Redis] = {
             db: self.sentinel.master_for(master_name, db=db, max_connections=per_pool) for db in sorted(dbs)
         }
-
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, dbs: set[int], max_connections: int, socket_timeout: float
-    ) -> SentinelPools:
-        tls = tls_kwargs(settings)
-        node = {**credentials(settings.redis_url), **tls}
-        return cls(
-            parse_addrs(settings.redis_sentinels),
-            settings.redis_sentinel_master,
-            dbs,
-            max_connections,
-            socket_timeout,
-            node,
-            tls,  # sentinels speak TLS when the nodes do; their password, if any, is not the nodes'
-        )
 
     def client(self, db: int) -> aioredis.Redis:
         try:
