@@ -86,20 +86,21 @@ def run_to_end(url: str, cwd: Path, count: int, env: dict[str, str] | None = Non
     return summary(stdout)
 
 
-@pytest.fixture
-def reference(tmp_path: Path, binary: str) -> Any:
-    """The same replay on one standalone server: its stores and ledger, by count."""
-    made: dict[int, tuple[dict[str, Any], dict[str, tuple[bytes | int | None, ...]]]] = {}
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory, binary: str) -> Any:
+    """The same replay on one standalone server: its stores and ledger, by count (made once)."""
+    made: dict[tuple[str, int], tuple[dict[str, Any], dict[str, tuple[bytes | int | None, ...]]]] = {}
 
     def of(count: int) -> tuple[dict[str, Any], dict[str, tuple[bytes | int | None, ...]]]:
-        if count not in made:
-            server = start_server(tmp_path / f"standalone-{count}", binary)
+        if (binary, count) not in made:
+            tmp = tmp_path_factory.mktemp("reference")
+            server = start_server(tmp / "standalone", binary)
             try:
-                run_to_end(server.url, tmp_path / f"ref-{count}", count)
-                made[count] = (_everything(server, range(16)), ledger([server], range(16)))
+                run_to_end(server.url, tmp / "run", count)
+                made[binary, count] = (_everything(server, range(16)), ledger([server], range(16)))
             finally:
                 server.stop(save=False)
-        return made[count]
+        return made[binary, count]
 
     return of
 
@@ -163,42 +164,72 @@ def checkpoint_seq(node: Node, symbol: str) -> int:
         return sum(int(r.hget(k, "seq") or 0) for k in keys)
 
 
+KILL_REPLAY = 600_000
+
+
+def start_replay(cluster: Cluster, victim: Node, cwd: Path, err: Any) -> Any:
+    """The replay as a subprocess seeded by another primary, once it has committed on ``victim``."""
+    seed = next(n for n in cluster.primaries() if n.port != victim.port)
+    cwd.mkdir()
+    proc = ingest(f"redis://{seed.addr}", cwd, *replay(KILL_REPLAY), stderr=err, env=cluster_env(cluster))
+    deadline = time.monotonic() + 60
+    while checkpoint_seq(victim, "DOL") < 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the replay ended before the fault"
+    return proc
+
+
+def assert_same_as_uninterrupted(cluster: Cluster, reference: Any) -> None:
+    stores, counts = reference(KILL_REPLAY)
+    assert ledger(cluster.primaries()) == counts  # no line lost, none counted twice
+    on_cluster = cluster_stores(cluster)
+    assert on_cluster.keys() == stores.keys()
+    assert on_cluster == stores
+
+
 def test_kill_9_of_a_primary_mid_replay_changes_nothing(
     fresh_cluster: Cluster, reference: Any, tmp_path: Path
 ) -> None:
     """The primary of DOL's slot dies mid-replay: its replica is promoted, the ingester waits,
     finds the new primary and resends; replica lag may lose acknowledged commits, which the
     ingester notices (its checkpoints ahead of Redis's) and replays from Redis's checkpoints."""
-    count = 600_000
     victim = owner(fresh_cluster, "DOL")
-    seed = next(n for n in fresh_cluster.primaries() if n.port != victim.port)
     err_path = tmp_path / "stderr.txt"
-    (tmp_path / "killed").mkdir()
     with err_path.open("w") as err:
-        proc = ingest(
-            f"redis://{seed.addr}",
-            tmp_path / "killed",
-            *replay(count),
-            stderr=err,
-            env=cluster_env(fresh_cluster),
-        )
-        deadline = time.monotonic() + 60
-        while checkpoint_seq(victim, "DOL") < 3 and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert proc.poll() is None, "the replay ended before the kill"
+        proc = start_replay(fresh_cluster, victim, tmp_path / "killed", err)
         victim.kill9()
         promoted = fresh_cluster.wait_failover(victim)
         stdout, _ = proc.communicate(timeout=240)
     log = err_path.read_text()
     assert proc.returncode == 0, log
     assert "waiting for Redis" in log, log
-    got = summary(stdout)
-    assert got["failed"] is None
+    assert summary(stdout)["failed"] is None
     assert promoted.port == owner(fresh_cluster, "DOL").port
     with promoted.client() as r:  # 7.0 copies no SCRIPT LOAD to replicas: NOSCRIPT made us load it
         assert r.script_exists(hashlib.sha1(INGEST_COMMIT.encode()).hexdigest()) == [True]
-    stores, counts = reference(count)
-    assert ledger(fresh_cluster.primaries()) == counts  # no line lost, none counted twice
-    on_cluster = cluster_stores(fresh_cluster)
-    assert on_cluster.keys() == stores.keys()
-    assert on_cluster == stores
+    assert_same_as_uninterrupted(fresh_cluster, reference)
+
+
+def test_manual_failover_mid_replay_is_followed(
+    fresh_cluster: Cluster, reference: Any, tmp_path: Path
+) -> None:
+    """CLUSTER FAILOVER on DOL's replica: no connection drops, the old primary answers MOVED to
+    the commits still coming, and the ingester reloads the slot map and resends them there."""
+    victim = owner(fresh_cluster, "DOL")
+    replica = fresh_cluster.replicas_of(victim)[0]
+    err_path = tmp_path / "stderr.txt"
+    with err_path.open("w") as err:
+        proc = start_replay(fresh_cluster, victim, tmp_path / "moved", err)
+        with replica.client() as r:
+            r.execute_command("CLUSTER", "FAILOVER")
+        deadline = time.monotonic() + 30
+        while owner(fresh_cluster, "DOL").port != replica.port:
+            assert time.monotonic() < deadline, "the manual failover did not happen"
+            time.sleep(0.05)
+        stdout, _ = proc.communicate(timeout=240)
+    log = err_path.read_text()
+    assert proc.returncode == 0, log
+    assert "(MOVED)" in log, log
+    assert summary(stdout)["failed"] is None
+    fresh_cluster.wait_ok()
+    assert_same_as_uninterrupted(fresh_cluster, reference)

@@ -128,7 +128,7 @@ class ClusterWire:
             failure = part.exception()
             for i, reply in zip(indexes, [failure] * len(indexes) if failure else part.result(), strict=True):
                 if isinstance(reply, _MOVED):
-                    reply = RouteChanged(f"{type(reply).__name__}: {reply}")
+                    reply = RouteChanged(_moved_text(reply))
                 if isinstance(reply, BaseException) and not isinstance(reply, rexc.ResponseError):
                     self._stale = True  # a node down, or a slot moved: reload the map before resending
                 replies[i] = reply
@@ -157,3 +157,12 @@ class ClusterWire:
         for wire in self._wires.values():
             with contextlib.suppress(Exception):
                 await wire.close()
+
+
+def _moved_text(reply: rexc.ResponseError) -> str:
+    """What the wait message says (redis-py strips the error code from the text)."""
+    if isinstance(reply, rexc.AskError):
+        kind = "MOVED" if isinstance(reply, rexc.MovedError) else "ASK"
+        return f"cluster slot {reply.slot_id} now at {reply.host}:{reply.port} ({kind})"
+    kind = "CLUSTERDOWN" if isinstance(reply, rexc.ClusterDownError) else "TRYAGAIN"
+    return f"cluster failing over ({kind} {reply})"
