@@ -119,8 +119,9 @@ async def replay_ratio(binary: str, workdir: Path, trades: int, rounds: int = 3,
         }
         if replicas:
             held = server("standalone-replicated")
-            for i in range(replicas):
-                server(f"standalone-replica{i}", replicaof=f"127.0.0.1 {held.port}")
+            for i in range(replicas):  # REPLICAOF sent, not configured: 6.2 reads it as one word
+                with redis.Redis(port=server(f"standalone-replica{i}").port) as r:
+                    r.replicaof("127.0.0.1", held.port)
             kinds["standalone_replicated"] = (
                 {"REDIS_URL": held.url, "REDIS_MODE": "standalone"},
                 [held.port],
@@ -191,7 +192,7 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=1, help="replicas per cluster primary")
     parser.add_argument("--binary", default=None, help="redis-server (default: the one on PATH)")
     args = parser.parse_args()
-    binary = args.binary or find_redis_binary(prefer_path=True)
+    binary = str(Path(args.binary).resolve()) if args.binary else find_redis_binary(prefer_path=True)
     with tempfile.TemporaryDirectory(prefix="smarttrade-scale-") as tmp:
         result = asyncio.run(replay_ratio(binary, Path(tmp), args.trades, args.rounds, args.replicas))
     print(json.dumps({"replay_ratio": result}, indent=2))
