@@ -23,6 +23,7 @@ from smarttrade.ingest.deadletter import check_path
 from smarttrade.ingest.defaults import DEFAULT_FUTURE_S, DEFAULT_TOLERANCE_S
 from smarttrade.keyspace import FAMILIES, LAST_QUOTE_PREFIX, SPECS, Store
 from smarttrade.ops import health, keys
+from smarttrade.ops.nodes import store_clients
 from smarttrade.redis.nodes import TopologyView
 from smarttrade.runtime import Runtime
 from smarttrade.stores.instruments import InstrumentRegistry
@@ -124,8 +125,8 @@ def stats(
         if sample:
             admin = admin_for(rt)
             for row in rows:
-                client = rt.topology.client(row.store)
-                samples[row.store] = await keys.store_sample(admin, client, row.store, row.db_keys, sample)
+                clients = store_clients(rt.topology, row.store)
+                samples[row.store] = await keys.store_sample(admin, clients, row.store, row.db_keys, sample)
         return rows, samples
 
     rows, samples = run(job)

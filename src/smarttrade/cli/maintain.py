@@ -31,7 +31,7 @@ from smarttrade.ops import audit as audit_ops
 from smarttrade.ops import backup as backup_ops
 from smarttrade.ops import keys, transfer
 from smarttrade.ops import profile as profile_ops
-from smarttrade.ops.nodes import DataNode, data_nodes
+from smarttrade.ops.nodes import DataNode, data_nodes, store_clients
 from smarttrade.redis.embedded import stop_embedded
 from smarttrade.redis.topology import Placement
 from smarttrade.runtime import Runtime
@@ -63,8 +63,8 @@ def cleanup(
         targets = [store] if store else [s for s in Store if rt.settings.ttl(s) is not None]
         results = []
         for s in targets:
-            client = rt.topology.client(s)
-            results.append(await keys.cleanup(client, rt.url, rt.settings, s, apply))
+            clients = store_clients(rt.topology, s)
+            results.append(await keys.cleanup(clients, rt.url, rt.settings, s, apply))
         return results
 
     results = run(job)
@@ -118,9 +118,9 @@ def flush(
             fail("nothing deleted", 1)
 
     async def job(rt: Runtime) -> keys.FlushResult:
-        client = rt.topology.client(store)
+        clients = store_clients(rt.topology, store)
         with counting(err, f"flushing {store.value}") as tick:
-            return await keys.flush_store(admin_for(rt), client, store, flushdb, tick)
+            return await keys.flush_store(admin_for(rt), clients, store, flushdb, tick)
 
     result = run(job)
     if result.note:

@@ -8,6 +8,7 @@ from typing import Any
 
 from smarttrade.keyspace import SPECS, Store
 from smarttrade.ops import keys
+from smarttrade.ops.nodes import store_clients
 from smarttrade.redis.connections import redis_errors
 from smarttrade.redis.nodes import TopologyView
 from smarttrade.redis.topology import Topology
@@ -110,7 +111,9 @@ async def store_keys(topology: Topology, settings: Settings) -> list[StoreKeys]:
         db_keys = count = int(db_info.get("keys", 0))
         expiring = int(db_info.get("expires", 0))
         if others:
-            count, expiring = await keys.count_keys(topology.client(row.store), topology.url, row.store)
+            count, expiring = await keys.count_keys(
+                store_clients(topology, row.store), topology.url, row.store
+            )
         rows.append(
             StoreKeys(
                 store=row.store,
