@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from redis.cluster import ClusterNode, RedisCluster
@@ -50,12 +51,12 @@ def seeded(cluster_clean: Cluster) -> Iterator[Cluster]:
     yield cluster_clean
 
 
-def smarttrade(cluster: Cluster, tmp_path: object, *args: str) -> tuple[int, str, str]:
+def smarttrade(cluster: Cluster, tmp_path: Path, *args: str) -> tuple[int, str, str]:
     done = run_smarttrade(*args, env=cluster_env(cluster, str(tmp_path)))
     return done.returncode, done.stdout, done.stderr
 
 
-def test_status_shows_every_node_with_slots(seeded: Cluster, tmp_path: object) -> None:
+def test_status_shows_every_node_with_slots(seeded: Cluster, tmp_path: Path) -> None:
     code, stdout, stderr = smarttrade(seeded, tmp_path, "status", "--json")
     assert code == 0, stderr
     view = json.loads(stdout)["topology"]
@@ -79,7 +80,7 @@ def test_status_shows_every_node_with_slots(seeded: Cluster, tmp_path: object) -
     assert all(n.addr in table for n in seeded.nodes)
 
 
-def test_profile_and_audit_act_on_every_node(seeded: Cluster, tmp_path: object) -> None:
+def test_profile_and_audit_act_on_every_node(seeded: Cluster, tmp_path: Path) -> None:
     code, stdout, _ = smarttrade(seeded, tmp_path, "profile", "check", "--json")
     assert code == 1  # the harness's nodes do not run the trading profile
     nodes = json.loads(stdout)["nodes"]
@@ -96,7 +97,7 @@ def test_profile_and_audit_act_on_every_node(seeded: Cluster, tmp_path: object) 
     assert {f["node"] for f in json.loads(stdout)["findings"]} == {n.addr for n in seeded.nodes}
 
 
-def test_key_commands_cover_every_primary(seeded: Cluster, tmp_path: object) -> None:
+def test_key_commands_cover_every_primary(seeded: Cluster, tmp_path: Path) -> None:
     total = len(SYMBOLS) * (QUOTES_EACH + 1)
     code, stdout, stderr = smarttrade(seeded, tmp_path, "stats", "--json")
     assert code == 0, stderr
@@ -128,3 +129,24 @@ def test_key_commands_cover_every_primary(seeded: Cluster, tmp_path: object) -> 
             assert not list(c.scan_iter(match="quote:*", count=1000))
             settings_left += len(list(c.scan_iter(match="config:*", count=1000)))
     assert settings_left == len(SYMBOLS)  # another store's keys stay
+
+
+def test_export_import_round_trip(seeded: Cluster, tmp_path: Path) -> None:
+    """export walks every primary; import RESTOREs each key through the cluster client (its slot's
+    primary), keeping its TTL."""
+    file = tmp_path / "quotes.jsonl"
+    code, stdout, stderr = smarttrade(seeded, tmp_path, "export", "quotes", str(file), "--json")
+    assert code == 0, stderr
+    assert json.loads(stdout)["keys"] == len(SYMBOLS) * (QUOTES_EACH + 1)
+    assert smarttrade(seeded, tmp_path, "flush", "quotes", "--yes")[0] == 0
+    code, stdout, stderr = smarttrade(seeded, tmp_path, "import", str(file), "--json")
+    assert code == 0, stderr
+    assert json.loads(stdout)["restored"] == len(SYMBOLS) * (QUOTES_EACH + 1)
+    previous = use_layout(CLUSTER)
+    try:
+        key = ks.quote_key("DOL", 1_700_000_000)
+    finally:
+        use_layout(previous)
+    host, port = seeded.seeds[0].rsplit(":", 1)
+    with RedisCluster(startup_nodes=[ClusterNode(host, int(port))]) as rc:
+        assert 0 < rc.ttl(key) <= 600

@@ -503,7 +503,9 @@ def export_cmd(
     async def job(rt: Runtime) -> transfer.ExportResult:
         db = rt.topology.db(store)
         with counting(err, f"export {store.value}") as tick:
-            return await transfer.export_store(rt.topology.client(store), rt.url, store, db, file, tick)
+            return await transfer.export_store(
+                store_clients(rt.topology, store), rt.url, store, db, file, tick
+            )
 
     result = run(job)
     if as_json:
