@@ -100,10 +100,19 @@ class ClusterPools:
                 raise RedisUnavailable(where, _seed_reason(str(exc))) from None
 
     async def describe(self) -> TopologyView:
-        """Primaries with their slot ranges and replicas with their link, from CLUSTER NODES."""
-        with redis_errors(self.url):
-            nodes = await self.primaries()[0].execute_command("CLUSTER NODES")
-        return TopologyView("cluster", self.tls, cluster_node_views(nodes))
+        """Primaries with their slot ranges and replicas with their link, from CLUSTER NODES of
+        the first primary that answers (then the seeds): a dead node must not hide the others,
+        and is shown by them as failed."""
+        asked = [*self.primaries(), *(self.node(h, p) for h, p in self.seeds)]
+        failure: Exception | None = None
+        for client in asked:
+            try:
+                nodes = await client.execute_command("CLUSTER NODES")
+            except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
+                failure = exc
+                continue
+            return TopologyView("cluster", self.tls, cluster_node_views(nodes))
+        raise RedisUnavailable(self.url, f"no node answered CLUSTER NODES ({failure})")
 
     async def aclose(self) -> None:
         for client in self._nodes.values():
