@@ -31,7 +31,7 @@ from smarttrade.ingest.commit import Commit, Layout, SymbolSlice, build_commit
 from smarttrade.ingest.wire import CommitWire
 from smarttrade.keyspace import CHECKPOINT_PREFIX, LAST_QUOTE_TTL, SPECS, Store, checkpoint_key, glob_escape
 from smarttrade.redis.connections import redis_errors
-from smarttrade.redis.scripts import INGEST_COMMIT
+from smarttrade.redis.scripts import INGEST_COMMIT, INGEST_COMMIT_CLUSTER
 from smarttrade.redis.topology import Topology
 from smarttrade.settings import Settings
 from smarttrade.symbols import SymbolSpec, spec_for
@@ -101,7 +101,9 @@ class Engine:
             LAST_QUOTE_TTL,
         )
         self.redis = topology.client(Store.QUOTES)  # the commit runs here and SELECTs the others
-        self.wire = CommitWire(self.redis, INGEST_COMMIT)
+        self.wire = CommitWire(
+            self.redis, INGEST_COMMIT_CLUSTER if topology.mode == "cluster" else INGEST_COMMIT
+        )
         self.settings = settings
         self.analytics_on = settings.smarttrade_analytics
         self._timeframes = parse_timeframes(settings.smarttrade_timeframes)
