@@ -8,6 +8,8 @@ from the slot map it holds now, so ``primaries()`` after a failover names the pr
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
@@ -91,23 +93,27 @@ class ClusterPools:
         return [self.node(n.host, n.port) for n in self.cluster.get_primaries()]
 
     async def ping(self, on_loading: Callable[[str], None] | None = None) -> None:
-        """The cluster answers and serves every slot (a cluster still forming or failing over
-        answers CLUSTERDOWN; wait for it a bounded time)."""
+        """The cluster answers and serves every slot. A cluster still forming or failing over
+        answers CLUSTERDOWN: wait for it a bounded time. No seed answering, or a seed that is not
+        a cluster node, fails at once, naming REDIS_CLUSTER_NODES."""
+        where = f"REDIS_CLUSTER_NODES={','.join(_addr(h, p) for h, p in self.seeds)}"
         started = time.monotonic()
-        with redis_errors(self.url):
-            while True:
-                try:
-                    await asyncio.wait_for(self.cluster.initialize(), FIRST_PING_S)
+        while True:
+            try:
+                await asyncio.wait_for(self.cluster.initialize(), FIRST_PING_S)
+                with redis_errors(self.url):
                     await asyncio.wait_for(self.cluster.ping(), FIRST_PING_S)
-                    return
-                except TimeoutError:
-                    raise RedisUnavailable(self.url, f"no reply within {FIRST_PING_S:g} s") from None
-                except (rexc.ClusterDownError, rexc.RedisClusterException) as exc:
-                    if time.monotonic() - started > CLUSTER_OK_WAIT_S:
-                        raise RedisUnavailable(self.url, f"cluster not serving every slot: {exc}") from None
-                    if on_loading is not None:
-                        on_loading(f"Redis Cluster at {self.url} is not serving every slot yet; waiting")
-                    await asyncio.sleep(0.5)
+                return
+            except TimeoutError:
+                raise RedisUnavailable(where, f"no reply within {FIRST_PING_S:g} s") from None
+            except rexc.ClusterDownError as exc:
+                if time.monotonic() - started > CLUSTER_OK_WAIT_S:
+                    raise RedisUnavailable(where, f"the cluster is down ({exc})") from None
+                if on_loading is not None:
+                    on_loading(f"Redis Cluster at {where} is not serving every slot yet; waiting")
+                await asyncio.sleep(0.5)
+            except (rexc.RedisClusterException, rexc.ConnectionError, OSError) as exc:
+                raise RedisUnavailable(where, _seed_reason(str(exc))) from None
 
     async def describe(self) -> TopologyView:
         """Primaries with their slot ranges and replicas with their link, from CLUSTER NODES."""
@@ -119,6 +125,16 @@ class ClusterPools:
         for client in self._nodes.values():
             await client.aclose()
         await self.cluster.aclose()
+
+
+def _seed_reason(text: str) -> str:
+    """redis-py's start-up failure in a line: not a cluster, or no seed reachable (and why)."""
+    if "Cluster mode is not enabled" in text:
+        return "a seed is not a cluster node (cluster mode is not enabled there); is REDIS_MODE right?"
+    match = re.search(r"Error (\d+) connecting to ([^ ]+?)\.? ", text + " ")
+    if match:
+        return f"no seed node answers ({match[2]}: {os.strerror(int(match[1]))})"
+    return text.splitlines()[0] if text else "no seed node answers"
 
 
 def cluster_node_views(nodes: dict[str, dict[str, object]]) -> list[NodeView]:

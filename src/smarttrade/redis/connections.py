@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -38,10 +39,17 @@ LOADING_POLL_S = 0.2
 LOADING_REPORT_S = 2.0  # one progress line this often, whole lines (pipes and journals too)
 
 
-def _reason(exc: BaseException) -> str:
+def one_line_reason(exc: BaseException) -> str:
     """The most useful one-line reason: the OS error under redis-py's wrapper when there is one."""
     seen: BaseException | None = exc
     while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return (
+                f"TLS: the server's certificate is not trusted ({seen.verify_message}); "
+                "REDIS_TLS_CA names the CA that signed it"
+            )
+        if isinstance(seen, ssl.SSLError):  # its errno is a library code, not an OS error
+            return f"TLS handshake failed: {str(seen.reason or seen).lower().replace('_', ' ')}"
         if isinstance(seen, OSError) and seen.errno:
             return os.strerror(seen.errno)
         seen = seen.__cause__ or seen.__context__
@@ -63,19 +71,19 @@ def redis_errors(url: str, where: str | None = None) -> Iterator[None]:
     try:
         yield
     except rexc.OutOfMemoryError as exc:
-        raise OutOfMemory(_oom_message(url, _reason(exc))) from None
+        raise OutOfMemory(_oom_message(url, one_line_reason(exc))) from None
     except rexc.MaxConnectionsError:
         raise SmartTradeError(_POOL_EXHAUSTED) from None
     except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
         if "No connection available" in str(exc):
             raise SmartTradeError(_POOL_EXHAUSTED) from None
-        raise RedisUnavailable(redact(url), _reason(exc)) from None
+        raise RedisUnavailable(redact(url), one_line_reason(exc)) from None
     except rexc.InvalidResponse as exc:  # e.g. an HTTP server answering "HTTP/1.1 400"
-        raise RedisUnavailable(redact(url), f"not a Redis server ({_reason(exc)})") from None
+        raise RedisUnavailable(redact(url), f"not a Redis server ({one_line_reason(exc)})") from None
     except rexc.ResponseError as exc:
         text = str(exc).strip()
         if text.startswith(("NOAUTH", "WRONGPASS", "NOPERM")):
-            raise RedisUnavailable(redact(url), _reason(exc)) from None
+            raise RedisUnavailable(redact(url), one_line_reason(exc)) from None
         if "-OOM " in text:  # Redis 6.2 reports OOM inside a script as a script error
             raise OutOfMemory(_oom_message(url, text.partition("-OOM ")[2])) from None
         if where and (text.startswith("WRONGTYPE") or "not changed" in text or "not a number" in text):
@@ -166,7 +174,7 @@ class RedisPools:
                 max_connections=per_pool,
                 timeout=POOL_WAIT_S,
                 **connection_kwargs(socket_timeout),
-                **(tls or {}),
+                **{k: v for k, v in (tls or {}).items() if k != "ssl"},  # rediss:// says ssl already
             )
             # Retries live on the connections; a client-level retry would multiply them.
             self._clients[db] = aioredis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))

@@ -24,6 +24,7 @@ from smarttrade.redis.connections import (
     SOCKET_TIMEOUT_S,
     connection_kwargs,
     credentials,
+    one_line_reason,
     redis_errors,
     tls_kwargs,
 )
@@ -95,24 +96,47 @@ class SentinelPools:
         with redis_errors(self.url):
             return await self.sentinel.discover_master(self.master_name)
 
+    async def _named(self) -> None:
+        """Fail at once, naming the setting, when no sentinel answers, an address is not a
+        sentinel, or none of them knows REDIS_SENTINEL_MASTER (a typo would otherwise wait)."""
+        where = f"REDIS_SENTINELS={','.join(f'{h}:{p}' for h, p in self.sentinel_addrs)}"
+        reasons: list[str] = []
+        for sentinel, (host, port) in zip(self.sentinel.sentinels, self.sentinel_addrs, strict=True):
+            try:
+                if await asyncio.wait_for(
+                    sentinel.sentinel_get_master_addr_by_name(self.master_name), FIRST_PING_S
+                ):
+                    return
+                reasons.append(f"{host}:{port} knows no master named {self.master_name!r}")
+            except rexc.ResponseError as exc:
+                reasons.append(
+                    f"{host}:{port} is not a sentinel (it refused SENTINEL: {str(exc).split(',')[0]})"
+                )
+            except (rexc.RedisError, OSError, TimeoutError) as exc:
+                reasons.append(f"{host}:{port}: {one_line_reason(exc)}")
+        if all("knows no master" in r for r in reasons):
+            raise RedisUnavailable(
+                f"REDIS_SENTINEL_MASTER={self.master_name}", f"no sentinel knows it ({where}); check the name"
+            )
+        raise RedisUnavailable(where, "; ".join(reasons))
+
     async def ping(self, on_loading: Callable[[str], None] | None = None) -> None:
+        """The sentinels name the master and it answers; a master being failed over is waited
+        for (at most MASTER_WAIT_S)."""
+        await self._named()
         started = time.monotonic()
         while True:
             try:
-                await asyncio.wait_for(self.master(), FIRST_PING_S)
-                break
-            except RedisUnavailable as exc:
+                with redis_errors(self.url):
+                    await asyncio.wait_for(self.primaries()[0].ping(), FIRST_PING_S)
+                return
+            except (RedisUnavailable, TimeoutError) as exc:
                 if time.monotonic() - started > MASTER_WAIT_S:
-                    raise RedisUnavailable(
-                        self.url, f"no master named {self.master_name!r}: {exc.reason}"
-                    ) from None
+                    reason = exc.reason if isinstance(exc, RedisUnavailable) else "no reply"
+                    raise RedisUnavailable(self.url, f"the master does not answer: {reason}") from None
                 if on_loading is not None:
-                    on_loading(f"sentinels at {self.url} name no master yet; waiting")
+                    on_loading(f"the master of {self.url} does not answer yet (a failover?); waiting")
                 await asyncio.sleep(0.5)
-            except TimeoutError:
-                raise RedisUnavailable(self.url, f"no sentinel answered within {FIRST_PING_S:g} s") from None
-        with redis_errors(self.url):
-            await asyncio.wait_for(self.primaries()[0].ping(), FIRST_PING_S)
 
     async def describe(self) -> TopologyView:
         """The master and its replicas (its INFO replication), then each sentinel and the master

@@ -102,7 +102,7 @@ class Topology:
         placement = Placement.from_settings(settings)
         limit = settings.redis_max_connections if max_connections is None else max_connections
         dbs = {db for db, _ in placement.groups()}
-        tls = tls_kwargs(settings) if url.startswith("rediss://") else {}
+        tls = tls_kwargs(settings) if url.startswith("rediss://") else {}  # settings refuse the mix
         pools = RedisPools(url, dbs, limit, socket_timeout=socket_timeout, tls=tls)
         return cls(pools, placement, "standalone", bool(tls))
 
