@@ -28,8 +28,16 @@ from smarttrade.analytics.calendar import calendar_for
 from smarttrade.errors import OutOfMemory, RedisUnavailable, SmartTradeError, StayedFull, redact
 from smarttrade.feeds.chunk import Chunk
 from smarttrade.ingest.commit import Commit, Layout, SymbolSlice, build_commit
-from smarttrade.ingest.wire import CommitWire
-from smarttrade.keyspace import CHECKPOINT_PREFIX, LAST_QUOTE_TTL, SPECS, Store, checkpoint_key, glob_escape
+from smarttrade.ingest.route import commit_wire
+from smarttrade.keyspace import (
+    CHECKPOINT_PREFIX,
+    LAST_QUOTE_TTL,
+    SPECS,
+    Store,
+    checkpoint_key,
+    current_layout,
+    glob_escape,
+)
 from smarttrade.redis.connections import redis_errors
 from smarttrade.redis.scripts import INGEST_COMMIT, INGEST_COMMIT_CLUSTER
 from smarttrade.redis.topology import Topology
@@ -100,10 +108,9 @@ class Engine:
             settings.ttl(f) or 0,
             LAST_QUOTE_TTL,
         )
-        self.redis = topology.client(Store.QUOTES)  # the commit runs here and SELECTs the others
-        self.wire = CommitWire(
-            self.redis, INGEST_COMMIT_CLUSTER if topology.mode == "cluster" else INGEST_COMMIT
-        )
+        self.redis = topology.client(Store.QUOTES)  # checkpoints; the commit SELECTs the others
+        script = INGEST_COMMIT_CLUSTER if topology.mode == "cluster" else INGEST_COMMIT
+        self.wire = commit_wire(topology, script)  # one connection, or one per cluster primary
         self.settings = settings
         self.analytics_on = settings.smarttrade_analytics
         self._timeframes = parse_timeframes(settings.smarttrade_timeframes)
@@ -151,7 +158,7 @@ class Engine:
                 values = await self.redis.hmget(
                     name, "seq", "ordinal", "analytics", "indicators", "count", "digest"
                 )
-                symbol = name[len(prefix) :]
+                symbol = current_layout().untag(name[len(prefix) :])  # {DOL} on a cluster
                 if values[0] is not None:
                     count = None if values[4] is None else int(values[4])
                     digest = None if values[5] is None else int(values[5])
