@@ -117,25 +117,42 @@ class Collector:
             await self._task
 
 
+@dataclass
+class HealthWatch:
+    """Seconds after the fault until /healthz first said 503, and until 200 again; the 503's reason."""
+
+    unhealthy_s: float
+    healthy_s: float
+    reason: str
+
+    def figures(self) -> dict[str, object]:
+        return {
+            "unhealthy_s": round(self.unhealthy_s, 2),
+            "healthy_s": round(self.healthy_s, 2),
+            "reason": self.reason,
+        }
+
+
 async def watch_health(
     http: httpx.AsyncClient, since: float, unhealthy_within: float, healthy_within: float
-) -> tuple[float, float]:
-    """Poll /healthz after a fault at ``since`` (monotonic): the seconds until it first said 503
-    and until it said 200 again; AssertionError when either misses its bound."""
+) -> HealthWatch:
+    """Poll /healthz after a fault at ``since`` (monotonic); AssertionError when the 503 or the
+    200 after it misses its bound."""
     unhealthy_at = healthy_at = None
+    reason = ""
     while time.monotonic() - since < unhealthy_within + healthy_within:
         with contextlib.suppress(httpx.HTTPError):
-            code = (await http.get("/healthz")).status_code
+            reply = await http.get("/healthz")
             now = time.monotonic() - since
-            if code == 503 and unhealthy_at is None:
-                unhealthy_at = now
-            if code == 200 and unhealthy_at is not None:
+            if reply.status_code == 503 and unhealthy_at is None:
+                unhealthy_at, reason = now, reply.json().get("message", "")
+            if reply.status_code == 200 and unhealthy_at is not None:
                 healthy_at = now
                 break
         await asyncio.sleep(0.2)
     assert unhealthy_at is not None and unhealthy_at <= unhealthy_within, f"503 after {unhealthy_at} s"
     assert healthy_at is not None and healthy_at <= healthy_within, f"200 again after {healthy_at} s"
-    return unhealthy_at, healthy_at
+    return HealthWatch(unhealthy_at, healthy_at, reason)
 
 
 async def assert_every_offset_once(topo: Topology, symbol: str, got: list[str]) -> int:
