@@ -1,5 +1,5 @@
 """The hub's pub/sub connection(s), per topology, behind one small interface (docs/gateway.md,
-"Delivery in a cluster").
+"Cluster, sentinel and several gateways").
 
 - ``ClassicSubscriber`` (standalone, sentinel): one PubSub on the orderflow client; PSUBSCRIBE
   ``trades:*``, SUBSCRIBE the probe and plain channels. In sentinel mode that client is
@@ -11,8 +11,8 @@
   primary's slots, so a lost shard subscription fails the probe. Without it (6.2) the commit
   PUBLISHes, which a cluster broadcasts: one node's PSUBSCRIBE sees every symbol. Either way the
   expired-key notifications are per node, so every primary's connection subscribes to them.
-  redis-py 8.1's ClusterPubSub does NOT follow a killed primary by itself when the publisher is
-  another process (tests/test_cluster_fanout.py shows the dead shard's channels going silent):
+  redis-py 8.1's ClusterPubSub does NOT follow a killed primary by itself (measured, see the doc:
+  15 s after the failover its reads still raised ConnectionError in a loop and nothing arrived):
   any error, or a slot map that moved, makes ``next`` raise ``Resubscribe``; the hub then reopens
   everything from a fresh slot map and catches its sockets up by offset.
 """
