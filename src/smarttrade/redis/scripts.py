@@ -545,3 +545,10 @@ return {1, seq, repaired, missed}
     header=COMMIT.header(),
     key="calls_key",
 )
+# A cluster's commit: SPUBLISH to its slot's shard where the server has sharded pub/sub (7.0+, the
+# one with redis.REDIS_VERSION_NUM), PUBLISH on 6.2; the gateway's reader picks the same way.
+INGEST_COMMIT_CLUSTER = INGEST_COMMIT.replace(
+    "_counted_call('PUBLISH', channel,",
+    "_counted_call(redis.REDIS_VERSION_NUM and 'SPUBLISH' or 'PUBLISH', channel,",
+)
+assert INGEST_COMMIT_CLUSTER != INGEST_COMMIT
