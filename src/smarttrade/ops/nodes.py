@@ -17,7 +17,6 @@ import redis.asyncio as aioredis
 
 from smarttrade.keyspace import Store
 from smarttrade.ops.server import Admin
-from smarttrade.redis.connections import connection_kwargs, credentials, tls_kwargs
 from smarttrade.redis.nodes import NodeView
 from smarttrade.redis.topology import Topology
 from smarttrade.settings import Settings
@@ -55,24 +54,14 @@ async def data_nodes(
     topology: Topology, settings: Settings, url: str, roles: tuple[str, ...] = DATA_ROLES
 ) -> AsyncIterator[list[DataNode]]:
     """Every node with one of ``roles`` (primaries and replicas by default), each with a plain
-    client to that one server (closed on exit). Standalone: the one server at ``url``."""
+    client to that one server (the topology's, closed with it). Standalone: the one server at ``url``."""
     if topology.mode == "standalone":
         admin = Admin(topology.admin, settings, url)
         yield [DataNode(NodeView(admin.where(), "primary"), admin)]
         return
     described = await topology.describe()
-    kwargs = {**connection_kwargs(), **credentials(settings.redis_url), **tls_kwargs(settings)}
-    made: list[aioredis.Redis] = []
-    nodes = []
-    try:
-        for view in described.nodes:
-            if view.role not in roles:
-                continue
-            host, _, port = view.addr.rpartition(":")
-            client = aioredis.Redis(host=host, port=int(port), max_connections=4, **kwargs)  # type: ignore[arg-type]
-            made.append(client)
-            nodes.append(DataNode(view, Admin(client, settings, node_url(view.addr, topology.tls))))
-        yield nodes
-    finally:
-        for client in made:
-            await client.aclose()
+    yield [
+        DataNode(view, Admin(topology.node(view.addr), settings, node_url(view.addr, topology.tls)))
+        for view in described.nodes
+        if view.role in roles
+    ]

@@ -21,6 +21,7 @@ from smarttrade.errors import RedisUnavailable
 from smarttrade.redis.connections import (
     FIRST_PING_S,
     SOCKET_TIMEOUT_S,
+    NodeClients,
     connection_kwargs,
     redis_errors,
 )
@@ -55,7 +56,7 @@ class ClusterPools:
             require_full_coverage=True,
             **self._node_kwargs,  # type: ignore[arg-type]
         )
-        self._nodes: dict[str, aioredis.Redis] = {}
+        self._nodes = NodeClients(self._node_kwargs, max(2, max_connections // 8))
 
     def client(self, db: int) -> RedisCluster:
         if db != 0:
@@ -64,13 +65,7 @@ class ClusterPools:
 
     def node(self, host: str, port: int) -> aioredis.Redis:
         """A plain client of one node (cached): for commands a cluster client would fan out."""
-        name = _addr(host, port)
-        client = self._nodes.get(name)
-        if client is None:
-            per_node = max(2, self.max_connections // 8)
-            client = aioredis.Redis(host=host, port=port, max_connections=per_node, **self._node_kwargs)  # type: ignore[arg-type]
-            self._nodes[name] = client
-        return client
+        return self._nodes.get(host, port)
 
     def primaries(self) -> list[aioredis.Redis]:
         """A client per primary of the slot map the cluster client holds now (after ``ping``)."""
@@ -115,8 +110,7 @@ class ClusterPools:
         raise RedisUnavailable(self.url, f"no node answered CLUSTER NODES ({failure})")
 
     async def aclose(self) -> None:
-        for client in self._nodes.values():
-            await client.aclose()
+        await self._nodes.aclose()
         await self.cluster.aclose()
 
 

@@ -135,6 +135,29 @@ def connection_kwargs(socket_timeout: float = SOCKET_TIMEOUT_S) -> dict[str, obj
     }
 
 
+class NodeClients:
+    """A plain client per node (host:port), made on first use with the topology's arguments and
+    closed with it: for commands that must reach one given server (INFO, CONFIG, SCAN, BGSAVE)."""
+
+    def __init__(self, kwargs: Mapping[str, object], max_connections: int = 4) -> None:
+        self.kwargs = dict(kwargs)
+        self.max_connections = max_connections
+        self._clients: dict[str, aioredis.Redis] = {}
+
+    def get(self, host: str, port: int) -> aioredis.Redis:
+        name = f"{host}:{port}"
+        client = self._clients.get(name)
+        if client is None:
+            client = aioredis.Redis(host=host, port=port, max_connections=self.max_connections, **self.kwargs)  # type: ignore[arg-type]
+            self._clients[name] = client
+        return client
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+
+
 class RedisPools:
     """Async clients keyed by database number, sharing one connection budget."""
 

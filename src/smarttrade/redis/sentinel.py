@@ -22,6 +22,7 @@ from smarttrade.errors import RedisUnavailable
 from smarttrade.redis.connections import (
     FIRST_PING_S,
     SOCKET_TIMEOUT_S,
+    NodeClients,
     connection_kwargs,
     one_line_reason,
     redis_errors,
@@ -59,6 +60,7 @@ class SentinelPools:
             sentinel_kwargs={**connection_kwargs(socket_timeout), **(sentinel_kwargs or {})},
             **kwargs,
         )
+        self._nodes = NodeClients(kwargs)
         self._clients: dict[int, aioredis.Redis] = {
             db: self.sentinel.master_for(master_name, db=db, max_connections=per_pool) for db in sorted(dbs)
         }
@@ -68,6 +70,10 @@ class SentinelPools:
             return self._clients[db]
         except KeyError:
             raise ValueError(f"no pool for database {db}") from None
+
+    def node(self, host: str, port: int) -> aioredis.Redis:
+        """A plain client of one data node (the master or a replica), for per-node commands."""
+        return self._nodes.get(host, port)
 
     def primaries(self) -> list[aioredis.Redis]:
         return [next(iter(self._clients.values()))]
@@ -141,6 +147,7 @@ class SentinelPools:
         return TopologyView("sentinel", self.tls, nodes, self.master_name, master)
 
     async def aclose(self) -> None:
+        await self._nodes.aclose()
         for client in self._clients.values():
             await client.aclose(close_connection_pool=True)
         with contextlib.suppress(rexc.RedisError, OSError):

@@ -184,6 +184,15 @@ class Topology:
         primaries as they are now."""
         return self.pools.primaries()
 
+    def node(self, addr: str) -> aioredis.Redis:
+        """A plain client of one data node of a sentinel or cluster topology (``host:port`` as
+        ``describe()`` names it), with the topology's TLS and credentials; closed with it."""
+        node = getattr(self.pools, "node", None)
+        if node is None:
+            raise ValueError(f"a {self.mode} topology reaches its one server through client(store)")
+        host, _, port = addr.rpartition(":")
+        return node(host, int(port))
+
     async def describe(self) -> TopologyView:
         """The servers as they see themselves now (for `smarttrade status`)."""
         return await self.pools.describe()
