@@ -19,7 +19,7 @@ from redis.crc import key_slot
 from smarttrade import keyspace as ks
 from smarttrade.ops.sample import script_calls, take
 from smarttrade.ops.server import Admin
-from smarttrade.redis.scripts import INGEST_COMMIT
+from smarttrade.redis.scripts import commit_script
 from smarttrade.redis.topology import Topology
 from smarttrade.settings import Settings
 from tests.conftest import start_server
@@ -206,7 +206,7 @@ def test_kill_9_of_a_primary_mid_replay_changes_nothing(
     assert summary(stdout)["failed"] is None
     assert promoted.port == owner(fresh_cluster, "DOL").port
     with promoted.client() as r:  # 7.0 copies no SCRIPT LOAD to replicas: NOSCRIPT made us load it
-        assert r.script_exists(hashlib.sha1(INGEST_COMMIT.encode()).hexdigest()) == [True]
+        assert r.script_exists(hashlib.sha1(commit_script("cluster").encode()).hexdigest()) == [True]
     assert_same_as_uninterrupted(fresh_cluster, reference)
 
 

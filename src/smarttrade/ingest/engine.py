@@ -39,7 +39,7 @@ from smarttrade.keyspace import (
     glob_escape,
 )
 from smarttrade.redis.connections import redis_errors
-from smarttrade.redis.scripts import INGEST_COMMIT, INGEST_COMMIT_CLUSTER
+from smarttrade.redis.scripts import commit_script
 from smarttrade.redis.topology import Topology
 from smarttrade.settings import Settings
 from smarttrade.symbols import SymbolSpec, spec_for
@@ -109,7 +109,7 @@ class Engine:
             LAST_QUOTE_TTL,
         )
         self.redis = topology.client(Store.QUOTES)  # checkpoints; the commit SELECTs the others
-        script = INGEST_COMMIT_CLUSTER if topology.mode == "cluster" else INGEST_COMMIT
+        script = commit_script(topology.mode)
         self.wire = commit_wire(topology, script)  # one connection, or one per cluster primary
         self.settings = settings
         self.analytics_on = settings.smarttrade_analytics

@@ -551,4 +551,11 @@ INGEST_COMMIT_CLUSTER = INGEST_COMMIT.replace(
     "_counted_call('PUBLISH', channel,",
     "_counted_call(redis.REDIS_VERSION_NUM and 'SPUBLISH' or 'PUBLISH', channel,",
 )
+
+
+def commit_script(mode: str) -> str:
+    """The ingest commit's text for a topology mode (REDIS_MODE)."""
+    return INGEST_COMMIT_CLUSTER if mode == "cluster" else INGEST_COMMIT
+
+
 assert INGEST_COMMIT_CLUSTER != INGEST_COMMIT
