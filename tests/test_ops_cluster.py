@@ -6,10 +6,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from redis.cluster import ClusterNode, RedisCluster
 
 from smarttrade import keyspace as ks
@@ -150,3 +157,79 @@ def test_export_import_round_trip(seeded: Cluster, tmp_path: Path) -> None:
     host, port = seeded.seeds[0].rsplit(":", 1)
     with RedisCluster(startup_nodes=[ClusterNode(host, int(port))]) as rc:
         assert 0 < rc.ttl(key) <= 600
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_monitor_alerts_exporter_read_every_primary(seeded: Cluster, tmp_path: Path) -> None:
+    """Figures that add up are summed over the primaries and listed per node; the memory alert
+    fires on the one primary near its own maxmemory (the sum of three is far from full); the
+    exporter's per-server series carry node="host:port", one per primary."""
+    primaries = {p.addr: p for p in seeded.primaries()}
+    code, stdout, stderr = smarttrade(seeded, tmp_path, "monitor", "--json", "--interval", "0.3")
+    assert code == 0, stderr
+    reading = json.loads(stdout)
+    assert {n["node"] for n in reading["nodes"]} == set(primaries)
+    assert all(n["role"] == "master" and n["replicas"] == 1 for n in reading["nodes"])
+    total = len(SYMBOLS) * (QUOTES_EACH + 2)  # quotes and a user setting each
+    assert sum(n["keys"] for n in reading["nodes"]) == reading["keys"]["db0"] >= total
+    assert reading["memory"]["used_bytes"] == sum(n["used_bytes"] for n in reading["nodes"])
+
+    full = next(iter(primaries.values()))
+    with full.client() as c:
+        before = c.config_get("maxmemory")["maxmemory"]
+        used = int(c.info("memory")["used_memory"])
+        c.config_set("maxmemory", str(int(used * 1.05)))  # ~95% full: above the 90% crit level
+    try:
+        code, stdout, stderr = smarttrade(seeded, tmp_path, "alerts", "--json", "--interval", "0.2")
+        checks = {c["check"]: c for c in json.loads(stdout)["checks"]}
+        assert checks["memory"]["level"] == "critical", checks["memory"]
+        assert f"on {full.addr}" in checks["memory"]["value"]
+        assert code == 2
+    finally:
+        with full.client() as c:
+            c.config_set("maxmemory", before)
+
+    port = free_port()
+    env = cluster_env(seeded, str(tmp_path))
+    exe = shutil.which("smarttrade", path=str(Path(sys.executable).parent))
+    cmd = [exe] if exe else [sys.executable, "-m", "smarttrade"]
+    proc = subprocess.Popen(
+        [*cmd, "exporter", "--port", str(port), "--duration", "20"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        text = ""
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as got:
+                    text = got.read().decode()
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert "redis_up 1.0" in text, text[:500]
+        series = {
+            s.labels["node"]: s.value
+            for fam in text_string_to_metric_families(text)
+            if fam.name == "redis_memory_used_bytes"
+            for s in fam.samples
+        }
+        assert set(series) == set(primaries)
+        keys = [
+            s.value
+            for fam in text_string_to_metric_families(text)
+            if fam.name == "redis_db_keys"
+            for s in fam.samples
+        ]
+        assert sum(keys) >= total and len(keys) == len(primaries)
+    finally:
+        proc.terminate()
+        proc.wait(10)
