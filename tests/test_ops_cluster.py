@@ -4,6 +4,7 @@ profile and audit act on each of the six, and the key commands see the keys of e
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -233,3 +234,34 @@ def test_monitor_alerts_exporter_read_every_primary(seeded: Cluster, tmp_path: P
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def check_node_set(folder: Path, want: dict[str, str]) -> dict[str, object]:
+    """A per-node backup set: one RDB per wanted node (addr -> slots), each file's sha256 as the
+    manifest and SHA256SUMS say; returns the manifest."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert {n["addr"]: n["slots"] for n in manifest["nodes"]} == want
+    sums = dict(line.split("  ")[::-1] for line in (folder / "SHA256SUMS").read_text().splitlines())
+    for node in manifest["nodes"]:
+        data = (folder / node["file"]).read_bytes()
+        assert data.startswith(b"REDIS") and len(data) == node["bytes"]
+        assert hashlib.sha256(data).hexdigest() == node["sha256"] == sums[node["file"]]
+        assert node["run_id"] and node["role"] == "primary"
+    return manifest
+
+
+def test_backup_saves_every_primary_with_a_manifest(seeded: Cluster, tmp_path: Path) -> None:
+    code, stdout, _ = smarttrade(seeded, tmp_path, "status", "--json")
+    slots = {n["addr"]: n["slots"] for n in json.loads(stdout)["topology"]["nodes"] if n["role"] == "primary"}
+    target = tmp_path / "backups"  # SMARTTRADE_DATA_DIR/backups: the default folder
+    code, stdout, stderr = smarttrade(seeded, tmp_path, "backup", "--json")
+    assert code == 0, stderr
+    got = json.loads(stdout)
+    assert got["mode"] == "cluster" and Path(got["folder"]).parent == target
+    check_node_set(Path(got["folder"]), slots)
+    code, stdout, _ = smarttrade(seeded, tmp_path, "backups", "--json")  # the set counts as a backup
+    assert [b["file"] for b in json.loads(stdout)] == [got["folder"]]
+    code, stdout, stderr = smarttrade(seeded, tmp_path, "backup", "--keep", "1")
+    assert code == 0, stderr
+    assert all(f"{addr} (primary) slots {s}" in stdout for addr, s in slots.items())
+    assert "removed old backup" in stdout and len(list(target.iterdir())) == 1

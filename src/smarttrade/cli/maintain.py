@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated
@@ -370,10 +371,18 @@ def backup(
     """Back up the server: BGSAVE, then copy the RDB with a timestamp and sha256.
 
     Waits until INFO persistence reports the save done and ok, copies through a temporary name
-    with fsync, and keeps the newest N backups.
+    with fsync, and keeps the newest N backups. Cluster and sentinel mode: each primary (the
+    master) in turn, into one smarttrade-STAMP.nodes folder with SHA256SUMS and a manifest.json
+    (node, role, slots, run_id, file, sha256, size, time); exit 2 when a node's dir is not
+    readable on this host. Restoring such a set is a documented procedure, not a command:
+    docs/operations.md, "Backup and restore in cluster and sentinel mode".
     """
 
-    async def job(rt: Runtime) -> backup_ops.BackupResult:
+    async def job(rt: Runtime) -> backup_ops.BackupResult | backup_ops.NodesBackup:
+        if rt.topology.mode != "standalone":
+            if rdb_file is not None:
+                fail("--rdb-file: one server only; in cluster and sentinel mode each node names its own", 2)
+            return await _backup_nodes(rt, folder, keep, timeout)
         admin = admin_for(rt)
         embedded_dir = rt.settings.smarttrade_data_dir if rt.embedded else None
         source = rdb_file or await backup_ops.rdb_path(admin, embedded_dir)
@@ -390,6 +399,9 @@ def backup(
             )
 
     result = run(job)
+    if isinstance(result, backup_ops.NodesBackup):
+        _print_nodes_backup(result, as_json)
+        return
     if as_json:
         dump(
             {
@@ -407,6 +419,40 @@ def backup(
         highlight=False,
     )
     out.print(f"sha256: {result.sha256}", markup=False, highlight=False)
+    for path in result.pruned:
+        out.print(f"removed old backup {path.name}", markup=False, highlight=False)
+
+
+async def _backup_nodes(
+    rt: Runtime, folder: Path | None, keep: int | None, timeout: float
+) -> backup_ops.NodesBackup:
+    """Every primary of a cluster, or the sentinels' master: one RDB each and a manifest."""
+    async with data_nodes(rt.topology, rt.settings, rt.url, roles=("primary",)) as nodes:
+        with counting(err, f"backup of {len(nodes)} node(s)", unit="bytes") as tick:
+            return await backup_ops.backup_nodes(
+                nodes,
+                folder or rt.settings.backup_dir,
+                keep or rt.settings.smarttrade_backup_keep,
+                rt.topology.mode,
+                timeout,
+                progress=tick,
+            )
+
+
+def _print_nodes_backup(result: backup_ops.NodesBackup, as_json: bool) -> None:
+    if as_json:
+        manifest = json.loads(result.manifest.read_text())
+        dump({"folder": str(result.folder), **manifest, "pruned": [str(p) for p in result.pruned]})
+        return
+    out.print(f"backup: {result.folder} (manifest.json, SHA256SUMS)", markup=False, highlight=False)
+    for c in result.nodes:
+        slots = f" slots {c.slots}" if c.slots else ""
+        out.print(
+            f"{c.addr} ({c.role}){slots}: {c.file} {c.bytes:,} bytes, BGSAVE {c.bgsave_seconds:.2f} s, "
+            f"sha256 {c.sha256}",
+            markup=False,
+            highlight=False,
+        )
     for path in result.pruned:
         out.print(f"removed old backup {path.name}", markup=False, highlight=False)
 
