@@ -265,3 +265,59 @@ def test_backup_saves_every_primary_with_a_manifest(seeded: Cluster, tmp_path: P
     assert code == 0, stderr
     assert all(f"{addr} (primary) slots {s}" in stdout for addr, s in slots.items())
     assert "removed old backup" in stdout and len(list(target.iterdir())) == 1
+
+
+def test_ingest_then_read_back_and_flushdb(cluster_clean: Cluster, tmp_path: Path) -> None:
+    """A real ingest on the cluster; then `indicators` finds the forming bar (the hash-tagged
+    checkpoint), `get` reads keys of every kind from their own nodes, and `flush --flushdb`
+    FLUSHes each primary that holds only that store's keys and SCAN+UNLINKs the others."""
+    cluster = cluster_clean
+    code, _, stderr = smarttrade(
+        cluster, tmp_path, "ingest", "--synthetic", "--count", "20000", "--symbols", "WIN,DOL",
+        "--start-day", "2025-11-24", "--dead-letter", str(tmp_path / "dead"),
+    )  # fmt: skip
+    assert code == 0, stderr
+    code, stdout, stderr = smarttrade(cluster, tmp_path, "indicators", "WIN", "--json")
+    assert code == 0, stderr
+    assert "1m" in json.loads(stdout)["forming"]
+    for store, pattern in (
+        ("quotes", "quote:*"),
+        ("quotes", "ingest:checkpoint:*"),
+        ("orderflow", "bar:*"),
+        ("orderflow", "bars:*"),
+        ("orderflow", "stream:trades:*"),
+            ("quotes", "lastquote:*"),
+        ("calc", "calc:*"),
+    ):
+        code, stdout, stderr = smarttrade(
+            cluster, tmp_path, "keys", store, "--pattern", pattern, "--limit", "1000", "--json"
+        )
+        assert code == 0, stderr
+        found = json.loads(stdout)["keys"]
+        assert found, (store, pattern)
+        key = found[0]["key"]
+        code, stdout, stderr = smarttrade(cluster, tmp_path, "get", key, "--json")
+        assert code == 0, (key, stderr)
+        assert json.loads(stdout), key
+
+    # flush --flushdb: quotes only on the primaries, but for one user setting on one of them
+    for primary in cluster.primaries():
+        with primary.client() as c:
+            c.flushdb()
+    previous = use_layout(CLUSTER)
+    try:
+        host, port = cluster.seeds[0].rsplit(":", 1)
+        with RedisCluster(startup_nodes=[ClusterNode(host, int(port))]) as rc:
+            for sym in SYMBOLS:
+                rc.set(ks.quote_key(sym, 1_700_000_000), "{}", ex=600)
+            setting = ks.config_key("u1", "theme")
+            rc.set(setting, '"dark"')
+    finally:
+        use_layout(previous)
+    code, stdout, stderr = smarttrade(cluster, tmp_path, "flush", "quotes", "--flushdb", "--yes")
+    assert code == 0, stderr
+    assert f"{len(SYMBOLS)} keys deleted (FLUSHDB on 2, SCAN+UNLINK on 1 primaries" in stdout
+    assert "1 of 3 primaries hold 1 keys" in stderr
+    with RedisCluster(startup_nodes=[ClusterNode(host, int(port))]) as rc:
+        assert rc.get(setting) == b'"dark"'
+        assert rc.dbsize() == 1

@@ -95,7 +95,9 @@ def flush(
     flushdb: Annotated[
         bool,
         typer.Option(
-            "--flushdb", help="Use FLUSHDB ASYNC on the store's db (only when it holds nothing else)."
+            "--flushdb",
+            help="Use FLUSHDB ASYNC on the store's db (only when it holds nothing else); on a cluster "
+            "on each primary whose database 0 holds only this store's keys, SCAN+UNLINK on the rest.",
         ),
     ] = False,
 ) -> None:
@@ -107,13 +109,18 @@ def flush(
     """
     if store is Store.CONFIG and not include_settings:
         fail("the user-settings store holds permanent user data; add --include-user-settings to flush it", 2)
-    placement = Placement.from_settings(load_settings())
+    settings = load_settings()
+    placement = Placement.from_settings(settings)
     db = placement.db(store)
-    shared = [s.value for s in placement.shared_with(store)]
+    # A cluster's database 0 holds every store: FLUSHDB goes only to the primaries where it holds
+    # nothing but this store's keys (flush_store counts them), so "shared" refuses nothing there.
+    cluster = settings.redis_mode == "cluster"
+    shared = [] if cluster else [s.value for s in placement.shared_with(store)]
     if flushdb and shared:  # checked with --yes too: a cron line must not wipe another store
         fail(f"--flushdb would also delete {', '.join(shared)} (same db {db}); leave it out", 2)
     if not yes:
         how = "FLUSHDB" if flushdb else "SCAN+UNLINK of its keys"
+        how += " on every primary where db 0 holds only them" if flushdb and cluster else ""
         note = f"; db {db} is shared with {', '.join(shared)}" if shared else ""
         if not confirm(f"Delete all {store.value} keys in db {db} by {how}{note}?"):
             fail("nothing deleted", 1)
