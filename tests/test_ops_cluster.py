@@ -179,6 +179,9 @@ def test_monitor_alerts_exporter_read_every_primary(seeded: Cluster, tmp_path: P
     total = len(SYMBOLS) * (QUOTES_EACH + 2)  # quotes and a user setting each
     assert sum(n["keys"] for n in reading["nodes"]) == reading["keys"]["db0"] >= total
     assert reading["memory"]["used_bytes"] == sum(n["used_bytes"] for n in reading["nodes"])
+    code, _, stderr = smarttrade(seeded, tmp_path, "info", "memory")  # one server's state
+    assert code == 2 and "run it per node with REDIS_MODE=standalone" in stderr
+    assert len(stderr.strip().splitlines()) == 1
 
     full = next(iter(primaries.values()))
     with full.client() as c:

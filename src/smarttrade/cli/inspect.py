@@ -19,7 +19,18 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from smarttrade.cli.common import JsonOpt, StoreArg, admin_for, app, dump, err, fail, human_bytes, out, run
+from smarttrade.cli.common import (
+    JsonOpt,
+    StoreArg,
+    app,
+    dump,
+    err,
+    fail,
+    human_bytes,
+    one_server_admin,
+    out,
+    run,
+)
 from smarttrade.cli.progress import counting
 from smarttrade.ops import alerts, inspect, keys, published
 from smarttrade.ops.backup import newest_age_s
@@ -92,7 +103,7 @@ def info(
             )
 
     async def job(rt: Runtime) -> dict[str, dict[str, Any]]:
-        admin = admin_for(rt)
+        admin = one_server_admin(rt, "info")
         return {s: await inspect.info_section(admin, s) for s in wanted}
 
     data = run(job)
@@ -274,7 +285,7 @@ def slowlog_cmd(
     count = count_opt or number or 10
 
     async def job(rt: Runtime) -> tuple[list[inspect.SlowEntry], int]:
-        return await inspect.slowlog(admin_for(rt), count)
+        return await inspect.slowlog(one_server_admin(rt, "slowlog"), count)
 
     entries, length = run(job)
     if as_json:
@@ -301,7 +312,7 @@ def latency_cmd(
     """Client round-trip percentiles (PING), plus LATENCY LATEST and DOCTOR where permitted."""
 
     async def job(rt: Runtime) -> inspect.Latency:
-        return await inspect.latency(admin_for(rt), count)
+        return await inspect.latency(one_server_admin(rt, "latency"), count)
 
     lat = run(job)
     if as_json:
