@@ -264,6 +264,11 @@ def test_backup_saves_every_primary_with_a_manifest(seeded: Cluster, tmp_path: P
     check_node_set(Path(got["folder"]), slots)
     code, stdout, _ = smarttrade(seeded, tmp_path, "backups", "--json")  # the set counts as a backup
     assert [b["file"] for b in json.loads(stdout)] == [got["folder"]]
+    code, stdout, stderr = smarttrade(seeded, tmp_path, "restore", "--check", got["folder"])
+    assert code == 0, stderr
+    assert all(f"{addr}: " in stdout for addr in slots) and stdout.count(" ok") == len(slots)
+    code, _, stderr = smarttrade(seeded, tmp_path, "restore", got["folder"], "--yes")
+    assert code == 2 and "a procedure, not a command" in stderr and len(stderr.strip().splitlines()) == 1
     code, stdout, stderr = smarttrade(seeded, tmp_path, "backup", "--keep", "1")
     assert code == 0, stderr
     assert all(f"{addr} (primary) slots {s}" in stdout for addr, s in slots.items())
@@ -289,7 +294,7 @@ def test_ingest_then_read_back_and_flushdb(cluster_clean: Cluster, tmp_path: Pat
         ("orderflow", "bar:*"),
         ("orderflow", "bars:*"),
         ("orderflow", "stream:trades:*"),
-            ("quotes", "lastquote:*"),
+        ("quotes", "lastquote:*"),
         ("calc", "calc:*"),
     ):
         code, stdout, stderr = smarttrade(

@@ -494,10 +494,23 @@ def restore(
     """Restore the embedded server from a backup (for your own server: prints the procedure).
 
     Verifies the file (sha256, redis-check-rdb), stops the server without saving, sets the
-    current files aside, starts on the backup, verifies it and turns the AOF back on.
+    current files aside, starts on the backup, verifies it and turns the AOF back on. A cluster's
+    or a sentinel group's per-node set (smarttrade-STAMP.nodes) is restored by the documented
+    procedure, not by this command (docs/operations.md, "Backup and restore in cluster and
+    sentinel mode"); --check verifies such a set node by node.
     """
     try:
         settings = load_settings()
+        if check_only and file.is_dir():
+            for addr, name in backup_ops.verify_set(file):
+                out.print(f"{addr}: {name} ok", markup=False, highlight=False)
+            return
+        if file.is_dir() or settings.redis_mode != "standalone":
+            fail(
+                f"restoring a cluster or a sentinel group is a procedure, not a command: "
+                f"{backup_ops.PROCEDURE} (`smarttrade restore --check {file}` verifies the files)",
+                2,
+            )
         if check_only:
             digest = backup_ops.verify_file(file)
             out.print(f"{file}: ok (sha256 {digest})", markup=False, highlight=False)

@@ -376,6 +376,23 @@ def verify_file(path: Path, progress: Progress | None = None, server: str | None
     return digest
 
 
+def verify_set(folder: Path, server: str | None = None) -> list[tuple[str, str]]:
+    """Check each node's RDB of a per-node set: its sha256 against the manifest, and its
+    structure (``verify_file``); returns (addr, file) per node."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        nodes = [(str(n["addr"]), str(n["file"]), str(n["sha256"])) for n in manifest["nodes"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BackupError(f"{folder}: no readable {MANIFEST} ({exc}); not a complete backup set") from None
+    for addr, name, expected in nodes:
+        digest = verify_file(folder / name, server=server)
+        if digest != expected:
+            raise BackupError(
+                f"{folder / name} ({addr}): sha256 {digest} does not match {MANIFEST} ({expected})"
+            )
+    return [(addr, name) for addr, name, _ in nodes]
+
+
 @dataclass(frozen=True, slots=True)
 class RestoreResult:
     file: Path
