@@ -1,6 +1,7 @@
 """The ops commands in sentinel mode (a primary, a replica, 3 sentinels; tests/topologies.py), run
 as the real ``smarttrade`` command: status names the master the sentinels agree on and lists the
-sentinels; profile and audit act on the master and its replica, never on a sentinel."""
+sentinels; profile and audit act on the master and its replica, never on a sentinel; backup saves
+the master with a manifest."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_smarttrade
+from tests.test_ops_cluster import check_node_set
 from tests.topologies import SentinelGroup
 
 pytestmark = pytest.mark.topology
@@ -49,3 +51,10 @@ def test_status_profile_and_audit(sentinel_group: SentinelGroup, tmp_path: Path)
     assert "sentinels hold no data" in stderr
     code, stdout, stderr = smarttrade(group, tmp_path, "audit", "--json")
     assert {f["node"] for f in json.loads(stdout)["findings"]} == data_nodes
+
+    # backup: the master's RDB, in a set with a manifest (a replica's copy would be the same data)
+    code, stdout, stderr = smarttrade(group, tmp_path, "backup", "--json")
+    assert code == 0, stderr
+    got = json.loads(stdout)
+    assert got["mode"] == "sentinel"
+    check_node_set(Path(got["folder"]), {group.primary.addr: ""})

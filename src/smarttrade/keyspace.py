@@ -280,6 +280,11 @@ def checkpoint_key(source: str, symbol: str) -> str:
     return f"{CHECKPOINT_PREFIX}:{source}:{_layout.tag(symbol)}"
 
 
+def checkpoint_pattern(symbol: str) -> str:
+    """SCAN MATCH for ``symbol``'s checkpoints of every source (hash-tagged in the cluster layout)."""
+    return f"{CHECKPOINT_PREFIX}:*:{glob_escape(_layout.tag(symbol))}"
+
+
 def script_calls_key(symbol: str) -> str:
     """Where a symbol's commit counts the commands it ran: the one SCRIPT_CALLS_KEY, or in the
     cluster layout one per symbol, in the slot of the commit's other keys."""
@@ -298,7 +303,7 @@ def symbol_patterns(symbol: str) -> list[tuple[Store, str]]:
     return [
         (Store.QUOTES, f"quote:{sym}:*"),
         (Store.QUOTES, f"{LAST_QUOTE_PREFIX}:{sym}"),
-        (Store.QUOTES, f"{CHECKPOINT_PREFIX}:*:{sym}"),
+        (Store.QUOTES, checkpoint_pattern(symbol)),
         (Store.ORDERFLOW, f"orderflow:{sym}:*"),
         (Store.ORDERFLOW, f"{STREAM_PREFIX}:{sym}"),
         (Store.ORDERFLOW, f"{STREAM_EPOCH_PREFIX}:{sym}"),

@@ -13,7 +13,7 @@ import msgspec
 from smarttrade.analytics.bars import SymbolAnalytics
 from smarttrade.analytics.calendar import calendar_for
 from smarttrade.analytics.footprint import BarFootprint, FootprintParams, dense, metrics
-from smarttrade.keyspace import CHECKPOINT_PREFIX, Store, bar_footprint_key, bar_index_key, bar_key
+from smarttrade.keyspace import Store, bar_footprint_key, bar_index_key, bar_key, checkpoint_pattern
 from smarttrade.redis.connections import redis_errors
 from smarttrade.redis.topology import Topology
 from smarttrade.settings import Settings
@@ -128,7 +128,7 @@ class AnalyticsViews:
         client = self.topology.client(Store.QUOTES)
         best: tuple[int, bytes, bytes | None] | None = None  # the source with the newest forming bar
         with redis_errors(self.topology.url):
-            async for key in client.scan_iter(match=f"{CHECKPOINT_PREFIX}:*:{symbol}", count=500):
+            async for key in client.scan_iter(match=checkpoint_pattern(symbol), count=500):
                 state, indicators = await client.hmget(key, "analytics", "indicators")
                 if not state:
                     continue

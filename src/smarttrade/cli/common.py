@@ -49,8 +49,23 @@ StoreArg = Annotated[
 
 
 def admin_for(rt: Runtime) -> Admin:
-    """Ops commands talk to the server through the topology's admin client, with its command names."""
+    """Ops commands talk to the server through the topology's admin client, with its command names.
+
+    On a cluster that client routes keys but has no one server: use it for the names and the URL
+    (``admin.on(node_client)``), never for a server-wide command (Admin refuses that)."""
     return Admin(rt.topology.admin, rt.settings, rt.url)
+
+
+def one_server_admin(rt: Runtime, command: str) -> Admin:
+    """The admin of a command that reads one server's own state (INFO, SLOWLOG, LATENCY); on a
+    cluster it fails with one line saying how to read each node."""
+    if rt.topology.mode == "cluster":
+        fail(
+            f"{command} reads one server: on a cluster run it per node with REDIS_MODE=standalone "
+            "REDIS_URL=redis://HOST:PORT (`smarttrade status` lists the nodes)",
+            2,
+        )
+    return admin_for(rt)
 
 
 # Exit codes of a stop by signal: SIGTERM is how a service manager stops a service (systemctl

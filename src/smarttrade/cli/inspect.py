@@ -19,14 +19,31 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from smarttrade.cli.common import JsonOpt, StoreArg, admin_for, app, dump, err, fail, human_bytes, out, run
+from smarttrade.cli.common import (
+    JsonOpt,
+    StoreArg,
+    app,
+    dump,
+    err,
+    fail,
+    human_bytes,
+    one_server_admin,
+    out,
+    run,
+)
 from smarttrade.cli.progress import counting
 from smarttrade.ops import alerts, inspect, keys, published
 from smarttrade.ops.backup import newest_age_s
-from smarttrade.ops.nodes import store_clients
-from smarttrade.ops.sample import rates, take
+from smarttrade.ops.nodes import primary_admins, store_clients
+from smarttrade.ops.sample import Rates, Sample, rates, take_all
 from smarttrade.ops.watch import Observation, Watcher
 from smarttrade.runtime import Runtime
+
+
+def watcher_for(rt: Runtime) -> Watcher:
+    """monitor's and the exporter's watcher: every primary of a cluster, the one server else."""
+    return Watcher.of(rt.topology, rt.settings, rt.url)
+
 
 LEVEL_STYLE = {alerts.Level.OK: "green", alerts.Level.WARNING: "yellow", alerts.Level.CRITICAL: "bold red"}
 
@@ -86,7 +103,7 @@ def info(
             )
 
     async def job(rt: Runtime) -> dict[str, dict[str, Any]]:
-        admin = admin_for(rt)
+        admin = one_server_admin(rt, "info")
         return {s: await inspect.info_section(admin, s) for s in wanted}
 
     data = run(job)
@@ -268,7 +285,7 @@ def slowlog_cmd(
     count = count_opt or number or 10
 
     async def job(rt: Runtime) -> tuple[list[inspect.SlowEntry], int]:
-        return await inspect.slowlog(admin_for(rt), count)
+        return await inspect.slowlog(one_server_admin(rt, "slowlog"), count)
 
     entries, length = run(job)
     if as_json:
@@ -295,7 +312,7 @@ def latency_cmd(
     """Client round-trip percentiles (PING), plus LATENCY LATEST and DOCTOR where permitted."""
 
     async def job(rt: Runtime) -> inspect.Latency:
-        return await inspect.latency(admin_for(rt), count)
+        return await inspect.latency(one_server_admin(rt, "latency"), count)
 
     lat = run(job)
     if as_json:
@@ -329,6 +346,33 @@ def _checks_table(checks: list[alerts.Check]) -> Table:
         table.add_column(col)
     for c in checks:
         table.add_row(c.name, Text(c.level.label, style=LEVEL_STYLE[c.level]), c.value, Text(c.message))
+    return table
+
+
+def _share(node: Sample) -> str:
+    share = node.memory_share
+    return "no maxmemory" if share is None else f"{share:.0%}"
+
+
+def _nodes_table(obs: Observation) -> Table:
+    """Each primary's own figures: memory against its own maxmemory (the sum above hides a full
+    node), its ops/s, clients, role and replicas."""
+    table = Table(title="per primary")
+    for col in ("node", "role", "memory", "of maxmemory", "ops/s", "clients", "keys", "replicas"):
+        table.add_column(col, justify="left" if col in ("node", "role") else "right")
+    for n in obs.sample.members:
+        r = obs.node_rates.get(n.node)
+        full = n.memory_share is not None and n.memory_share >= 0.9
+        table.add_row(
+            n.node,
+            n.role,
+            human_bytes(n.used_memory),
+            Text(_share(n), style="bold red" if full else ""),
+            f"{r.ops_s:,.0f}" if r else f"{n.ops_per_sec:,}",
+            str(n.clients),
+            f"{sum(k for k, _e in n.keyspace.values()):,}",
+            Text(str(n.replicas), style="" if n.replicas else "yellow"),
+        )
     return table
 
 
@@ -367,7 +411,10 @@ def monitor_view(obs: Observation, where: str) -> Group:
             st.store.value, f"{st.hits:,}", f"{st.misses:,}", _ratio(st.ratio), _ratio(st.window_ratio)
         )
 
-    parts: list[Any] = [head, stores]
+    parts: list[Any] = [head]
+    if s.nodes:
+        parts.append(_nodes_table(obs))
+    parts.append(stores)
     if obs.ingesters:
         ing = Table(title="ingest")
         for col in ("source", "lag ms", "batch", "max batch", "trades", "commits", "seen"):
@@ -391,6 +438,20 @@ def monitor_view(obs: Observation, where: str) -> Group:
 
 def _rounded(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
+
+
+def _node_json(n: Sample, r: Rates | None) -> dict[str, Any]:
+    return {
+        "node": n.node,
+        "role": n.role,
+        "used_bytes": n.used_memory,
+        "maxmemory_bytes": n.maxmemory,
+        "memory_share": _rounded(n.memory_share),
+        "ops_per_s": round(r.ops_s, 1) if r else None,
+        "clients": n.clients,
+        "keys": sum(k for k, _e in n.keyspace.values()),
+        "replicas": n.replicas,
+    }
 
 
 def monitor_json(obs: Observation, where: str) -> dict[str, Any]:
@@ -420,6 +481,7 @@ def monitor_json(obs: Observation, where: str) -> dict[str, Any]:
             "expired_per_s": round(r.expired_s, 3),
         },
         "keys": {f"db{db}": keys for db, (keys, _exp) in sorted(s.keyspace.items())},
+        "nodes": [_node_json(n, obs.node_rates.get(n.node)) for n in s.nodes],
         "stores": [
             {
                 "store": st.store.value,
@@ -462,7 +524,7 @@ def monitor(
     """
 
     async def job(rt: Runtime) -> None:
-        watcher = Watcher(admin_for(rt), rt.settings)
+        watcher = watcher_for(rt)
         obs = await watcher.poll()
         if once or as_json:
             await asyncio.sleep(interval)
@@ -507,17 +569,17 @@ def alerts_cmd(
     """
 
     async def job(rt: Runtime) -> list[alerts.Check]:
-        admin = admin_for(rt)
-        first = await take(admin)
+        servers = await primary_admins(rt.topology, rt.settings, rt.url)
+        first = await take_all(servers.admins)
         await asyncio.sleep(interval)
-        second = await take(admin)
+        second = await take_all(servers.admins)
         prev = None
         with contextlib.suppress(rexc.RedisError):  # e.g. a user without access to ops:*
-            prev = await published.previous_check(admin.client)
+            prev = await published.previous_check(servers.keys)
         age = newest_age_s(rt.settings.backup_dir)
         checks = alerts.evaluate(rt.settings, second, rates(first, second), prev, age)
         with contextlib.suppress(rexc.RedisError):  # a read-only user cannot keep the state: not fatal
-            await published.save_check(admin.client, second)
+            await published.save_check(servers.keys, second)
         return checks
 
     checks = run(job)
@@ -546,7 +608,7 @@ def exporter(
     from smarttrade.ops.metrics import SmartTradeCollector, threadsafe_fetch
 
     async def job(rt: Runtime) -> None:
-        watcher = Watcher(admin_for(rt), rt.settings)
+        watcher = watcher_for(rt)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(SmartTradeCollector(threadsafe_fetch(watcher, asyncio.get_running_loop()), watcher))
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated
@@ -94,7 +95,9 @@ def flush(
     flushdb: Annotated[
         bool,
         typer.Option(
-            "--flushdb", help="Use FLUSHDB ASYNC on the store's db (only when it holds nothing else)."
+            "--flushdb",
+            help="Use FLUSHDB ASYNC on the store's db (only when it holds nothing else); on a cluster "
+            "on each primary whose database 0 holds only this store's keys, SCAN+UNLINK on the rest.",
         ),
     ] = False,
 ) -> None:
@@ -106,13 +109,18 @@ def flush(
     """
     if store is Store.CONFIG and not include_settings:
         fail("the user-settings store holds permanent user data; add --include-user-settings to flush it", 2)
-    placement = Placement.from_settings(load_settings())
+    settings = load_settings()
+    placement = Placement.from_settings(settings)
     db = placement.db(store)
-    shared = [s.value for s in placement.shared_with(store)]
+    # A cluster's database 0 holds every store: FLUSHDB goes only to the primaries where it holds
+    # nothing but this store's keys (flush_store counts them), so "shared" refuses nothing there.
+    cluster = settings.redis_mode == "cluster"
+    shared = [] if cluster else [s.value for s in placement.shared_with(store)]
     if flushdb and shared:  # checked with --yes too: a cron line must not wipe another store
         fail(f"--flushdb would also delete {', '.join(shared)} (same db {db}); leave it out", 2)
     if not yes:
         how = "FLUSHDB" if flushdb else "SCAN+UNLINK of its keys"
+        how += " on every primary where db 0 holds only them" if flushdb and cluster else ""
         note = f"; db {db} is shared with {', '.join(shared)}" if shared else ""
         if not confirm(f"Delete all {store.value} keys in db {db} by {how}{note}?"):
             fail("nothing deleted", 1)
@@ -370,10 +378,18 @@ def backup(
     """Back up the server: BGSAVE, then copy the RDB with a timestamp and sha256.
 
     Waits until INFO persistence reports the save done and ok, copies through a temporary name
-    with fsync, and keeps the newest N backups.
+    with fsync, and keeps the newest N backups. Cluster and sentinel mode: each primary (the
+    master) in turn, into one smarttrade-STAMP.nodes folder with SHA256SUMS and a manifest.json
+    (node, role, slots, run_id, file, sha256, size, time); exit 2 when a node's dir is not
+    readable on this host. Restoring such a set is a documented procedure, not a command:
+    docs/operations.md, "Backup and restore in cluster and sentinel mode".
     """
 
-    async def job(rt: Runtime) -> backup_ops.BackupResult:
+    async def job(rt: Runtime) -> backup_ops.BackupResult | backup_ops.NodesBackup:
+        if rt.topology.mode != "standalone":
+            if rdb_file is not None:
+                fail("--rdb-file: one server only; in cluster and sentinel mode each node names its own", 2)
+            return await _backup_nodes(rt, folder, keep, timeout)
         admin = admin_for(rt)
         embedded_dir = rt.settings.smarttrade_data_dir if rt.embedded else None
         source = rdb_file or await backup_ops.rdb_path(admin, embedded_dir)
@@ -390,6 +406,9 @@ def backup(
             )
 
     result = run(job)
+    if isinstance(result, backup_ops.NodesBackup):
+        _print_nodes_backup(result, as_json)
+        return
     if as_json:
         dump(
             {
@@ -407,6 +426,40 @@ def backup(
         highlight=False,
     )
     out.print(f"sha256: {result.sha256}", markup=False, highlight=False)
+    for path in result.pruned:
+        out.print(f"removed old backup {path.name}", markup=False, highlight=False)
+
+
+async def _backup_nodes(
+    rt: Runtime, folder: Path | None, keep: int | None, timeout: float
+) -> backup_ops.NodesBackup:
+    """Every primary of a cluster, or the sentinels' master: one RDB each and a manifest."""
+    async with data_nodes(rt.topology, rt.settings, rt.url, roles=("primary",)) as nodes:
+        with counting(err, f"backup of {len(nodes)} node(s)", unit="bytes") as tick:
+            return await backup_ops.backup_nodes(
+                nodes,
+                folder or rt.settings.backup_dir,
+                keep or rt.settings.smarttrade_backup_keep,
+                rt.topology.mode,
+                timeout,
+                progress=tick,
+            )
+
+
+def _print_nodes_backup(result: backup_ops.NodesBackup, as_json: bool) -> None:
+    if as_json:
+        manifest = json.loads(result.manifest.read_text())
+        dump({"folder": str(result.folder), **manifest, "pruned": [str(p) for p in result.pruned]})
+        return
+    out.print(f"backup: {result.folder} (manifest.json, SHA256SUMS)", markup=False, highlight=False)
+    for c in result.nodes:
+        slots = f" slots {c.slots}" if c.slots else ""
+        out.print(
+            f"{c.addr} ({c.role}){slots}: {c.file} {c.bytes:,} bytes, BGSAVE {c.bgsave_seconds:.2f} s, "
+            f"sha256 {c.sha256}",
+            markup=False,
+            highlight=False,
+        )
     for path in result.pruned:
         out.print(f"removed old backup {path.name}", markup=False, highlight=False)
 
@@ -441,10 +494,23 @@ def restore(
     """Restore the embedded server from a backup (for your own server: prints the procedure).
 
     Verifies the file (sha256, redis-check-rdb), stops the server without saving, sets the
-    current files aside, starts on the backup, verifies it and turns the AOF back on.
+    current files aside, starts on the backup, verifies it and turns the AOF back on. A cluster's
+    or a sentinel group's per-node set (smarttrade-STAMP.nodes) is restored by the documented
+    procedure, not by this command (docs/operations.md, "Backup and restore in cluster and
+    sentinel mode"); --check verifies such a set node by node.
     """
     try:
         settings = load_settings()
+        if check_only and file.is_dir():
+            for addr, name in backup_ops.verify_set(file):
+                out.print(f"{addr}: {name} ok", markup=False, highlight=False)
+            return
+        if file.is_dir() or settings.redis_mode != "standalone":
+            fail(
+                f"restoring a cluster or a sentinel group is a procedure, not a command: "
+                f"{backup_ops.PROCEDURE} (`smarttrade restore --check {file}` verifies the files)",
+                2,
+            )
         if check_only:
             digest = backup_ops.verify_file(file)
             out.print(f"{file}: ok (sha256 {digest})", markup=False, highlight=False)

@@ -42,7 +42,6 @@ from smarttrade.gateway.responses import (
 from smarttrade.keyspace import Store, stream_epoch_key, trades_stream_key
 from smarttrade.models import Quote, decode_stream_entry, to_builtins
 from smarttrade.ops.metrics import SmartTradeCollector
-from smarttrade.ops.server import Admin as ServerAdmin
 from smarttrade.ops.watch import Watcher
 from smarttrade.redis.connections import redis_errors
 from smarttrade.stores.trade_stream import entry_order, holds_after
@@ -320,9 +319,7 @@ def _watcher(request: Request, ctx: Ctx) -> Watcher:
     """One watcher per app: rates and fired alerts are counted between scrapes."""
     watcher = getattr(request.app.state, "watcher", None)
     if watcher is None:
-        watcher = request.app.state.watcher = Watcher(
-            ServerAdmin(ctx.topology.admin, ctx.settings, ctx.topology.url), ctx.settings
-        )
+        watcher = request.app.state.watcher = Watcher.of(ctx.topology, ctx.settings, ctx.topology.url)
     return watcher
 
 

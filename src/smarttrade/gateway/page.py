@@ -20,7 +20,6 @@ from pydantic import BaseModel, Field
 from smarttrade.errors import SmartTradeError
 from smarttrade.gateway.deps import Ctx, Who
 from smarttrade.gateway.errors import ERROR_RESPONSES
-from smarttrade.ops.server import Admin
 from smarttrade.ops.watch import Observation, Watcher
 from smarttrade.redis.connections import redis_errors
 
@@ -135,9 +134,8 @@ def _cache(request: Request, ctx: Ctx) -> _HealthCache:
     """One per app, with its own watcher (the exporter's keeps its own scrape intervals)."""
     cache = getattr(request.app.state, "dashboard_health", None)
     if cache is None:
-        admin = Admin(ctx.topology.admin, ctx.settings, ctx.topology.url)
         cache = request.app.state.dashboard_health = _HealthCache(
-            Watcher(admin, ctx.settings), ctx.topology.url
+            Watcher.of(ctx.topology, ctx.settings, ctx.topology.url), ctx.topology.url
         )
     return cache
 

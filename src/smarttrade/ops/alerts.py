@@ -3,6 +3,10 @@
 ``evaluate`` is pure: it takes two samples of the server, what the previous check saw and the age
 of the last backup, and returns one ``Check`` per rule. The CLI, ``monitor`` and the exporter call
 it with what they have, so a threshold means the same thing everywhere.
+
+On a cluster the sample is the primaries' sum (ops/sample.py). Memory and connections are limits
+of each server (its maxmemory, its maxclients), so those two are judged on the node nearest its
+limit and name it; ops/s, hit rate and evictions are judged on the sum.
 """
 
 from __future__ import annotations
@@ -66,12 +70,23 @@ def _grade(value: float, warn: float | None, crit: float | None, above: bool = T
     return Level.CRITICAL if past(crit) else Level.WARNING if past(warn) else Level.OK
 
 
-def _memory(s: Settings, cur: Sample) -> Check:
-    warn = memory_limit(s.smarttrade_alert_memory_warn, cur.maxmemory)
-    crit = memory_limit(s.smarttrade_alert_memory_crit, cur.maxmemory)
-    level = _grade(cur.used_memory, warn, crit)
+def _on(node: Sample, whole: Sample) -> str:
+    """`` on host:port`` when the sample is one node of several."""
+    return f" on {node.node}" if whole.nodes else ""
+
+
+def _memory_of(s: Settings, node: Sample) -> tuple[Level, float, int | None, int | None]:
+    warn = memory_limit(s.smarttrade_alert_memory_warn, node.maxmemory)
+    crit = memory_limit(s.smarttrade_alert_memory_crit, node.maxmemory)
+    return _grade(node.used_memory, warn, crit), node.memory_share or 0.0, warn, crit
+
+
+def _memory(s: Settings, whole: Sample) -> Check:
+    # the fullest node: highest level, then the largest share of its own maxmemory
+    cur = max(whole.members, key=lambda n: (_memory_of(s, n)[:2], n.used_memory))
+    level, _share, warn, crit = _memory_of(s, cur)
     of_max = f" of {_mib(cur.maxmemory)} maxmemory" if cur.maxmemory else " (no maxmemory set)"
-    value = f"{_mib(cur.used_memory)}{of_max}"
+    value = f"{_mib(cur.used_memory)}{of_max}{_on(cur, whole)}"
     limits = ", ".join(f"{n} {_mib(v)}" for n, v in (("warn", warn), ("crit", crit)) if v is not None)
     message = f"used memory within limits ({limits})" if limits else "no level applies: maxmemory is unset"
     if level:
@@ -82,10 +97,11 @@ def _memory(s: Settings, cur: Sample) -> Check:
     return Check("memory", level, value, message)
 
 
-def _connections(s: Settings, cur: Sample) -> Check:
+def _connections(s: Settings, whole: Sample) -> Check:
     warn, crit = s.smarttrade_alert_clients_warn, s.smarttrade_alert_clients_crit
+    cur = max(whole.members, key=lambda n: n.clients)  # maxclients is per server
     level = _grade(cur.clients, warn, crit)
-    message = f"{cur.clients} clients (warn > {warn}, crit > {crit})"
+    message = f"{cur.clients} clients{_on(cur, whole)} (warn > {warn}, crit > {crit})"
     if level:
         message += (
             ": look for a connection leak with `smarttrade info clients`; each process keeps a bounded pool"

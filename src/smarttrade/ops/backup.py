@@ -11,6 +11,7 @@ server is started and verified before AOF is switched back on.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import os
@@ -28,6 +29,7 @@ import redis.asyncio as aioredis
 import redis.exceptions as rexc
 
 from smarttrade.errors import SmartTradeError
+from smarttrade.ops.nodes import DataNode
 from smarttrade.ops.server import Admin, CommandUnavailable
 from smarttrade.redis.connections import redis_errors
 from smarttrade.redis.embedded import (
@@ -38,7 +40,10 @@ from smarttrade.redis.embedded import (
     running_process,
 )
 
-NAME_RE = re.compile(r"^smarttrade-(\d{8}T\d{6}\d{6}Z)\.rdb$")
+NAME_RE = re.compile(r"^smarttrade-(\d{8}T\d{6}\d{6}Z)(\.rdb|\.nodes)$")  # .nodes: a folder per set
+MANIFEST = "manifest.json"
+PROCEDURE = 'docs/operations.md, "Backup and restore in cluster and sentinel mode"'
+STAMP_FORMAT = "%Y%m%dT%H%M%S%fZ"
 CHUNK = 1 << 20
 POLL_S = 0.1
 Progress = Callable[[int, int], None]  # (done, total) bytes
@@ -46,6 +51,12 @@ Progress = Callable[[int, int], None]  # (done, total) bytes
 
 class BackupError(SmartTradeError):
     pass
+
+
+class NotReadableHere(BackupError):
+    """A node's files are on another host: the by-hand procedure applies (exit 2)."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,19 +74,30 @@ class BackupFile:
         return max(0.0, time.time() - self.created.timestamp())
 
 
+def _size(path: Path) -> int | None:
+    """A backup's bytes: the RDB file, or a node set's files (None: not a complete backup)."""
+    if path.suffix == ".rdb":
+        return path.stat().st_size if path.is_file() else None
+    if not (path / MANIFEST).is_file():  # a set being written, or one that failed half-way
+        return None
+    return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+
+
 def list_backups(folder: Path) -> list[BackupFile]:
-    """Our backups in ``folder``, oldest first (by the UTC time in the name)."""
+    """Our backups in ``folder`` (single RDB files and per-node sets), oldest first (by the UTC
+    time in the name)."""
     found = []
     if folder.is_dir():
         for path in folder.iterdir():
             match = NAME_RE.match(path.name)
-            if not (match and path.is_file()):
+            size = _size(path) if match else None
+            if not match or size is None:
                 continue
             try:
-                created = datetime.strptime(match[1], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
+                created = datetime.strptime(match[1], STAMP_FORMAT).replace(tzinfo=UTC)
             except ValueError:  # digits that are no date (a hand-made name): not one of ours
                 continue
-            found.append(BackupFile(path, created, path.stat().st_size))
+            found.append(BackupFile(path, created, size))
     return sorted(found, key=lambda b: b.created)
 
 
@@ -187,7 +209,10 @@ def prune(folder: Path, keep: int) -> list[Path]:
     """Remove all but the newest ``keep`` backups (and their checksum files)."""
     removed = []
     for old in list_backups(folder)[:-keep] if keep > 0 else []:
-        old.path.unlink(missing_ok=True)
+        if old.path.is_dir():
+            shutil.rmtree(old.path)
+        else:
+            old.path.unlink(missing_ok=True)
         old.checksum_path.unlink(missing_ok=True)
         removed.append(old.path)
     return removed
@@ -211,7 +236,7 @@ async def backup(
         raise BackupError(
             f"the server saved, but {source} is not a file here (is the server on another host?)"
         )
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    stamp = datetime.now(UTC).strftime(STAMP_FORMAT)
     target = folder / f"smarttrade-{stamp}.rdb"
     on_wait("copying")
     try:
@@ -222,6 +247,105 @@ async def backup(
         target.with_name(target.name + ".part").unlink(missing_ok=True)
         raise BackupError(f"cannot copy {source} to {target}: {exc.strerror or exc}") from None
     return BackupResult(target, digest, info.size, save_s, prune(folder, keep))
+
+
+# -- per node (cluster and sentinel mode) ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCopy:
+    """One node's RDB in a set, as the manifest lists it."""
+
+    addr: str
+    role: str
+    slots: str  # a cluster primary's slot ranges; "" in sentinel mode (the master holds them all)
+    run_id: str
+    file: str  # within the set's folder
+    sha256: str
+    bytes: int
+    saved_at: str  # UTC, when its BGSAVE finished
+    bgsave_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class NodesBackup:
+    folder: Path
+    manifest: Path
+    nodes: list[NodeCopy]
+    pruned: list[Path]
+
+
+async def _readable_rdb(node: DataNode) -> Path:
+    """The node's RDB path, if its folder can be read from this host; else a one-line BackupError
+    naming the node and the documented by-hand procedure (exit 2)."""
+    conf = await node.admin.config_get("dir") | await node.admin.config_get("dbfilename")
+    folder = Path(conf["dir"])
+    if not (folder.is_dir() and os.access(folder, os.R_OK | os.X_OK)):
+        raise NotReadableHere(
+            f"{node.label}: its dir {folder} is not readable on this host; back up each node "
+            f"by hand as {PROCEDURE} describes"
+        )
+    return folder / conf["dbfilename"]
+
+
+async def backup_nodes(
+    nodes: list[DataNode],
+    folder: Path,
+    keep: int,
+    mode: str,
+    timeout_s: float = 600,
+    on_wait: Callable[[str], None] = lambda _: None,
+    progress: Progress | None = None,
+) -> NodesBackup:
+    """BGSAVE each node in turn (each waited for, ``timeout_s`` each), then copy every RDB into
+    one ``smarttrade-STAMP.nodes`` folder with a SHA256SUMS and a manifest.json (written last: a
+    set without one is incomplete and neither listed nor counted by the backup alert)."""
+    sources = [await _readable_rdb(n) for n in nodes]  # all checked before any save
+    saved: list[tuple[float, str, str]] = []
+    for node in nodes:
+        on_wait(f"saving {node.label}")
+        took = await bgsave_and_wait(node.admin, timeout_s, on_wait)
+        run_id = str((await node.admin.info("server")).get("run_id", ""))
+        saved.append((took, run_id, datetime.now(UTC).isoformat(timespec="seconds")))
+    stamp = datetime.now(UTC).strftime(STAMP_FORMAT)
+    target = folder / f"smarttrade-{stamp}.nodes"
+    try:
+        target.mkdir(parents=True)
+    except OSError as exc:
+        raise BackupError(f"cannot create the backup folder {target}: {exc.strerror or exc}") from None
+    missing = [f"{n.label}: {src}" for n, src in zip(nodes, sources, strict=True) if not src.is_file()]
+    if missing:
+        raise BackupError(f"the nodes saved, but no RDB file at {'; '.join(missing)}")
+    total = sum(src.stat().st_size for src in sources)
+    copies, offset = [], 0
+    for node, src, (took, run_id, at) in zip(nodes, sources, saved, strict=True):
+        name = f"{node.view.addr.replace(':', '-')}.rdb"
+
+        def tick(done: int, _total: int, base: int = offset) -> None:
+            if progress:
+                progress(base + done, total)
+
+        on_wait(f"copying {node.label}")
+        try:
+            digest = await asyncio.to_thread(_copy_hashed, src, target / name, tick)
+        except OSError as exc:
+            raise BackupError(f"cannot copy {src} to {target / name}: {exc.strerror or exc}") from None
+        size = (target / name).stat().st_size
+        offset += size
+        view = node.view
+        took = round(took, 3)
+        copies.append(NodeCopy(view.addr, view.role, view.slots, run_id, name, digest, size, at, took))
+    (target / "SHA256SUMS").write_text("".join(f"{c.sha256}  {c.file}\n" for c in copies))
+    manifest = {
+        "mode": mode,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "restore": PROCEDURE,
+        "nodes": [dataclasses.asdict(c) for c in copies],
+    }
+    tmp = target / (MANIFEST + ".part")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    tmp.replace(target / MANIFEST)
+    return NodesBackup(target, target / MANIFEST, copies, prune(folder, keep))
 
 
 # -- restore -------------------------------------------------------------------------------------
@@ -250,6 +374,23 @@ def verify_file(path: Path, progress: Progress | None = None, server: str | None
         )
         raise BackupError(f"{path}: not a valid RDB for {Path(server).name} here: {reason.strip()}")
     return digest
+
+
+def verify_set(folder: Path, server: str | None = None) -> list[tuple[str, str]]:
+    """Check each node's RDB of a per-node set: its sha256 against the manifest, and its
+    structure (``verify_file``); returns (addr, file) per node."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        nodes = [(str(n["addr"]), str(n["file"]), str(n["sha256"])) for n in manifest["nodes"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BackupError(f"{folder}: no readable {MANIFEST} ({exc}); not a complete backup set") from None
+    for addr, name, expected in nodes:
+        digest = verify_file(folder / name, server=server)
+        if digest != expected:
+            raise BackupError(
+                f"{folder / name} ({addr}): sha256 {digest} does not match {MANIFEST} ({expected})"
+            )
+    return [(addr, name) for addr, name, _ in nodes]
 
 
 @dataclass(frozen=True, slots=True)

@@ -516,7 +516,7 @@ async def cleanup(clients: Clients, url: str, settings: Settings, store: Store, 
 class FlushResult:
     store: Store
     deleted: int
-    how: str  # "FLUSHDB" or "SCAN+UNLINK"
+    how: str  # "FLUSHDB", "SCAN+UNLINK", or on a cluster which primaries got which
     note: str = ""
 
 
@@ -529,35 +529,43 @@ async def flush_store(
 ) -> FlushResult:
     """Delete the store's keys: SCAN+UNLINK of its families, or FLUSHDB when asked and allowed.
 
-    Keys kept in the store's db that are permanent on purpose (ingest checkpoints and source
-    records, docs/keyspace.md) are never flushed with it: losing them would make the next ingest
-    count every trade again in the other stores."""
-    note = ""
+    FLUSHDB is allowed on a node (the store's db, or each primary of a cluster, where database 0
+    holds every store) only when every key there is one the flush deletes: never someone else's
+    data; the other nodes get SCAN+UNLINK, and the note says why. Keys kept in the store's db that
+    are permanent on purpose (ingest checkpoints and source records, docs/keyspace.md) are never
+    flushed with it: losing them would make the next ingest count every trade again."""
+    nodes = each(clients)
+    flushed: list[aioredis.Redis] = []
+    deleted, note = 0, ""
     if use_flushdb:
-        # FLUSHDB only when every key in the db is one flush deletes: never someone else's data.
-        ours = total = 0
-        async for _client, page in _flushable_pages(clients, admin.url, store):
-            ours += len(page)
-        with redis_errors(admin.url):
-            for client in each(clients):
-                total += int(await client.dbsize())
-        if total != ours:
-            foreign = total - ours
-            note = (
-                f"the db holds {foreign:,} keys that are not {store.value} keys or are permanent "
-                "(ingest checkpoints); used SCAN+UNLINK instead"
-            )
-        else:
+        foreign = 0
+        for client in nodes:
+            ours = 0
+            async for _client, page in _flushable_pages(client, admin.url, store):
+                ours += len(page)
+            with redis_errors(admin.url):
+                total = int(await client.dbsize())
+            if total != ours:
+                foreign += total - ours
+                continue
             try:
-                # The admin's client may be on another db: FLUSHDB must run on this store's
-                # connection, and on each primary of a cluster.
-                for client in each(clients):
-                    await admin.on(client).call("FLUSHDB", "ASYNC")
-                return FlushResult(store, total, "FLUSHDB")
+                # The admin's client may be on another db: FLUSHDB runs on this store's connection.
+                await admin.on(client).call("FLUSHDB", "ASYNC")
             except CommandUnavailable as exc:
                 note = f"{exc}; used SCAN+UNLINK instead"
-    deleted = 0
-    async for client, keys in _flushable_pages(clients, admin.url, store):
+                break
+            flushed.append(client)
+            deleted += total
+        if foreign:
+            where = f"{len(nodes) - len(flushed)} of {len(nodes)} primaries" if len(nodes) > 1 else "the db"
+            note = (
+                f"{where} hold {foreign:,} keys that are not {store.value} keys or are permanent "
+                "(ingest checkpoints); used SCAN+UNLINK there"
+            )
+        if len(flushed) == len(nodes):
+            return FlushResult(store, deleted, "FLUSHDB")
+    rest = [c for c in nodes if all(c is not f for f in flushed)]
+    async for client, keys in _flushable_pages(rest, admin.url, store):
         if keys:
             with redis_errors(admin.url):
                 pipe = client.pipeline(transaction=False)
@@ -566,7 +574,8 @@ async def flush_store(
                 deleted += sum(int(n) for n in await pipe.execute())
             if progress:
                 progress(deleted)
-    return FlushResult(store, deleted, "SCAN+UNLINK", note)
+    how = f"FLUSHDB on {len(flushed)}, SCAN+UNLINK on {len(rest)} primaries" if flushed else "SCAN+UNLINK"
+    return FlushResult(store, deleted, how, note)
 
 
 async def _flushable_pages(

@@ -1,6 +1,7 @@
 """Prometheus metrics: redis_exporter's names where they overlap, ``smarttrade_*`` for ours.
 
-One collector renders an ``Observation`` (ops/watch.py). ``smarttrade exporter`` serves it with
+One collector renders an ``Observation`` (ops/watch.py); the server's own figures carry a ``node``
+label (every primary of a cluster, the one server otherwise). ``smarttrade exporter`` serves it with
 prometheus-client's HTTP server, reading Redis on each scrape; the gateway can mount the same
 collector at ``/metrics``. Rules and the dashboard over these names: deploy/prometheus, deploy/grafana.
 """
@@ -14,6 +15,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from smarttrade.ops.sample import Sample
 from smarttrade.ops.watch import Observation, Watcher
 
 Fetch = Callable[[], Observation]
@@ -59,6 +61,28 @@ METRICS: dict[str, tuple[str, str]] = {
 }
 METRIC_NAMES = frozenset(METRICS)
 
+# One series per server read (every primary of a cluster), labelled node="host:port": what is a
+# limit of one server (memory against its maxmemory) must be seen per server; sum() adds them up.
+PER_NODE: dict[str, Callable[[Sample], float]] = {
+    "redis_uptime_in_seconds": lambda s: s.uptime_s,
+    "redis_memory_used_bytes": lambda s: s.used_memory,
+    "redis_memory_max_bytes": lambda s: s.maxmemory,
+    "redis_mem_fragmentation_ratio": lambda s: s.frag_ratio,
+    "redis_allocator_frag_ratio": lambda s: s.allocator_frag_ratio,
+    "redis_connected_clients": lambda s: s.clients,
+    "redis_blocked_clients": lambda s: s.blocked_clients,
+    "redis_keyspace_hits_total": lambda s: s.hits,
+    "redis_keyspace_misses_total": lambda s: s.misses,
+    "redis_commands_processed_total": lambda s: s.commands,
+    "redis_evicted_keys_total": lambda s: s.evicted,
+    "redis_expired_keys_total": lambda s: s.expired,
+    "redis_instantaneous_ops_per_sec": lambda s: s.ops_per_sec,
+    "redis_rdb_last_save_timestamp_seconds": lambda s: s.rdb_last_save,
+    "redis_rdb_changes_since_last_save": lambda s: s.rdb_changes,
+    "redis_rdb_last_bgsave_status": lambda s: 1 if s.rdb_bgsave_ok else 0,
+    "smarttrade_script_commands_total": lambda s: s.script_calls,
+}
+
 
 def _family(name: str, labels: tuple[str, ...] = ()) -> GaugeMetricFamily | CounterMetricFamily:
     kind, doc = METRICS[name]
@@ -73,35 +97,21 @@ def families(obs: Observation | None) -> Iterator[Metric]:
     yield up
     if obs is None:
         return
-    s = obs.sample
-    plain = {
-        "redis_uptime_in_seconds": s.uptime_s,
-        "redis_memory_used_bytes": s.used_memory,
-        "redis_memory_max_bytes": s.maxmemory,
-        "redis_mem_fragmentation_ratio": s.frag_ratio,
-        "redis_allocator_frag_ratio": s.allocator_frag_ratio,
-        "redis_connected_clients": s.clients,
-        "redis_blocked_clients": s.blocked_clients,
-        "redis_keyspace_hits_total": s.hits,
-        "redis_keyspace_misses_total": s.misses,
-        "redis_commands_processed_total": s.commands,
-        "redis_evicted_keys_total": s.evicted,
-        "redis_expired_keys_total": s.expired,
-        "redis_instantaneous_ops_per_sec": s.ops_per_sec,
-        "redis_rdb_last_save_timestamp_seconds": s.rdb_last_save,
-        "redis_rdb_changes_since_last_save": s.rdb_changes,
-        "redis_rdb_last_bgsave_status": 1 if s.rdb_bgsave_ok else 0,
-        "smarttrade_script_commands_total": s.script_calls,
-        "smarttrade_scrape_duration_seconds": obs.taken_s,
-    }
-    for name, value in plain.items():
-        fam = _family(name)
-        fam.add_metric([], value)
+    took = _family("smarttrade_scrape_duration_seconds")
+    took.add_metric([], obs.taken_s)
+    yield took
+    nodes = obs.sample.members
+    for name, value_of in PER_NODE.items():
+        fam = _family(name, ("node",))
+        for s in nodes:
+            fam.add_metric([s.node], value_of(s))
         yield fam
-    keys, expiring = _family("redis_db_keys", ("db",)), _family("redis_db_keys_expiring", ("db",))
-    for db, (n, e) in sorted(s.keyspace.items()):
-        keys.add_metric([f"db{db}"], n)
-        expiring.add_metric([f"db{db}"], e)
+    keys = _family("redis_db_keys", ("node", "db"))
+    expiring = _family("redis_db_keys_expiring", ("node", "db"))
+    for s in nodes:
+        for db, (n, e) in sorted(s.keyspace.items()):
+            keys.add_metric([s.node, f"db{db}"], n)
+            expiring.add_metric([s.node, f"db{db}"], e)
     yield keys
     yield expiring
     hits = _family("smarttrade_store_hits_total", ("store",))

@@ -12,11 +12,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
 
 from smarttrade.keyspace import Store
-from smarttrade.ops.server import Admin
+from smarttrade.ops.server import Admin, client_addr
 from smarttrade.redis.nodes import NodeView
 from smarttrade.redis.topology import Topology
 from smarttrade.settings import Settings
@@ -47,6 +48,32 @@ def store_clients(topology: Topology, store: Store) -> list[aioredis.Redis]:
 
 def node_url(addr: str, tls: bool) -> str:
     return f"{'rediss' if tls else 'redis'}://{addr}"
+
+
+@dataclass(frozen=True, slots=True)
+class Servers:
+    """What a server-wide reading (monitor, alerts, /metrics) needs, as the topology is now."""
+
+    admins: list[Admin]  # one per primary, each on a plain client of that server (INFO, CONFIG)
+    keys: Any  # reads our own ops:* hashes: the cluster client routes each to its slot's node
+    scans: list[aioredis.Redis]  # the clients whose SCAN together covers the keys
+
+    @classmethod
+    def single(cls, admin: Admin) -> Servers:
+        return cls([admin], admin.client, [admin.client])
+
+
+async def primary_admins(topology: Topology, settings: Settings, url: str) -> Servers:
+    """An Admin per primary of a cluster (from the client's current slot map, so a failover is
+    followed on the next call); standalone and sentinel: the one server's admin client."""
+    if topology.mode != "cluster":
+        return Servers.single(Admin(topology.admin, settings, url))
+    clients = topology.primaries()
+    if not clients:  # not connected yet (the exporter starts without the start-up PING)
+        await topology.ping()
+        clients = topology.primaries()
+    admins = [Admin(c, settings, node_url(client_addr(c) or url, topology.tls)) for c in clients]
+    return Servers(admins, topology.admin, clients)
 
 
 @contextlib.asynccontextmanager

@@ -81,8 +81,8 @@ class IngestFigures:
     age_s: float  # since the ingester last published
 
 
-async def ingest_figures(client: aioredis.Redis) -> list[IngestFigures]:
-    """Every running ingester's last published figures (SCAN with a COUNT, never KEYS)."""
+async def _figure_hashes(client: aioredis.Redis) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """The ingest figure hashes on one server (SCAN with a COUNT, never KEYS), read on it."""
     match = f"{glob_escape(INGEST_STATS_PREFIX)}:*"
     keys = [k async for k in client.scan_iter(match=match, count=SCAN_COUNT)]
     if not keys:
@@ -90,9 +90,16 @@ async def ingest_figures(client: aioredis.Redis) -> list[IngestFigures]:
     pipe = client.pipeline(transaction=False)
     for key in keys:
         pipe.hgetall(key)
+    return list(zip(keys, await pipe.execute(), strict=True))
+
+
+async def ingest_figures(clients: list[aioredis.Redis]) -> list[IngestFigures]:
+    """Every running ingester's last published figures, from each server whose SCAN covers the
+    keys (every primary of a cluster: a figure hash lives on its slot's primary)."""
     out = []
     now = time.time()
-    for key, raw in zip(keys, await pipe.execute(), strict=True):
+    found = [pair for client in clients for pair in await _figure_hashes(client)]
+    for key, raw in found:
         if not raw:
             continue
         try:

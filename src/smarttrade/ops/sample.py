@@ -1,7 +1,10 @@
 """One reading of the server (INFO) and the rates between two readings.
 
-``monitor``, ``alerts`` and the Prometheus collector all read the server through ``take``, so the
-three always agree on what a figure means.
+``monitor``, ``alerts`` and the Prometheus collector all read the servers through ``take_all``, so
+the three always agree on what a figure means. A cluster is read on each primary: the figures that
+add up (ops, keys, memory used, clients, hits and misses) are summed into one ``Sample`` whose
+``nodes`` keep each primary's own reading, for what does not add up (a node's memory against its
+own maxmemory, its role and replicas): a full node must not hide in a half-empty sum.
 
 ops/s counts what clients send. INFO's command counters also count every command run inside a Lua
 script (checked on Redis 6.2 and 7.x), so one ingest commit would read as dozens of ops; our
@@ -10,6 +13,7 @@ commit script adds what it ran to ``SCRIPT_CALLS_KEY`` and the rate subtracts it
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
@@ -60,11 +64,32 @@ class Sample:
     keyspace: dict[int, tuple[int, int]] = field(default_factory=dict)  # db -> (keys, expiring)
     info: dict[str, Any] = field(default_factory=dict)
     script_calls: int = 0  # commands our Lua commits ran (SCRIPT_CALLS_KEY), within ``commands``
+    node: str = ""  # host:port of the server read; "" for a sum of several
+    nodes: tuple[Sample, ...] = ()  # a sum's own readings, one per primary (empty: one server)
 
     @property
     def hit_rate(self) -> float | None:
         total = self.hits + self.misses
         return self.hits / total if total else None
+
+    @property
+    def members(self) -> tuple[Sample, ...]:
+        """Each server's own reading: the primaries of a sum, else this one."""
+        return self.nodes or (self,)
+
+    @property
+    def memory_share(self) -> float | None:
+        """used_memory / maxmemory, None without a maxmemory."""
+        return self.used_memory / self.maxmemory if self.maxmemory else None
+
+    @property
+    def role(self) -> str:
+        return str(self.info.get("role", "?"))
+
+    @property
+    def replicas(self) -> int:
+        """Replicas connected to this server (INFO replication connected_slaves)."""
+        return _int(self.info, "connected_slaves")
 
 
 async def script_calls(admin: Admin) -> int:
@@ -91,6 +116,7 @@ async def script_calls(admin: Admin) -> int:
 
 
 async def take(admin: Admin) -> Sample:
+    """One server's reading (INFO and our script counters)."""
     calls = await script_calls(admin)
     info = await admin.info()  # the default sections hold every figure used here
     keyspace = {
@@ -121,7 +147,60 @@ async def take(admin: Admin) -> Sample:
         keyspace=keyspace,
         info=info,
         script_calls=calls,
+        node=admin.addr,
     )
+
+
+def combine(samples: list[Sample]) -> Sample:
+    """The sum of several primaries' readings, each kept in ``nodes`` (sorted by address).
+
+    ``run_id`` joins the nodes' run ids, so ``rates`` over two sums is None when any node
+    restarted or the primaries changed (a failover), as it is for one server that restarted.
+    """
+    if len(samples) == 1:
+        return samples[0]
+    if not samples:
+        raise ValueError("no primary to read")
+    nodes = tuple(sorted(samples, key=lambda n: n.node))
+
+    def total(name: str) -> int:
+        return sum(getattr(n, name) for n in nodes)
+
+    keyspace: dict[int, tuple[int, int]] = {}
+    for n in nodes:
+        for db, (keys, expiring) in n.keyspace.items():
+            k, e = keyspace.get(db, (0, 0))
+            keyspace[db] = (k + keys, e + expiring)
+    policies = {n.maxmemory_policy for n in nodes}
+    return Sample(
+        at=max(n.at for n in nodes),
+        run_id="+".join(n.run_id for n in nodes),
+        uptime_s=min(n.uptime_s for n in nodes),
+        used_memory=total("used_memory"),
+        maxmemory=total("maxmemory") if all(n.maxmemory for n in nodes) else 0,
+        maxmemory_policy=policies.pop() if len(policies) == 1 else "mixed",
+        frag_ratio=max(n.frag_ratio for n in nodes),  # the worst node: a mean would hide it
+        allocator_frag_ratio=max(n.allocator_frag_ratio for n in nodes),
+        clients=total("clients"),
+        blocked_clients=total("blocked_clients"),
+        hits=total("hits"),
+        misses=total("misses"),
+        commands=total("commands"),
+        ops_per_sec=total("ops_per_sec"),
+        evicted=total("evicted"),
+        expired=total("expired"),
+        rdb_last_save=min(n.rdb_last_save for n in nodes),  # the oldest save is the one at risk
+        rdb_changes=total("rdb_changes"),
+        rdb_bgsave_ok=all(n.rdb_bgsave_ok for n in nodes),
+        keyspace=keyspace,
+        script_calls=total("script_calls"),
+        nodes=nodes,
+    )
+
+
+async def take_all(admins: list[Admin]) -> Sample:
+    """Every primary's reading at once, summed (one primary: its own reading)."""
+    return combine(list(await asyncio.gather(*(take(a) for a in admins))))
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +218,12 @@ class Rates:
     def hit_rate(self) -> float | None:
         total = self.hits + self.misses
         return self.hits / total if total else None
+
+
+def node_rates(before: Sample, after: Sample) -> dict[str, Rates | None]:
+    """Each primary's own rates between two sums (by address; None for one that restarted)."""
+    was = {n.node: n for n in before.members}
+    return {n.node: rates(was[n.node], n) if n.node in was else None for n in after.members}
 
 
 def rates(before: Sample, after: Sample) -> Rates | None:

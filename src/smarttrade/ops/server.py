@@ -33,6 +33,15 @@ def as_text(value: Any) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
+def client_addr(client: Any) -> str | None:
+    """host:port (or a unix socket's path) a plain client connects to; None when its pool picks
+    the server itself (a sentinel-managed pool)."""
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    if "host" in kwargs:
+        return f"{kwargs['host']}:{kwargs.get('port', 6379)}"
+    return str(kwargs["path"]) if kwargs.get("path") else None
+
+
 class Admin:
     """One client plus the server's command names; ``call`` is the only way ops code talks to it."""
 
@@ -46,6 +55,21 @@ class Admin:
         other = Admin.__new__(Admin)
         other.client, other.url, other.renamed = client, self.url, self.renamed
         return other
+
+    def plain(self) -> aioredis.Redis:
+        """The client, checked to reach one server: a cluster client would send a server-wide
+        command to a node of its choosing and has no single pool to read a reply from."""
+        if not hasattr(self.client, "connection_pool"):
+            raise TypeError(
+                "Admin needs a client of one server, not a cluster client: "
+                "take one Admin per node (ops/nodes.py: data_nodes, primary_admins)"
+            )
+        return self.client
+
+    @property
+    def addr(self) -> str:
+        """host:port of the server (the unix socket's path, or the URL, when it has none)."""
+        return client_addr(self.client) or self.where()
 
     def name(self, command: str) -> str:
         """The server's name for ``command`` (upper case); CommandUnavailable when disabled."""
@@ -63,7 +87,7 @@ class Admin:
         """
         name = self.name(command)
         with redis_errors(self.url):
-            pool = self.client.connection_pool
+            pool = self.plain().connection_pool
             conn = await pool.get_connection()
             try:
                 await conn.send_command(name, *args)
@@ -81,7 +105,8 @@ class Admin:
 
     async def info(self, section: str | None = None) -> dict[str, Any]:
         with redis_errors(self.url):
-            return await (self.client.info(section) if section else self.client.info())
+            client = self.plain()
+            return await (client.info(section) if section else client.info())
 
     async def config_get(self, pattern: str) -> dict[str, str]:
         reply = await self.call("CONFIG", "GET", pattern)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from smarttrade.keyspace import LAST_QUOTE_PREFIX, Store, parse_key
+from smarttrade.keyspace import LAST_QUOTE_PREFIX, Store, current_layout, parse_key
 from smarttrade.models import to_builtins
 from smarttrade.redis.topology import Topology
 from smarttrade.settings import Settings
@@ -50,7 +50,7 @@ class Stores:
     async def read_key(self, key: str) -> KeyValue:
         """Read one contract key through the store its prefix names (ValueError on a bad key)."""
         if key.startswith(f"{LAST_QUOTE_PREFIX}:"):  # the latest-quote index, beside the quotes
-            symbol = key.partition(":")[2]
+            symbol = current_layout().untag(key.partition(":")[2])  # lastquote:{DOL} on a cluster
             latest = await self.quotes.latest(symbol)
             ttl = await self.quotes.ttl_of(key)
             return KeyValue(key, Store.QUOTES, self.quotes.db, ttl, to_builtins(latest))
