@@ -155,6 +155,11 @@ def test_cluster_over_tls(tls_cluster_clean: Cluster, tls_files: TlsFiles) -> No
             assert node.exists(key), f"{key} is not on its slot's primary"
     stats = run_smarttrade("stats", env=env)
     assert stats.returncode == 0, stats.stderr
+    # every node, replicas too, each read by its own client (topology.node); the test servers run
+    # without the profile's persistence, so "differs" (exit 1) is expected
+    profile = run_smarttrade("profile", "check", env=env)
+    checked = [n for n in cluster.nodes if f"trading profile vs {n.addr}" in profile.stdout]
+    assert len(checked) == len(cluster.nodes), profile.stdout + profile.stderr
 
 
 def test_sentinel_over_tls(tls_sentinels_clean: SentinelGroup, tls_files: TlsFiles) -> None:
