@@ -1,6 +1,7 @@
 """Scale benchmarks (issue 12): what a Redis Cluster costs and gives next to one server.
 
     .venv/bin/python benchmarks/scale.py [--trades N] [--rounds R] [--binary PATH] [--replicas K]
+        [--only replay|failover|gateways] [--json FILE]
 
 Measured in one run, on private servers started here (loopback, free ports, never 6379):
   1. replay ratio: `smarttrade ingest --synthetic` of the same feed (6 symbols, two on each of
@@ -11,7 +12,13 @@ Measured in one run, on private servers started here (loopback, free ports, neve
      primary over its replay, divided by the trades committed on it (its symbols' checkpoint
      line counts), so capacity per added primary reads off directly.
 
-Each section is a function returning a dict; main() prints them as JSON.
+  3. the write pause of a sentinel failover (benchmarks/failover.py: kill -9 of the primary under
+     a replay, to the first commit the new master acknowledges) and the acknowledged commits it
+     loses, without and with REDIS_WAIT_REPLICAS=1;
+  4. messages through two gateways (benchmarks/gateways.py): the same clients on one gateway,
+     then split over two.
+
+Each section is a function returning a dict; main() prints a summary (--json: every figure).
 """
 
 from __future__ import annotations
@@ -185,17 +192,78 @@ async def replay_ratio(binary: str, workdir: Path, trades: int, rounds: int = 3,
     return out
 
 
+SECTIONS = ("replay", "failover", "gateways")
+
+
+def summary(results: dict[str, dict]) -> str:
+    """The figures docs/scaling.md quotes, as lines (the JSON has every detail)."""
+    lines: list[str] = []
+    if replay := results.get("replay"):
+        rates = replay["trades_per_s"]
+        lines.append("replay trades/s: " + ", ".join(f"{k} {v:,}" for k, v in rates.items()))
+        lines.append(f"  cluster / standalone: {replay['ratio']} (target >= {replay['target_ratio']})")
+        if "ratio_to_replicated_standalone" in replay:
+            lines.append(f"  cluster / standalone with a replica: {replay['ratio_to_replicated_standalone']}")
+        lines.append(f"  Redis CPU µs/trade standalone: {replay['redis_cpu_us_per_trade']}")
+        for addr, node in replay["per_primary"].items():
+            lines.append(
+                f"  primary {addr} {','.join(node['symbols'])}: {node['redis_cpu_us_per_trade']} µs/trade"
+            )
+    for run in results.get("failover", {}).get("runs", []):
+        lines.append(
+            f"sentinel failover, WAIT {run.get('wait_replicas')}: pause {run.get('pause_s')} s, "
+            f"lost commits {run.get('lost_commits')}"
+        )
+    if gw := results.get("gateways"):
+        for key in ("one", "two"):
+            row = gw[key]
+            lines.append(
+                f"{row['gateways']} gateway(s), {row['clients']} clients: {row['frames_per_s']:,} frames/s, "
+                f"{row['trades_delivered_per_s']:,} trades/s delivered, p99 {row['latency_ms']['p99']} ms, "
+                f"gaps {row['gap_check']['with_gap']}, cpu {row['gateway_cpu_pct']}"
+            )
+    return "\n".join(lines)
+
+
+async def run(
+    binary: str, workdir: Path, sections: list[str], trades: int, rounds: int, replicas: int
+) -> dict:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benchmarks
+    results: dict[str, dict] = {"meta": {"binary": binary, "date": date.today().isoformat()}}
+    if "replay" in sections:
+        results["replay"] = await replay_ratio(binary, workdir / "replay", trades, rounds, replicas)
+    if "failover" in sections:
+        import failover
+
+        runs = [await failover.failover_pause(binary, workdir / "failover", n) for n in (0, 1)]
+        results["failover"] = {"runs": runs}
+    if "gateways" in sections:
+        import gateways
+
+        (workdir / "gateways").mkdir(parents=True, exist_ok=True)
+        results["gateways"] = await gateways.two_gateways(binary, workdir / "gateways")
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trades", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--replicas", type=int, default=1, help="replicas per cluster primary")
     parser.add_argument("--binary", default=None, help="redis-server (default: the one on PATH)")
+    parser.add_argument(
+        "--only", choices=SECTIONS, action="append", help="a section (repeatable; default all)"
+    )
+    parser.add_argument("--json", type=Path, help="also write every figure here")
     args = parser.parse_args()
     binary = str(Path(args.binary).resolve()) if args.binary else find_redis_binary(prefer_path=True)
     with tempfile.TemporaryDirectory(prefix="smarttrade-scale-") as tmp:
-        result = asyncio.run(replay_ratio(binary, Path(tmp), args.trades, args.rounds, args.replicas))
-    print(json.dumps({"replay_ratio": result}, indent=2))
+        results = asyncio.run(
+            run(binary, Path(tmp), args.only or list(SECTIONS), args.trades, args.rounds, args.replicas)
+        )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    print(summary(results))
 
 
 if __name__ == "__main__":
