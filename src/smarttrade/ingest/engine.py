@@ -101,7 +101,9 @@ class Engine:
             LAST_QUOTE_TTL,
         )
         self.redis = topology.client(Store.QUOTES)  # the commit runs here and SELECTs the others
-        self.wire = CommitWire(self.redis, INGEST_COMMIT)
+        self.wire = CommitWire(
+            self.redis, INGEST_COMMIT, settings.redis_wait_replicas, settings.redis_wait_timeout_ms
+        )
         self.settings = settings
         self.analytics_on = settings.smarttrade_analytics
         self._timeframes = parse_timeframes(settings.smarttrade_timeframes)

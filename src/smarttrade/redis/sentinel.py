@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 # How long start-up waits for the sentinels to name a master (one may be mid-failover).
 MASTER_WAIT_S = 30.0
+SWITCH_CHANNEL = "+switch-master"  # a sentinel's announcement: "NAME OLD_IP OLD_PORT NEW_IP NEW_PORT"
+FOLLOW_POLL_S = 1.0  # the follower's read timeout: how soon it notices aclose()
+FOLLOW_BACKOFF_S = (0.1, 2.0)  # resubscription delay after a failed sentinel: first, largest
 
 
 class SentinelPools:
@@ -64,6 +67,10 @@ class SentinelPools:
         self._clients: dict[int, aioredis.Redis] = {
             db: self.sentinel.master_for(master_name, db=db, max_connections=per_pool) for db in sorted(dbs)
         }
+        self._sentinel_kwargs = {**connection_kwargs(socket_timeout), **(sentinel_kwargs or {})}
+        self._follower: asyncio.Task[None] | None = None
+        self.switches = 0  # +switch-master announcements for our master seen (tests, status)
+        self._known: tuple[str, int] | None = None  # the master as last seen by the follower
 
     @classmethod
     def from_settings(
@@ -113,6 +120,62 @@ class SentinelPools:
                 raise RedisUnavailable(self.url, f"no sentinel answered within {FIRST_PING_S:g} s") from None
         with redis_errors(self.url):
             await asyncio.wait_for(self.primaries()[0].ping(), FIRST_PING_S)
+        if self._follower is None or self._follower.done():
+            self._follower = asyncio.create_task(self._follow(), name=f"sentinel-follow-{self.master_name}")
+
+    async def drop_connections(self) -> None:
+        """Disconnect every pooled connection, in use or not: the next command on each asks the
+        sentinels for the master again (a connection in use fails its read, and its caller
+        retries or resends)."""
+        for client in self._clients.values():
+            with contextlib.suppress(rexc.RedisError, OSError):
+                await client.connection_pool.disconnect()
+
+    async def _follow(self) -> None:
+        """Listen for ``+switch-master`` on any sentinel that answers and drop every connection
+        when it names our master, so nothing keeps writing to a demoted master that is still up
+        (a pool alone notices a failover only when a connection fails). After a lost sentinel it
+        subscribes again elsewhere, and compares the master with the one it knew: a switch
+        announced while it was not listening is followed too."""
+        delay = FOLLOW_BACKOFF_S[0]
+        turn = 0
+        while True:
+            host, port = self.sentinel_addrs[turn % len(self.sentinel_addrs)]
+            turn += 1
+            client = aioredis.Redis(host=host, port=port, **self._sentinel_kwargs)  # type: ignore[arg-type]
+            try:
+                async with client.pubsub() as pubsub:
+                    await pubsub.subscribe(SWITCH_CHANNEL)
+                    await self._check_master(client)
+                    delay = FOLLOW_BACKOFF_S[0]
+                    while True:
+                        message = await pubsub.get_message(
+                            ignore_subscribe_messages=True, timeout=FOLLOW_POLL_S
+                        )
+                        if message is not None and _names(message.get("data"), self.master_name):
+                            log.info("sentinel: %s switched master (%s)", self.master_name, message["data"])
+                            self.switches += 1
+                            await self.drop_connections()
+                            await self._check_master(client)
+            except asyncio.CancelledError:
+                raise
+            except (rexc.RedisError, OSError) as exc:
+                log.debug("sentinel %s:%s: %s; subscribing elsewhere in %.1f s", host, port, exc, delay)
+            finally:
+                with contextlib.suppress(rexc.RedisError, OSError):
+                    await client.aclose()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, FOLLOW_BACKOFF_S[1])
+
+    async def _check_master(self, sentinel: aioredis.Redis) -> None:
+        """Remember the master this sentinel names; a change since last time drops the pools."""
+        seen = await sentinel.sentinel_get_master_addr_by_name(self.master_name)
+        if not seen:
+            return
+        master = (_text(seen[0]), int(seen[1]))
+        if self._known is not None and master != self._known:
+            await self.drop_connections()
+        self._known = master
 
     async def describe(self) -> TopologyView:
         """The master and its replicas (its INFO replication), then each sentinel and the master
@@ -127,16 +190,28 @@ class SentinelPools:
             addr = f"{kw['host']}:{kw['port']}"
             try:
                 seen = await sentinel.sentinel_get_master_addr_by_name(self.master_name)
-                named = (
-                    ":".join(x.decode() if isinstance(x, bytes) else str(x) for x in seen) if seen else "none"
-                )
+                named = ":".join(_text(x) for x in seen) if seen else "none"
                 nodes.append(NodeView(addr, "sentinel", link=named, healthy=named == master))
             except (rexc.RedisError, OSError) as exc:
                 nodes.append(NodeView(addr, "sentinel", link=f"unreachable ({exc})", healthy=False))
         return TopologyView("sentinel", self.tls, nodes, self.master_name, master)
 
     async def aclose(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError, rexc.RedisError, OSError):
+                await self._follower
+            self._follower = None
         for client in self._clients.values():
             await client.aclose(close_connection_pool=True)
         with contextlib.suppress(rexc.RedisError, OSError):
             await self.sentinel.aclose()
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _names(data: object, master_name: str) -> bool:
+    """Whether a ``+switch-master`` payload is about ``master_name``."""
+    return _text(data).split(" ", 1)[0] == master_name
