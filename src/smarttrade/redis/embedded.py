@@ -143,6 +143,14 @@ class EmbeddedRedis:
         conf.update(self.config)
         return conf
 
+    def command(self, binary: str, conf: Path) -> list[str]:
+        """The argv that starts the server (a sentinel adds ``--sentinel``)."""
+        return [binary, str(conf)]
+
+    def ready(self) -> bool:
+        """Whether the started server answers (a TLS-only one needs a TLS PING instead)."""
+        return ping(self.port)
+
     def _write_conf(self) -> Path:
         lines = ["# Written by smarttrade: the trading profile (DESIGN.md §3) for a private server."]
         for name, value in self.effective_config().items():
@@ -168,7 +176,7 @@ class EmbeddedRedis:
             log = self.data_dir / LOG_FILE
             offset = log.stat().st_size if log.exists() else 0
             self.process = subprocess.Popen(
-                [binary, str(conf)],
+                self.command(binary, conf),
                 cwd=self.data_dir,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -179,7 +187,7 @@ class EmbeddedRedis:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
                     break
-                if ping(self.port):
+                if self.ready():
                     return self.url
                 time.sleep(0.02)
             last_error = self._failure(log, offset)
