@@ -67,7 +67,12 @@ class CommitWire:
 
     async def _connection(self) -> AbstractConnection:
         if self._conn is not None and self._broken:
-            await self._conn.disconnect()  # a fresh socket: the old one's state is unknown
+            # a fresh connection from the pool: the old socket's state is unknown, and only the
+            # pool's connect() asks the sentinels where the master is now (a send on a
+            # disconnected connection reconnects to the address it had)
+            await self._conn.disconnect()
+            await self.pool.release(self._conn)
+            self._conn = None
             self._broken = False
         if self._conn is None:
             self._conn = await self.pool.get_connection()
