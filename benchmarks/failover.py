@@ -9,7 +9,9 @@ primary is killed with SIGKILL once commits flow. Measured:
   engine's checkpoints when it lost contact, against the replica's, read 0.3 s after the kill:
   before the sentinels' down-after, so before any promotion and any new write). A replay gets
   them back by itself (the engine sees Redis behind its checkpoints and rewinds: ``rewinds``);
-  a live feed could not. With REDIS_WAIT_REPLICAS=1 it must be 0.
+  a live feed could not. With REDIS_WAIT_REPLICAS=1 it must be 0; the new master then has no
+  replica until the killed primary is started again (done here as soon as the failover is over),
+  and commits wait for it: that pause includes the restart and the resync.
 
 ``python benchmarks/failover.py`` runs it with and without WAIT and prints JSON; scale.py calls
 ``failover_pause``.
@@ -116,6 +118,8 @@ async def _measure(group: SentinelGroup, wait_replicas: int, trades: int) -> dic
         killed = time.monotonic()
         await asyncio.sleep(0.3)  # the replica reads what was on its link; no promotion yet
         replica_had = checkpoints(group.replica.port)
+        # WAIT N needs N replicas on the new master too: the killed one comes back as one
+        rejoin = asyncio.ensure_future(_rejoin(group, old)) if wait_replicas else None
         resumed = None
         while resumed is None and time.monotonic() - killed < RUN_LIMIT_S:
             if lost_contact:
@@ -127,6 +131,8 @@ async def _measure(group: SentinelGroup, wait_replicas: int, trades: int) -> dic
                 resumed = time.monotonic()  # (it ended: its last commits were acknowledged)
             await asyncio.sleep(POLL_S)
         result = await asyncio.wait_for(run, RUN_LIMIT_S)
+        if rejoin is not None:
+            await rejoin
         new = await asyncio.to_thread(group.wait_failover, old)
         believed: dict[str, int] = lost_contact.get("believed", {})  # type: ignore[assignment]
         lost = sum(max(0, seq - replica_had.get(s, 0)) for s, seq in believed.items())
@@ -148,6 +154,13 @@ async def _measure(group: SentinelGroup, wait_replicas: int, trades: int) -> dic
         if not run.done():
             run.cancel()
         await topology.aclose()
+
+
+async def _rejoin(group: SentinelGroup, old: str) -> None:
+    """Once the sentinels promoted the replica, start the killed primary again (same port and
+    folder): the sentinels make it a replica of the new master."""
+    await asyncio.to_thread(group.wait_failover, old)
+    await asyncio.to_thread(group.primary.restart)
 
 
 def main() -> None:
