@@ -159,6 +159,17 @@ def test_client_certificate_needs_its_key(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert info.value.variable == "REDIS_TLS_KEY"
 
 
+def test_tls_files_with_a_plain_url_are_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A CA beside redis:// would otherwise connect in plain text, silently."""
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    monkeypatch.setenv("REDIS_TLS_CA", str(ca))
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6390")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert info.value.variable == "REDIS_URL" and "use rediss://" in info.value.reason
+
+
 def test_cluster_puts_every_store_in_database_zero(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REDIS_MODE", "cluster")
     monkeypatch.setenv("REDIS_CLUSTER_NODES", "127.0.0.1:7000, 127.0.0.1:7001")

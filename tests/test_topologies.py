@@ -19,7 +19,9 @@ from tests.topologies import (
     Node,
     SentinelGroup,
     TlsFiles,
+    TopologyError,
     binary_has_tls,
+    client,
     start_cluster,
 )
 
@@ -35,8 +37,12 @@ def test_cluster_shape(cluster_clean: Cluster) -> None:
     assert len(primaries) == 3
     assert all(len(cluster_clean.replicas_of(p)) == 1 for p in primaries)
     assert len(cluster_clean.replicas()) == 3
-    served = [slot for slot in range(CLUSTER_SLOTS) if cluster_clean.node_for_slot(slot) in primaries]
-    assert len(served) == CLUSTER_SLOTS
+    shares = [cluster_clean.slots(p) for p in primaries]
+    assert sum(map(len, shares)) == CLUSTER_SLOTS
+    assert frozenset().union(*shares) == frozenset(range(CLUSTER_SLOTS))
+    assert all(
+        cluster_clean.node_for_slot(min(share)) == p for p, share in zip(primaries, shares, strict=True)
+    )
     # A cluster client with the seeds the settings would hold routes a key to the node of its slot.
     host, port = cluster_clean.seeds[0].split(":")
     with redis.RedisCluster(host=host, port=int(port), decode_responses=True) as rc:
@@ -67,6 +73,27 @@ def test_cluster_kill9_primary_fails_over_and_rejoins(tmp_path: Path, binary: st
     assert not any(node.alive for node in cluster.nodes)
 
 
+def _processes_in(folder: Path) -> list[int]:
+    """Pids of live processes working in ``folder`` (every topology process runs in its own)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cwd = (proc / "cwd").resolve(strict=True)
+            state = (proc / "stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if cwd.is_relative_to(folder.resolve()) and state != "Z":
+            pids.append(int(proc.name))
+    return pids
+
+
+def test_a_failed_cluster_start_leaves_no_process(tmp_path: Path, binary: str) -> None:
+    """redis-cli refuses two primaries, after both nodes started: the error names it, both are gone."""
+    with pytest.raises(TopologyError, match="--cluster create failed"):
+        start_cluster(tmp_path, binary, primaries=2, replicas=0)
+    assert _processes_in(tmp_path) == []
+
+
 def test_sentinel_kill9_primary_promotes_the_replica(sentinel_group: SentinelGroup) -> None:
     old = sentinel_group.current_master()
     assert old == sentinel_group.primary.addr
@@ -81,10 +108,7 @@ def test_sentinel_kill9_primary_promotes_the_replica(sentinel_group: SentinelGro
 def test_tls_server_speaks_only_tls(tls_server: Node, tls_files: TlsFiles) -> None:
     with redis.Redis(host=HOST, port=tls_server.port, ssl=True, ssl_ca_certs=str(tls_files.ca)) as c:
         assert c.ping()
-    with (
-        pytest.raises(redis.ConnectionError),
-        redis.Redis(host=HOST, port=tls_server.port, socket_timeout=2, socket_connect_timeout=2) as plain,
-    ):
+    with pytest.raises(redis.ConnectionError), client(tls_server.port) as plain:
         plain.ping()
 
 

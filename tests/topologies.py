@@ -5,8 +5,13 @@ its own (EmbeddedRedis starts it with start_new_session, so a Ctrl-C of pytest d
 before the teardown does). ``stop()`` kills all of them, also after a start that failed half-way.
 Topology servers keep no data worth saving, so stopping is SIGKILL: fast and never blocked.
 
-A plain module without pytest: tests import it as ``tests.topologies``, benchmarks put ``tests/``
-on sys.path. Every wait is bounded in time and raises TopologyError naming what did not happen.
+A plain module without pytest: tests import it as ``tests.topologies``; a benchmark does
+``sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))`` then ``import topologies``.
+Every wait is bounded in time and raises TopologyError naming what did not happen.
+
+Measured on the 2-core dev machine (both binaries alike): a 3x1 cluster starts in ~2.1 s, a kill -9
+of a primary is failed over (every node ok again) in ~2.5-3 s; a sentinel group starts in ~2.2 s and
+fails over in ~2.3 s; a TLS server starts in ~0.1 s.
 """
 
 from __future__ import annotations
@@ -22,9 +27,11 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from smarttrade.errors import RedisUnavailable
 from smarttrade.redis.embedded import LOG_FILE, EmbeddedRedis, find_redis_binary, free_port
@@ -34,7 +41,8 @@ CLUSTER_SLOTS = 16384
 # Redis 6.2 has no cluster-port directive: the cluster bus is always the client port + 10000.
 BUS_OFFSET = 10000
 # Nothing in a test topology is worth keeping: no AOF, no snapshots (a config argument can say otherwise).
-PLAIN = {"save": "", "appendonly": "no"}
+# Redis 7 syncs a replica diskless after waiting 5 s for more replicas to share the transfer: no wait.
+PLAIN = {"save": "", "appendonly": "no", "repl-diskless-sync-delay": "0"}
 # A node timeout of 1 s makes a failover take a few seconds instead of the default 15 s or more.
 CLUSTER_CONFIG = {
     **PLAIN,
@@ -61,10 +69,17 @@ def addr(port: int) -> str:
     return f"{HOST}:{port}"
 
 
-def client(port: int) -> redis.Redis:
-    """A short-timeout client for the harness's own checks (a dead node must not stall a wait)."""
+def client(port: int, **options: Any) -> redis.Redis:
+    """A client for the harness's checks: short timeouts and no retries (redis-py's default retries
+    with backoff, 4 s against a dead node), so a wait polls at its own pace."""
     return redis.Redis(
-        host=HOST, port=port, socket_timeout=2, socket_connect_timeout=2, decode_responses=True
+        host=HOST,
+        port=port,
+        socket_timeout=2,
+        socket_connect_timeout=2,
+        retry=Retry(NoBackoff(), 0),
+        decode_responses=True,
+        **options,
     )
 
 
@@ -273,6 +288,10 @@ class Cluster:
         ids = {e.node_id for e in entries if e.port == primary.port}
         return [self.node(e.port) for e in entries if e.is_replica and e.master_id in ids]
 
+    def slots(self, primary: Node) -> frozenset[int]:
+        """The slots ``primary`` serves, as the cluster sees it now (empty for a replica)."""
+        return next((e.slots for e in self.view() if e.port == primary.port and e.is_primary), frozenset())
+
     def node_for_slot(self, slot: int) -> Node:
         for entry in self.view():
             if entry.is_primary and slot in entry.slots:
@@ -280,8 +299,16 @@ class Cluster:
         raise TopologyError(f"cluster: no live primary serves slot {slot}")
 
     def _healthy(self) -> bool:
-        """cluster_state:ok with every slot served on every live node, and every replica linked."""
-        for node in self.live():
+        """cluster_state:ok with every slot served on every live node, every replica linked, and
+        every live node seeing the same owners and every other live node as up.
+
+        The last part matters after a restart: a node back from kill -9 briefly claims its old
+        slots and reports ok on its own until the others demote it to a replica.
+        """
+        live = self.live()
+        ports = {node.port for node in live}
+        layouts = set()
+        for node in live:
             with node.client() as c:
                 info = c.execute_command("CLUSTER INFO")
                 if info["cluster_state"] != "ok" or int(info["cluster_slots_ok"]) != CLUSTER_SLOTS:
@@ -289,7 +316,11 @@ class Cluster:
                 replication = c.info("replication")
                 if replication["role"] == "slave" and replication.get("master_link_status") != "up":
                     return False
-        return True
+            entries = self.view(node)
+            if any(e.failed for e in entries if e.port in ports):
+                return False
+            layouts.add(frozenset((e.port, e.slots) for e in entries if e.is_primary))
+        return len(layouts) == 1
 
     def _remember(self) -> None:
         entries = self.view()

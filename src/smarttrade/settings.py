@@ -469,6 +469,11 @@ class Settings(BaseSettings):
                 name = f"redis_db_{spec.env.lower()}"
                 if name in self.model_fields_set and getattr(self, name):
                     raise SettingsError(name.upper(), "a cluster has database 0 only: leave it unset or 0")
+        files = self.redis_tls_ca or self.redis_tls_cert
+        if files and self.redis_mode == "standalone" and (self.redis_url or "").startswith("redis://"):
+            raise SettingsError(
+                "REDIS_URL", "is redis:// (plain) but REDIS_TLS_* is set: use rediss:// for TLS"
+            )
         if (self.redis_tls_cert is None) != (self.redis_tls_key is None):
             missing = "REDIS_TLS_KEY" if self.redis_tls_key is None else "REDIS_TLS_CERT"
             raise SettingsError(missing, "a client certificate needs both REDIS_TLS_CERT and REDIS_TLS_KEY")

@@ -23,6 +23,8 @@ from smarttrade.ingest.deadletter import check_path
 from smarttrade.ingest.defaults import DEFAULT_FUTURE_S, DEFAULT_TOLERANCE_S
 from smarttrade.keyspace import FAMILIES, LAST_QUOTE_PREFIX, SPECS, Store
 from smarttrade.ops import health, keys
+from smarttrade.ops.nodes import store_clients
+from smarttrade.redis.nodes import TopologyView
 from smarttrade.runtime import Runtime
 from smarttrade.stores.instruments import InstrumentRegistry
 from smarttrade.symbols import SymbolSpec, check_symbol, parse_specs, spec_for
@@ -60,13 +62,33 @@ def status(as_json: JsonOpt = False) -> None:
     summary.add_row("mode", f"{st.mode}, role {st.role}")
     summary.add_row("memory", f"{mem}, policy {st.maxmemory_policy}")
     summary.add_row("clients", str(st.connected_clients))
+    if st.topology is not None and st.topology.master_name:
+        summary.add_row("master", f"{st.topology.master_name} at {st.topology.master} (per the sentinels)")
     out.print(summary)
+    if st.topology is not None:
+        out.print(_topology_table(st.topology))
     table = Table(title="stores")
     for col in ("store", "db", "key pattern", "TTL"):
         table.add_column(col)
     for row in st.stores:
         table.add_row(row.title, str(row.db), row.pattern, f"{row.ttl} s" if row.ttl else "none")
     out.print(table)
+
+
+def _topology_table(view: TopologyView) -> Table:
+    """Each server with its role, slots, primary and link; an unhealthy one in red, with a mark
+    that survives a pipe (no colour there)."""
+    table = Table(title=f"topology: {view.mode}{' (TLS)' if view.tls else ''}")
+    for col in ("node", "role", "slots", "replica of", "link", "health"):
+        table.add_column(col)
+    for n in view.nodes:
+        health_text = Text("ok", style="green") if n.healthy else Text("UNHEALTHY", style="bold red")
+        style = "" if n.healthy else "red"
+        table.add_row(n.addr, n.role, n.slots or "-", n.of or "-", n.link or "-", health_text, style=style)
+    bad = sum(1 for n in view.nodes if not n.healthy)
+    if bad:
+        table.caption = f"{bad} unhealthy node{'s' if bad > 1 else ''}"
+    return table
 
 
 def _keys_table(rows: list[health.StoreKeys], title: str = "keys per store") -> Table:
@@ -103,8 +125,8 @@ def stats(
         if sample:
             admin = admin_for(rt)
             for row in rows:
-                client = rt.topology.client(row.store)
-                samples[row.store] = await keys.store_sample(admin, client, row.store, row.db_keys, sample)
+                clients = store_clients(rt.topology, row.store)
+                samples[row.store] = await keys.store_sample(admin, clients, row.store, row.db_keys, sample)
         return rows, samples
 
     rows, samples = run(job)

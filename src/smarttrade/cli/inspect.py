@@ -23,6 +23,7 @@ from smarttrade.cli.common import JsonOpt, StoreArg, admin_for, app, dump, err, 
 from smarttrade.cli.progress import counting
 from smarttrade.ops import alerts, inspect, keys, published
 from smarttrade.ops.backup import newest_age_s
+from smarttrade.ops.nodes import store_clients
 from smarttrade.ops.sample import rates, take
 from smarttrade.ops.watch import Observation, Watcher
 from smarttrade.runtime import Runtime
@@ -117,10 +118,10 @@ def keys_cmd(
     emit = _KeyLines(as_json, out.is_terminal)
 
     async def job(rt: Runtime) -> tuple[int, int]:
-        client = rt.topology.client(store)
+        clients = store_clients(rt.topology, store)
         listed = next_cursor = 0
         emit.start()
-        async for page in keys.browse_pages(client, rt.url, store, pattern, limit, cursor):
+        async for page in keys.browse_pages(clients, rt.url, store, pattern, limit, cursor):
             listed += len(page)
             next_cursor = page.cursor
             if not emit.page(page):
@@ -224,9 +225,9 @@ def ttl(
     """TTL histogram of a store, and the keys that have no TTL but should (fix: `cleanup --apply`)."""
 
     async def job(rt: Runtime) -> keys.TtlReport:
-        client = rt.topology.client(store)
+        clients = store_clients(rt.topology, store)
         with counting(err, f"scanning {store.value}") as tick:
-            return await keys.ttl_report(client, rt.url, store, sample, tick)
+            return await keys.ttl_report(clients, rt.url, store, sample, tick)
 
     report = run(job)
     if as_json:

@@ -19,6 +19,7 @@ from smarttrade.cli.common import (
     dump,
     err,
     fail,
+    note,
     out,
     run,
     run_async,
@@ -30,6 +31,7 @@ from smarttrade.ops import audit as audit_ops
 from smarttrade.ops import backup as backup_ops
 from smarttrade.ops import keys, transfer
 from smarttrade.ops import profile as profile_ops
+from smarttrade.ops.nodes import DataNode, data_nodes, store_clients
 from smarttrade.redis.embedded import stop_embedded
 from smarttrade.redis.topology import Placement
 from smarttrade.runtime import Runtime
@@ -61,8 +63,8 @@ def cleanup(
         targets = [store] if store else [s for s in Store if rt.settings.ttl(s) is not None]
         results = []
         for s in targets:
-            client = rt.topology.client(s)
-            results.append(await keys.cleanup(client, rt.url, rt.settings, s, apply))
+            clients = store_clients(rt.topology, s)
+            results.append(await keys.cleanup(clients, rt.url, rt.settings, s, apply))
         return results
 
     results = run(job)
@@ -116,9 +118,9 @@ def flush(
             fail("nothing deleted", 1)
 
     async def job(rt: Runtime) -> keys.FlushResult:
-        client = rt.topology.client(store)
+        clients = store_clients(rt.topology, store)
         with counting(err, f"flushing {store.value}") as tick:
-            return await keys.flush_store(admin_for(rt), client, store, flushdb, tick)
+            return await keys.flush_store(admin_for(rt), clients, store, flushdb, tick)
 
     result = run(job)
     if result.note:
@@ -192,8 +194,8 @@ def _write_private(path: Path, text: str, mode: int) -> None:
         fh.write(text)
 
 
-def _diff_table(diffs: list[profile_ops.Difference], same: list[tuple[str, str]]) -> Table:
-    table = Table(title="trading profile vs the live server")
+def _diff_table(diffs: list[profile_ops.Difference], same: list[tuple[str, str]], where: str) -> Table:
+    table = Table(title=f"trading profile vs {where}")
     for col in ("setting", "profile", "server", ""):
         table.add_column(col)
     for d in diffs:
@@ -204,27 +206,59 @@ def _diff_table(diffs: list[profile_ops.Difference], same: list[tuple[str, str]]
     return table
 
 
+NodeCheck = tuple[DataNode, list[profile_ops.Difference], list[tuple[str, str]], str]
+
+
+def _node_note(rt: Runtime) -> None:
+    """Sentinel mode: say why the sentinels are not in a per-node list."""
+    if rt.topology.mode == "sentinel":
+        note("sentinels hold no data and take no profile: master and replicas only")
+
+
 @profile_app.command("check")
 def profile_check(as_json: JsonOpt = False) -> None:
-    """Compare the live server with the profile; list each difference. Exit 1 when any differs."""
+    """Compare every data node with the profile; list each difference. Exit 1 when any differs.
 
-    async def job(rt: Runtime) -> tuple[list[profile_ops.Difference], list[tuple[str, str]], str]:
-        return await profile_ops.check(admin_for(rt), rt.settings)
+    Standalone: the server; sentinel: the master and its replicas; cluster: every primary and
+    replica (a replica promoted later must already match)."""
 
-    diffs, same, why = run(job)
+    async def job(rt: Runtime) -> list[NodeCheck]:
+        _node_note(rt)
+        async with data_nodes(rt.topology, rt.settings, rt.url) as nodes:
+            return [(n, *await profile_ops.check(n.admin, rt.settings)) for n in nodes]
+
+    checks = run(job)
+    one = len(checks) == 1
     if as_json:
-        rows = [{"setting": d.name, "profile": d.want, "server": d.have} for d in diffs]
-        dump({"differences": rows, "matching": dict(same), "unreadable_because": why})
-    else:
-        out.print(_diff_table(diffs, same))
-        if why:
-            err.print(f"some settings were read from INFO instead: {why}", markup=False)
-        out.print(
-            "matches the profile"
-            if not diffs
-            else f"{len(diffs)} differences; `smarttrade profile apply` fixes them"
+        per_node = [
+            {
+                "node": n.view.addr,
+                "role": n.view.role,
+                "differences": [{"setting": d.name, "profile": d.want, "server": d.have} for d in diffs],
+                "matching": dict(same),
+                "unreadable_because": why,
+            }
+            for n, diffs, same, why in checks
+        ]
+        first = per_node[0]
+        dump(
+            {
+                **first,
+                "differences": [{**d, "node": p["node"]} for p in per_node for d in p["differences"]],
+                "nodes": per_node,
+            }
         )
-    raise typer.Exit(1 if diffs else 0)
+    else:
+        for n, diffs, same, why in checks:
+            out.print(_diff_table(diffs, same, "the live server" if one else n.label))
+            if why:
+                err.print(f"{n.view.addr}: some settings were read from INFO instead: {why}", markup=False)
+        for n, diffs, _same, _why in checks:
+            verdict = "matches the profile" if not diffs else f"{len(diffs)} differences"
+            out.print(verdict if one else f"{n.label}: {verdict}", markup=False)
+        if any(diffs for _n, diffs, _s, _w in checks):
+            out.print("`smarttrade profile apply` fixes them")
+    raise typer.Exit(1 if any(diffs for _n, diffs, _s, _w in checks) else 0)
 
 
 @profile_app.command("apply")
@@ -234,30 +268,44 @@ def profile_apply(
         bool, typer.Option(help="Also CONFIG REWRITE, so the server's redis.conf keeps them.")
     ] = False,
 ) -> None:
-    """CONFIG SET each setting that differs from the profile (bind and ACL users need redis.conf)."""
+    """CONFIG SET each setting that differs from the profile, on every data node (each gets its
+    own CONFIG SET: a cluster client would send it to one node). bind and ACL users need redis.conf."""
 
-    async def job(rt: Runtime) -> tuple[list[profile_ops.Difference], list[tuple[str, str]]]:
-        admin = admin_for(rt)
-        diffs, _same, _why = await profile_ops.check(admin, rt.settings)
-        if not diffs:
-            return diffs, []
-        for d in diffs:
-            out.print(f"{d.name}: {d.have if d.have is not None else 'unknown'} -> {d.want}", markup=False)
-        if not yes and not confirm("Apply these with CONFIG SET?"):
-            fail("nothing changed", 1)
-        failed = await profile_ops.apply(admin, diffs)
-        if rewrite and len(failed) < len(diffs):
-            await admin.call("CONFIG", "REWRITE")
-        return diffs, failed
+    async def job(rt: Runtime) -> list[tuple[DataNode, list[profile_ops.Difference], list[tuple[str, str]]]]:
+        _node_note(rt)
+        async with data_nodes(rt.topology, rt.settings, rt.url) as nodes:
+            planned = [(n, (await profile_ops.check(n.admin, rt.settings))[0]) for n in nodes]
+            if not any(diffs for _n, diffs in planned):
+                return [(n, diffs, []) for n, diffs in planned]
+            for n, diffs in planned:
+                for d in diffs:
+                    have = d.have if d.have is not None else "unknown"
+                    prefix = "" if len(planned) == 1 else f"{n.view.addr}: "
+                    out.print(f"{prefix}{d.name}: {have} -> {d.want}", markup=False)
+            if not yes and not confirm("Apply these with CONFIG SET?"):
+                fail("nothing changed", 1)
+            done = []
+            for n, diffs in planned:
+                failed = await profile_ops.apply(n.admin, diffs) if diffs else []
+                if rewrite and len(failed) < len(diffs):
+                    await n.admin.call("CONFIG", "REWRITE")
+                done.append((n, diffs, failed))
+            return done
 
-    diffs, failed = run(job)
-    if not diffs:
-        out.print("the server already matches the profile")
+    results = run(job)
+    if not any(diffs for _n, diffs, _f in results):
+        out.print(
+            "the server already matches the profile"
+            if len(results) == 1
+            else "every node matches the profile"
+        )
         return
-    for name, why in failed:
-        err.print(f"{name}: not applied: {why}", markup=False)
-    out.print(f"applied {len(diffs) - len(failed)} of {len(diffs)} settings")
-    raise typer.Exit(1 if failed else 0)
+    for n, diffs, failed in results:
+        for name, why in failed:
+            err.print(f"{n.view.addr}: {name}: not applied: {why}", markup=False)
+        line = f"applied {len(diffs) - len(failed)} of {len(diffs)} settings"
+        out.print(line if len(results) == 1 else f"{n.label}: {line}", markup=False)
+    raise typer.Exit(1 if any(failed for _n, _d, failed in results) else 0)
 
 
 # -- audit -----------------------------------------------------------------------------------------
@@ -265,27 +313,40 @@ def profile_apply(
 
 @app.command()
 def audit(as_json: JsonOpt = False) -> None:
-    """Security audit; exit 2 on a critical finding, 1 on a warning.
+    """Security audit of every data node; exit 2 on a critical finding, 1 on a warning.
 
     Bind, protected mode, password, dangerous commands, TLS, persistence of the user settings
-    and the eviction policy; each finding with a severity and a fix.
+    and the eviction policy; each finding with a severity and a fix. Sentinel: the master and its
+    replicas; cluster: every primary and replica.
     """
 
-    async def job(rt: Runtime) -> list[audit_ops.Finding]:
-        return await audit_ops.audit(admin_for(rt))
+    async def job(rt: Runtime) -> list[tuple[DataNode, list[audit_ops.Finding]]]:
+        _node_note(rt)
+        async with data_nodes(rt.topology, rt.settings, rt.url) as nodes:
+            return [(n, await audit_ops.audit(n.admin)) for n in nodes]
 
-    findings = run(job)
-    worst = max((f.severity for f in findings), default=audit_ops.Severity.OK)
+    audited = run(job)
+    one = len(audited) == 1
+    every = [f for _n, findings in audited for f in findings]
+    worst = max((f.severity for f in every), default=audit_ops.Severity.OK)
     code = 2 if worst is audit_ops.Severity.CRITICAL else 1 if worst is audit_ops.Severity.WARNING else 0
     if as_json:
-        dump({"worst": worst.label, "findings": [f.as_json() for f in findings]})
+        findings = [{**f.as_json(), "node": n.view.addr} for n, fs in audited for f in fs]
+        dump({"worst": worst.label, "findings": findings})
     else:
-        table = Table(title="security audit")
-        for col in ("check", "severity", "finding", "fix"):
-            table.add_column(col)
-        for f in findings:
-            table.add_row(f.check, Text(f.severity.label, style=SEVERITY_STYLE[f.severity]), f.detail, f.fix)
-        out.print(table)
+        for n, findings in audited:
+            table = Table(title="security audit" if one else f"security audit: {n.label}")
+            for col in ("check", "severity", "finding", "fix"):
+                table.add_column(col)
+            for f in findings:
+                table.add_row(
+                    f.check, Text(f.severity.label, style=SEVERITY_STYLE[f.severity]), f.detail, f.fix
+                )
+            out.print(table)
+        if not one:
+            for n, findings in audited:
+                node_worst = max((f.severity for f in findings), default=audit_ops.Severity.OK)
+                out.print(f"{n.label}: {node_worst.label}", markup=False)
     raise typer.Exit(code)
 
 
@@ -442,7 +503,9 @@ def export_cmd(
     async def job(rt: Runtime) -> transfer.ExportResult:
         db = rt.topology.db(store)
         with counting(err, f"export {store.value}") as tick:
-            return await transfer.export_store(rt.topology.client(store), rt.url, store, db, file, tick)
+            return await transfer.export_store(
+                store_clients(rt.topology, store), rt.url, store, db, file, tick
+            )
 
     result = run(job)
     if as_json:

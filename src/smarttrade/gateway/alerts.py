@@ -19,7 +19,7 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -86,6 +86,7 @@ class AlertEngine:
             self._active = set()
         for symbol in sorted(self._active):
             self._queue.put_nowait((symbol, None))  # catch up first, before live messages
+        self._watch(self._active)
         self.hub.add_trade_listener(self.on_trades)
         self.hub.add_channel(ALERT_CHANNEL, self.on_fired)
         self.hub.add_channel(ALERT_CHANGES_CHANNEL, self.on_changed)
@@ -102,6 +103,13 @@ class AlertEngine:
     async def drain(self, timeout: float = 10.0) -> None:
         """Wait until every queued message is checked (tests, the benchmark)."""
         await asyncio.wait_for(self._queue.join(), timeout)
+
+    def _watch(self, symbols: Iterable[str]) -> None:
+        """A sharded cluster reader only hears symbols it subscribed: ask for the alerts' ones
+        (a stand-in hub without ``watch`` hears every symbol)."""
+        watch = getattr(self.hub, "watch", None)
+        if watch is not None:
+            watch(symbols)
 
     # -- hub callbacks: never block --
 
@@ -128,6 +136,7 @@ class AlertEngine:
             if symbol and symbol not in self._active:
                 self._active.add(symbol)
                 self._behind.add(symbol)
+                self._watch([symbol])
 
     def on_fired(self, data: bytes) -> Any:
         user = self._fired_decoder.decode(data).user

@@ -12,8 +12,9 @@ When the reader finds several messages waiting, a symbol with many sockets gets 
 batch (one trades frame listing the commits' offsets, one merged footprint, the newest quote).
 Bars and indicators are read from the analytics views after trades, at most BARS_EVERY_S per
 symbol, and conflated too.
-When the reader's connection drops (redis-py resubscribes silently) or a symbol's epoch changes,
-each socket catches up from its own offset (recovery.py), so a socket never has a silent gap.
+When the reader's connection drops (redis-py resubscribes silently), a cluster shard's
+subscription is lost or reopened (subscriber.py), or a symbol's epoch changes, each socket catches
+up from its own offset (recovery.py), so a socket never has a silent gap.
 
 Public API (used by the HTTP API, the alert engine and /metrics):
 
@@ -26,8 +27,12 @@ Public API (used by the HTTP API, the alert engine and /metrics):
 - ``send_to_user(user_id, frame: bytes)``: queue ``frame`` (a JSON text frame) to every socket of
   that user on this gateway that subscribed to "alerts"; never conflated nor dropped. Returns how
   many sockets it went to.
-- ``await probe(timeout_s) -> float``: publish a canary on this gateway's probe channel and wait
-  for the reader to receive it; the seconds it took; TimeoutError when it does not come.
+- ``await probe(timeout_s) -> float``: publish a canary on this gateway's probe channel (in a
+  sharded cluster one per primary, by SPUBLISH like the trades) and wait for the reader to receive
+  every one; the seconds it took; TimeoutError when one does not come, ``DeliveryBroken`` at once
+  when the reader is known not to be subscribed.
+- ``watch(symbols)``: also receive these symbols' trades with no socket on them (the alert
+  engine's); a sharded cluster has no patterns, so the hub subscribes each symbol's channel.
 - ``stats() -> dict``: clients, queued_frames, queued_bytes, peak_queued_bytes (the most
   undroppable bytes one socket ever had queued), slowed (moves to the slower rate), slow_now,
   slow_closed, frames_sent, messages_in, batched (messages sent in batches), reader_errors.
@@ -42,7 +47,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,7 +65,8 @@ from smarttrade.gateway.protocol import (
     error_frame,
     offset_key,
 )
-from smarttrade.keyspace import Store, gateway_probe_channel, trades_pattern
+from smarttrade.gateway.subscriber import Resubscribe, Subscriber, subscriber_for
+from smarttrade.keyspace import Store, gateway_probe_channel
 from smarttrade.models import TradeMessage, decode
 from smarttrade.redis.topology import Topology
 from smarttrade.settings import Settings
@@ -74,6 +80,7 @@ MAX_STRICT_BYTES = 1 << 20  # undroppable frames queued per socket
 MAX_STRICT_FRAMES = 4096
 MAX_MERGED_LEVELS = 20_000  # footprint levels merged for one symbol of one socket
 MAX_REPLAY_BUFFER = 10_000  # live messages held for one symbol while it replays
+SYMBOL_SUBSCRIBE_WAIT_S = 2.0  # a subscribe waits this long for a sharded reader to SSUBSCRIBE
 MAX_BATCH = 512  # pub/sub messages taken in one read (what was already waiting)
 BATCH_MIN_SOCKETS = 8  # a symbol with fewer sockets gets one frame per commit even when behind
 # The slow-client ladder (docs/protocol.md, "Flow control"): a socket this far behind goes to the
@@ -93,6 +100,10 @@ ChannelFn = Callable[[bytes], Any]
 
 class TooSlow(Exception):
     pass
+
+
+class DeliveryBroken(SmartTradeError):
+    """The reader is known not to be subscribed (so /healthz need not wait for a canary)."""
 
 
 @dataclass
@@ -412,13 +423,18 @@ class Hub:
         self._listeners: list[Listener] = []
         self._channels: dict[str, ChannelFn] = {}
         self._pending_channels: list[str] = []
-        self._probes: dict[bytes, asyncio.Future[float]] = {}
+        self._probes: dict[bytes, tuple[set[str], asyncio.Future[float]]] = {}
+        self._probe_set: set[str] = set()
+        self._symbols: set[str] = set()  # symbols whose trades the reader must get
+        self._new_symbols: set[str] = set()  # ... not subscribed yet
+        self._symbol_waiters: dict[str, asyncio.Future[None]] = {}  # subscribes waiting for that
         self._bars_due: dict[str, asyncio.Task] = {}
         self._resyncs: set[asyncio.Task] = set()
         self._gap = False  # the reader lost its connection: sockets must catch up by offset
         self._reader: asyncio.Task | None = None
         self._subscribed = False
-        self._pubsub: Any = None
+        self._sub: Subscriber | None = None
+        self._fault: str | None = "the pub/sub reader has not subscribed yet"
         self.probe_channel = gateway_probe_channel(gateway_id)
         self.idle_timeout_s = IDLE_TIMEOUT_S  # a socket silent this long is closed (4000)
         self.batch_min_sockets = BATCH_MIN_SOCKETS
@@ -453,16 +469,31 @@ class Hub:
         return n
 
     async def probe(self, timeout_s: float) -> float:
+        if (fault := self.delivery_fault()) is not None:
+            raise DeliveryBroken(fault)
+        assert self._sub is not None
         token = secrets.token_hex(8).encode()
         fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        self._probes[token] = fut
+        self._probes[token] = (set(self._sub.probes), fut)
         started = time.perf_counter()
         try:
-            await self.topology.client(Store.QUOTES).publish(self.probe_channel, token)
+            await self._sub.publish_probe(token)
             await asyncio.wait_for(fut, timeout_s)
             return time.perf_counter() - started
         finally:
             self._probes.pop(token, None)
+
+    def delivery_fault(self) -> str | None:
+        """Why this gateway cannot deliver now, as far as the reader knows (None: no known fault)."""
+        if not self._subscribed or self._sub is None:
+            return self._fault or "the pub/sub reader is not subscribed"
+        return self._sub.check()
+
+    def watch(self, symbols: Iterable[str]) -> None:
+        """Receive these symbols' trades even with no socket on them (see the module docstring)."""
+        new = set(symbols) - self._symbols
+        self._symbols |= new
+        self._new_symbols |= new
 
     def stats(self) -> dict[str, int]:
         return {
@@ -480,22 +511,25 @@ class Hub:
     async def start(self) -> None:
         """Starts with Redis away too (the reader subscribes when it can; /healthz says 503 until
         then): a gateway started before its Redis, or during a restart, comes up by itself."""
-        self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         try:
             await self._subscribe()
-        except (rexc.RedisError, OSError) as exc:
+        except (rexc.RedisError, OSError, Resubscribe) as exc:
+            self._fault = f"the pub/sub reader is not subscribed: {exc}"
             log.warning("hub: not subscribed yet (%s); retrying", exc)
         self._reader = asyncio.create_task(self._read())
         await self.presence.start()
 
     async def _subscribe(self) -> None:
-        await self._pubsub.psubscribe(trades_pattern())
-        await self._pubsub.subscribe(self.probe_channel)
-        await self._apply_channels()
-        # redis-py reconnects and resubscribes by itself, silently: what was published meanwhile
-        # is lost to pub/sub, so every reconnect marks a gap the read loop catches up by offset
-        self._pubsub.connection.register_connect_callback(self._on_reconnect)
-        self._subscribed = True
+        """(Re)open the subscription from scratch: every channel, every symbol watched."""
+        if self._sub is not None:
+            await self._sub.aclose()
+        self._sub = await subscriber_for(self.topology, self.probe_channel)
+        self._pending_channels = []
+        self._new_symbols = set()
+        await self._sub.open(self._symbols, list(self._channels))
+        self._probe_set = set(self._sub.probes)
+        self._subscribed, self._fault = True, None
+        self._symbols_applied(set(self._symbols))
 
     async def stop(self) -> None:
         await self.presence.stop()
@@ -505,16 +539,46 @@ class Hub:
                 await self._reader
         for task in [*self._bars_due.values(), *self._resyncs]:
             task.cancel()
-        if self._pubsub is not None:
-            with contextlib.suppress(rexc.RedisError, OSError):
-                await self._pubsub.aclose()
+        if self._sub is not None:
+            await self._sub.aclose()
 
-    async def _apply_channels(self) -> None:
+    async def _apply_pending(self) -> None:
+        assert self._sub is not None
         pending, self._pending_channels = self._pending_channels, []
         if pending:
-            await self._pubsub.subscribe(*pending)
+            await self._sub.add_channels(pending)
+        symbols, self._new_symbols = self._new_symbols, set()
+        if symbols:
+            try:
+                await self._sub.add_symbols(symbols)
+            except BaseException:
+                self._new_symbols |= symbols
+                raise
+            self._symbols_applied(symbols)
 
-    def _on_reconnect(self, _connection: object) -> None:
+    def _symbols_applied(self, symbols: set[str]) -> None:
+        for symbol in symbols:
+            fut = self._symbol_waiters.pop(symbol, None)
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+
+    async def _wait_symbol(self, symbol: str) -> None:
+        """A new symbol on a sharded reader: its channel is subscribed before its catch-up reads
+        the stream, so no commit falls between. Bounded: a reader that cannot subscribe now
+        reopens later and catches every socket up then (a gap)."""
+        if self._sub is None or not self._sub.sharded or symbol not in self._new_symbols:
+            return
+        fut = self._symbol_waiters.get(symbol)
+        if fut is None:
+            fut = self._symbol_waiters[symbol] = asyncio.get_running_loop().create_future()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(fut), SYMBOL_SUBSCRIBE_WAIT_S)
+
+    def _lost(self, reason: str) -> None:
+        """The subscription broke: /healthz says so until the reader has reopened it."""
+        self.counts["reader_errors"] += 1
+        log.warning("hub reader: %s", reason)
+        self._subscribed, self._fault = False, f"the pub/sub reader is not subscribed: {reason}"
         self._gap = True
 
     async def _read(self) -> None:
@@ -523,19 +587,18 @@ class Hub:
                 if not self._subscribed:
                     await self._subscribe()
                     self._gap = True  # whatever was published before is caught up by offset
-                if self._pending_channels:
-                    await self._apply_channels()
-                msg = await self._pubsub.get_message(timeout=READ_TIMEOUT_S)
+                assert self._sub is not None
+                if self._pending_channels or self._new_symbols:
+                    await self._apply_pending()
+                msg = await self._sub.next(READ_TIMEOUT_S)
             except asyncio.CancelledError:
                 raise
-            except (rexc.RedisError, OSError) as exc:
-                self.counts["reader_errors"] += 1
-                log.warning("hub reader: %s", exc)
-                self._gap = True
+            except (rexc.RedisError, OSError, Resubscribe) as exc:
+                self._lost(str(exc) or type(exc).__name__)
                 await asyncio.sleep(0.5)
                 continue
-            if self._gap:  # reconnected and resubscribed: catch up what was published meanwhile
-                self._gap = False
+            if self._gap or self._sub.gap:  # resubscribed: catch up what was published meanwhile
+                self._gap = self._sub.gap = False
                 self.counts["resyncs"] += 1
                 for c in list(self.clients):
                     for symbol in list(c.subs):
@@ -544,12 +607,10 @@ class Hub:
                 continue
             batch = [msg]
             try:  # what is already waiting goes out together (see _fan_out)
-                while len(batch) < MAX_BATCH and (more := await self._pubsub.get_message(timeout=0)):
+                while len(batch) < MAX_BATCH and (more := await self._sub.more()):
                     batch.append(more)
-            except (rexc.RedisError, OSError) as exc:
-                self.counts["reader_errors"] += 1
-                log.warning("hub reader: %s", exc)
-                self._gap = True
+            except (rexc.RedisError, OSError, Resubscribe) as exc:
+                self._lost(str(exc) or type(exc).__name__)
             trades: dict[str, list[TradeMessage]] = {}
             for m in batch:
                 try:
@@ -571,7 +632,7 @@ class Hub:
         listeners ran."""
         channel = msg["channel"].decode()
         data: bytes = msg["data"]
-        if msg["type"] == "pmessage":
+        if msg["type"] in ("pmessage", "smessage") and channel not in self._probe_set:
             self.counts["messages_in"] += 1
             try:
                 trade = decode(TradeMessage, data, channel)
@@ -580,10 +641,12 @@ class Hub:
                 return None
             await self._listen(trade)
             return trade
-        elif channel == self.probe_channel:
-            fut = self._probes.get(data)
-            if fut is not None and not fut.done():
-                fut.set_result(0.0)
+        elif channel in self._probe_set:
+            waiting = self._probes.get(data)
+            if waiting is not None:
+                waiting[0].discard(channel)
+                if not waiting[0] and not waiting[1].done():
+                    waiting[1].set_result(0.0)
         elif (fn := self._channels.get(channel)) is not None:
             result = fn(data)
             if inspect.isawaitable(result):
@@ -686,6 +749,8 @@ class Hub:
                 continue
             client.subs[symbol] = market
             self.by_symbol[symbol].add(client)
+            self.watch([symbol])
+            await self._wait_symbol(symbol)
             client.replaying[symbol] = []
             try:
                 ack = await self._catch_up(client, symbol, msg.since.get(symbol))

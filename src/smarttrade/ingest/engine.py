@@ -28,10 +28,18 @@ from smarttrade.analytics.calendar import calendar_for
 from smarttrade.errors import OutOfMemory, RedisUnavailable, SmartTradeError, StayedFull, redact
 from smarttrade.feeds.chunk import Chunk
 from smarttrade.ingest.commit import Commit, Layout, SymbolSlice, build_commit
-from smarttrade.ingest.wire import CommitWire
-from smarttrade.keyspace import CHECKPOINT_PREFIX, LAST_QUOTE_TTL, SPECS, Store, checkpoint_key, glob_escape
+from smarttrade.ingest.route import commit_wire
+from smarttrade.keyspace import (
+    CHECKPOINT_PREFIX,
+    LAST_QUOTE_TTL,
+    SPECS,
+    Store,
+    checkpoint_key,
+    current_layout,
+    glob_escape,
+)
 from smarttrade.redis.connections import redis_errors
-from smarttrade.redis.scripts import INGEST_COMMIT
+from smarttrade.redis.scripts import commit_script
 from smarttrade.redis.topology import Topology
 from smarttrade.settings import Settings
 from smarttrade.symbols import SymbolSpec, spec_for
@@ -100,9 +108,11 @@ class Engine:
             settings.ttl(f) or 0,
             LAST_QUOTE_TTL,
         )
-        self.redis = topology.client(Store.QUOTES)  # the commit runs here and SELECTs the others
-        self.wire = CommitWire(
-            self.redis, INGEST_COMMIT, settings.redis_wait_replicas, settings.redis_wait_timeout_ms
+        self.redis = topology.client(Store.QUOTES)  # checkpoints; the commit SELECTs the others
+        script = commit_script(topology.mode)
+        # one connection, or one per cluster primary; each round ends with WAIT when asked for
+        self.wire = commit_wire(
+            topology, script, settings.redis_wait_replicas, settings.redis_wait_timeout_ms
         )
         self.settings = settings
         self.analytics_on = settings.smarttrade_analytics
@@ -151,7 +161,7 @@ class Engine:
                 values = await self.redis.hmget(
                     name, "seq", "ordinal", "analytics", "indicators", "count", "digest"
                 )
-                symbol = name[len(prefix) :]
+                symbol = current_layout().untag(name[len(prefix) :])  # {DOL} on a cluster
                 if values[0] is not None:
                     count = None if values[4] is None else int(values[4])
                     digest = None if values[5] is None else int(values[5])

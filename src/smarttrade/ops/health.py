@@ -8,7 +8,9 @@ from typing import Any
 
 from smarttrade.keyspace import SPECS, Store
 from smarttrade.ops import keys
+from smarttrade.ops.nodes import store_clients
 from smarttrade.redis.connections import redis_errors
+from smarttrade.redis.nodes import TopologyView
 from smarttrade.redis.topology import Topology
 from smarttrade.settings import Settings
 
@@ -42,20 +44,30 @@ class Status:
     maxmemory_policy: str
     connected_clients: int
     stores: list[StoreLayout] = field(default_factory=list)
+    topology: TopologyView | None = None  # the servers as they see themselves (describe())
 
 
 async def status(topology: Topology, settings: Settings, shown_url: str) -> Status:
-    client = topology.client(Store.QUOTES)
+    """PING and INFO of the first primary; memory and clients summed over every primary (a
+    cluster's data is their sum); the topology as the servers describe it."""
+    primaries = topology.primaries()
     with redis_errors(topology.url):
         started = time.perf_counter()
-        await client.ping()
+        await primaries[0].ping()
         ping_ms = (time.perf_counter() - started) * 1000
-        info: dict[str, Any] = await client.info()
+        info: dict[str, Any] = await primaries[0].info()
+        for other in primaries[1:]:
+            more = await other.info()
+            for name in ("used_memory", "maxmemory", "connected_clients"):
+                info[name] = int(info.get(name, 0)) + int(more.get(name, 0))
+        if len(primaries) > 1:
+            info["used_memory_human"] = f"{int(info['used_memory']) / 2**20:.2f}M"
+    view = await topology.describe()
     return Status(
         url=shown_url,
         ping_ms=round(ping_ms, 3),
         version=str(info.get("redis_version", "?")),
-        mode=str(info.get("redis_mode", "standalone")),
+        mode=topology.mode,  # sentinel: the master itself says standalone
         role=str(info.get("role", "?")),
         used_memory=int(info.get("used_memory", 0)),
         used_memory_human=str(info.get("used_memory_human", "?")),
@@ -63,6 +75,7 @@ async def status(topology: Topology, settings: Settings, shown_url: str) -> Stat
         maxmemory_policy=str(info.get("maxmemory_policy", "?")),
         connected_clients=int(info.get("connected_clients", 0)),
         stores=layout(topology, settings),
+        topology=view,
     )
 
 
@@ -86,8 +99,11 @@ async def store_keys(topology: Topology, settings: Settings) -> list[StoreKeys]:
     shared with other stores (every REDIS_DB_* = 0) a SCAN of the store's prefixes."""
     info: dict[str, Any] = {}
     with redis_errors(topology.url):
-        for primary in topology.primaries():
-            info.update(await primary.info("keyspace"))
+        for primary in topology.primaries():  # a cluster's db0 is the sum of its primaries'
+            for name, figures in (await primary.info("keyspace")).items():
+                into = info.setdefault(name, {"keys": 0, "expires": 0})
+                for field_name in ("keys", "expires"):
+                    into[field_name] += int(figures.get(field_name, 0))
     rows = []
     for row in layout(topology, settings):
         db_info = info.get(f"db{row.db}") or {}
@@ -95,7 +111,9 @@ async def store_keys(topology: Topology, settings: Settings) -> list[StoreKeys]:
         db_keys = count = int(db_info.get("keys", 0))
         expiring = int(db_info.get("expires", 0))
         if others:
-            count, expiring = await keys.count_keys(topology.client(row.store), topology.url, row.store)
+            count, expiring = await keys.count_keys(
+                store_clients(topology, row.store), topology.url, row.store
+            )
         rows.append(
             StoreKeys(
                 store=row.store,

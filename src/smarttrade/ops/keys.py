@@ -7,7 +7,7 @@ store's families (keyspace.FAMILIES), so a database shared with someone else's d
 from __future__ import annotations
 
 import bisect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +15,7 @@ import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 
-from smarttrade.keyspace import FAMILIES, SPECS, KeyFamily, Store, families, family_of
+from smarttrade.keyspace import FAMILIES, SPECS, KeyFamily, Store, current_layout, families, family_of
 from smarttrade.ops.server import Admin, CommandUnavailable
 from smarttrade.redis.connections import redis_errors
 from smarttrade.redis.scripts import EXPIRE_IF_NONE
@@ -38,6 +38,30 @@ def bucket_label(i: int) -> str:
         return f"> {human(TTL_BUCKETS[-1])}"
     low = 0 if i == 0 else TTL_BUCKETS[i - 1]
     return f"{human(low) if low else '0'} - {human(TTL_BUCKETS[i])}"
+
+
+# One client, or several that together hold the store (each primary of a cluster): every walk
+# goes through each in turn, and per-key commands go to the node the key came from.
+Clients = aioredis.Redis | Sequence[aioredis.Redis]
+
+
+def each(clients: Clients) -> list[aioredis.Redis]:
+    return [clients] if isinstance(clients, aioredis.Redis) else list(clients)
+
+
+async def scan_each(
+    clients: Clients, url: str, store: Store
+) -> AsyncIterator[tuple[aioredis.Redis, list[bytes]]]:
+    """(the node, the store's keys on one of its SCAN pages), over every node in turn."""
+    for client in each(clients):
+        async for _cursor, page in scan_store(client, url, store):
+            yield client, page
+
+
+def _unlink_args(keys: list[bytes]) -> list[list[bytes]]:
+    """UNLINK argument lists: one for all keys, or one per key in the cluster layout (the keys
+    of one node page span slots, and a multi-key command must stay in one)."""
+    return [[k] for k in keys] if current_layout().hash_tags else [keys]
 
 
 def _text(key: bytes) -> str:
@@ -238,24 +262,33 @@ async def _pages(
 
 
 async def browse_pages(
-    client: aioredis.Redis, url: str, store: Store, pattern: str | None, limit: int, cursor: int = 0
+    clients: Clients, url: str, store: Store, pattern: str | None, limit: int, cursor: int = 0
 ) -> AsyncIterator[KeyPage]:
     """The store's keys with type and TTL, one SCAN page at a time, until about ``limit`` keys.
 
     Each page's ``cursor`` continues after it (0 after the last). A page is yielded whole, never
-    cut, so a listing resumed from the last cursor misses nothing; memory stays one page.
+    cut, so a listing resumed from the last cursor misses nothing; memory stays one page. Over
+    N nodes the cursor is ``node cursor * N + node index`` (one server: Redis's own cursor).
     """
+    nodes = each(clients)
+    n = len(nodes)
     listed = 0
     count = min(max(limit, 10), SCAN_COUNT)  # COUNT near the limit keeps pages near it
-    async for page in _pages(client, url, store, pattern, cursor, count):
-        listed += len(page)
-        yield page
-        if listed >= limit:
-            return
+    for index in range(cursor % n, n):
+        start = cursor // n if index == cursor % n else 0
+        async for page in _pages(nodes[index], url, store, pattern, start, count):
+            listed += len(page)
+            if page.cursor:
+                page.cursor = page.cursor * n + index
+            elif index + 1 < n:
+                page.cursor = index + 1  # the next node, from its start
+            yield page
+            if listed >= limit:
+                return
 
 
 async def browse(
-    client: aioredis.Redis, url: str, store: Store, pattern: str | None, limit: int, cursor: int = 0
+    client: Clients, url: str, store: Store, pattern: str | None, limit: int, cursor: int = 0
 ) -> KeyPage:
     """``browse_pages`` gathered into one page (small listings)."""
     flat: list[Any] = []
@@ -275,11 +308,11 @@ async def _ttls(client: aioredis.Redis, url: str, keys: list[bytes]) -> list[int
         return await pipe.execute()
 
 
-async def count_keys(client: aioredis.Redis, url: str, store: Store) -> tuple[int, int]:
+async def count_keys(clients: Clients, url: str, store: Store) -> tuple[int, int]:
     """(keys, expiring) of one store, told apart by prefix: for a database it shares with other
     stores, where INFO keyspace can only count them all together."""
     total = expiring = 0
-    async for _cursor, page in scan_store(client, url, store):
+    async for client, page in scan_each(clients, url, store):
         if page:
             ttls = [t for t in await _ttls(client, url, page) if t != -2]  # -2: gone meanwhile
             total += len(ttls)
@@ -299,7 +332,7 @@ class TtlReport:
 
 
 async def ttl_report(
-    client: aioredis.Redis,
+    clients: Clients,
     url: str,
     store: Store,
     limit: int | None = None,
@@ -307,7 +340,7 @@ async def ttl_report(
 ) -> TtlReport:
     """TTL histogram of the store's keys (all of them, or the first ``limit`` as a sample)."""
     report = TtlReport(store)
-    async for _cursor, keys in scan_store(client, url, store):
+    async for client, keys in scan_each(clients, url, store):
         if not keys:
             continue
         if limit is not None:
@@ -353,12 +386,26 @@ class MemoryEstimate:
 
 
 async def memory_estimate(
-    admin: Admin, client: aioredis.Redis, store: Store, db_keys: int, sample: int = 200
+    admin: Admin, clients: Clients, store: Store, db_keys: int, sample: int = 200
 ) -> MemoryEstimate | None:
     """MEMORY USAGE over a SCAN sample, scaled to the db's key count: an estimate, not a census.
+    Several nodes (a cluster's primaries) give an equal part of the sample each.
 
     None when MEMORY USAGE is denied to this user.
     """
+    nodes = each(clients)
+    parts = [await _node_memory(admin, c, store, -(-sample // len(nodes))) for c in nodes]
+    if any(p is None for p in parts):
+        return None
+    seen, ours, sampled, total = (sum(p[i] for p in parts if p) for i in range(4))
+    share = ours / seen if seen else 0.0
+    return MemoryEstimate(store, sampled, total, db_keys, share)
+
+
+async def _node_memory(
+    admin: Admin, client: aioredis.Redis, store: Store, sample: int
+) -> tuple[int, int, int, int] | None:
+    """(keys seen, of them the store's, sampled, their bytes) on one node; None when denied."""
     seen = ours = total = 0
     cursor = 0
     keys: list[bytes] = []
@@ -386,8 +433,7 @@ async def memory_estimate(
                     return None
                 raise
             total = sum(int(s or 0) for s in sizes)
-    share = ours / seen if seen else 0.0
-    return MemoryEstimate(store, len(keys), total, db_keys, share)
+    return seen, ours, len(keys), total
 
 
 @dataclass(frozen=True, slots=True)
@@ -420,9 +466,7 @@ class StoreSample:
         }
 
 
-async def store_sample(
-    admin: Admin, client: aioredis.Redis, store: Store, db_keys: int, size: int
-) -> StoreSample:
+async def store_sample(admin: Admin, client: Clients, store: Store, db_keys: int, size: int) -> StoreSample:
     memory = await memory_estimate(admin, client, store, db_keys, size)
     ttl = await ttl_report(client, admin.url, store, limit=size)
     return StoreSample(memory, ttl)
@@ -446,13 +490,11 @@ def family_ttl(fam: KeyFamily, settings: Settings) -> int:
     return ttl
 
 
-async def cleanup(
-    client: aioredis.Redis, url: str, settings: Settings, store: Store, apply: bool
-) -> CleanupResult:
+async def cleanup(clients: Clients, url: str, settings: Settings, store: Store, apply: bool) -> CleanupResult:
     """Find the store's keys that must expire but have no TTL; with ``apply`` give them one."""
     result = CleanupResult(store)
-    script = client.register_script(EXPIRE_IF_NONE)
-    async for _cursor, keys in scan_store(client, url, store):
+    async for client, keys in scan_each(clients, url, store):
+        script = client.register_script(EXPIRE_IF_NONE)
         if not keys:
             continue
         ttls = await _ttls(client, url, keys)
@@ -480,7 +522,7 @@ class FlushResult:
 
 async def flush_store(
     admin: Admin,
-    client: aioredis.Redis,
+    clients: Clients,
     store: Store,
     use_flushdb: bool,
     progress: Callable[[int], None] | None = None,
@@ -493,11 +535,12 @@ async def flush_store(
     note = ""
     if use_flushdb:
         # FLUSHDB only when every key in the db is one flush deletes: never someone else's data.
-        ours = 0
-        async for _cursor, page in _flushable_pages(client, admin.url, store):
+        ours = total = 0
+        async for _client, page in _flushable_pages(clients, admin.url, store):
             ours += len(page)
         with redis_errors(admin.url):
-            total = int(await client.dbsize())
+            for client in each(clients):
+                total += int(await client.dbsize())
         if total != ours:
             foreign = total - ours
             note = (
@@ -506,29 +549,34 @@ async def flush_store(
             )
         else:
             try:
-                # The admin's client may be on another db: FLUSHDB must run on this store's connection.
-                await admin.on(client).call("FLUSHDB", "ASYNC")
+                # The admin's client may be on another db: FLUSHDB must run on this store's
+                # connection, and on each primary of a cluster.
+                for client in each(clients):
+                    await admin.on(client).call("FLUSHDB", "ASYNC")
                 return FlushResult(store, total, "FLUSHDB")
             except CommandUnavailable as exc:
                 note = f"{exc}; used SCAN+UNLINK instead"
     deleted = 0
-    async for _cursor, keys in _flushable_pages(client, admin.url, store):
+    async for client, keys in _flushable_pages(clients, admin.url, store):
         if keys:
             with redis_errors(admin.url):
-                deleted += int(await client.unlink(*keys))
+                pipe = client.pipeline(transaction=False)
+                for args in _unlink_args(keys):
+                    pipe.unlink(*args)
+                deleted += sum(int(n) for n in await pipe.execute())
             if progress:
                 progress(deleted)
     return FlushResult(store, deleted, "SCAN+UNLINK", note)
 
 
 async def _flushable_pages(
-    client: aioredis.Redis, url: str, store: Store
-) -> AsyncIterator[tuple[int, list[bytes]]]:
+    clients: Clients, url: str, store: Store
+) -> AsyncIterator[tuple[aioredis.Redis, list[bytes]]]:
     """Pages of the keys a flush of ``store`` deletes: its own prefix, the extra families in its
     db that must expire, and those derived from its own keys (never the other permanent ones)."""
     own = SPECS[store].prefix
-    async for cursor, page in scan_store(client, url, store):
-        yield cursor, [k for k in page if _flushable(family_of(_text(k), store), own)]
+    async for client, page in scan_each(clients, url, store):
+        yield client, [k for k in page if _flushable(family_of(_text(k), store), own)]
 
 
 def _flushable(fam: KeyFamily | None, own: str) -> bool:

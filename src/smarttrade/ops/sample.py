@@ -68,7 +68,11 @@ class Sample:
 
 
 async def script_calls(admin: Admin) -> int:
-    """What our scripts ran so far (read next to INFO: a commit in between skews one window a bit)."""
+    """What our scripts ran so far (read next to INFO: a commit in between skews one window a bit).
+
+    On a cluster the counters are per symbol, each on its slot's primary: a plain client of one
+    primary (Topology.primaries) counts that primary's, next to its own INFO, so the rates of
+    the primaries add up; the cluster client's SCAN covers them all."""
     client = admin.client
     try:
         if current_layout().hash_tags:  # one counter per symbol, in its commit's slot

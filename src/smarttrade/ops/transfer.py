@@ -22,6 +22,7 @@ import redis.exceptions as rexc
 
 from smarttrade.errors import SmartTradeError
 from smarttrade.keyspace import Store, family_of
+from smarttrade.ops.keys import Clients, each
 from smarttrade.redis.connections import redis_errors
 
 FORMAT = "smarttrade-export"
@@ -48,7 +49,7 @@ async def _server_ms(client: aioredis.Redis) -> int:
 
 
 async def export_store(
-    client: aioredis.Redis, url: str, store: Store, db: int, file: Path, progress: Progress | None = None
+    client: Clients, url: str, store: Store, db: int, file: Path, progress: Progress | None = None
 ) -> ExportResult:
     count = gone = 0
     tmp = file.with_name(file.name + ".part")
@@ -69,15 +70,32 @@ async def export_store(
 
 
 async def _write_export(
-    client: aioredis.Redis, url: str, store: Store, db: int, fh: TextIO, progress: Progress | None
+    clients: Clients, url: str, store: Store, db: int, fh: TextIO, progress: Progress | None
 ) -> tuple[int, int]:
-    """Redis calls under redis_errors, file writes outside it: a full disk is not a Redis outage."""
+    """Redis calls under redis_errors, file writes outside it: a full disk is not a Redis outage.
+    Several clients (a cluster's primaries) are walked in turn, DUMP and PTTL on the key's node."""
     count = gone = 0
+    nodes = each(clients)
     with redis_errors(url):
-        version = str((await client.info("server")).get("redis_version", "?"))
+        version = str((await nodes[0].info("server")).get("redis_version", "?"))
     created = datetime.now(UTC).isoformat()
     header = {"format": FORMAT, "version": VERSION, "store": store.value, "db": db}
     fh.write(json.dumps({**header, "created": created, "redis_version": version}) + "\n")
+    for client in nodes:
+        count, gone = await _export_node(client, url, store, fh, progress, count, gone)
+    return count, gone
+
+
+async def _export_node(
+    client: aioredis.Redis,
+    url: str,
+    store: Store,
+    fh: TextIO,
+    progress: Progress | None,
+    count: int,
+    gone: int,
+) -> tuple[int, int]:
+    """One server's keys of the store, appended to the file; the running totals back."""
     cursor = 0
     while True:
         with redis_errors(url):

@@ -8,25 +8,24 @@ from the slot map it holds now, so ``primaries()`` after a failover names the pr
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import time
 from collections.abc import Callable
-from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-from smarttrade.errors import RedisUnavailable, SettingsError
+from smarttrade.errors import RedisUnavailable
 from smarttrade.redis.connections import (
     FIRST_PING_S,
     SOCKET_TIMEOUT_S,
+    NodeClients,
     connection_kwargs,
-    credentials,
     redis_errors,
-    tls_kwargs,
 )
 from smarttrade.redis.nodes import NodeView, TopologyView
-from smarttrade.settings import Settings, parse_addrs
 
 # How long start-up waits for a cluster that answers but is not serving every slot yet.
 CLUSTER_OK_WAIT_S = 30.0
@@ -57,19 +56,7 @@ class ClusterPools:
             require_full_coverage=True,
             **self._node_kwargs,  # type: ignore[arg-type]
         )
-        self._nodes: dict[str, aioredis.Redis] = {}
-
-    @classmethod
-    def from_settings(cls, settings: Settings, max_connections: int, socket_timeout: float) -> ClusterPools:
-        text = settings.redis_cluster_nodes
-        if not text and settings.redis_url:  # REDIS_URL's host is the one seed
-            parts = urlsplit(settings.redis_url)
-            text = f"{parts.hostname}:{parts.port or 6379}"
-        seeds = parse_addrs(text)
-        if not seeds:
-            raise SettingsError("REDIS_CLUSTER_NODES", "must list seed nodes (host:port,...)")
-        kwargs = {**credentials(settings.redis_url), **tls_kwargs(settings)}
-        return cls(seeds, max_connections, socket_timeout, kwargs)
+        self._nodes = NodeClients(self._node_kwargs, max(2, max_connections // 8))
 
     def client(self, db: int) -> RedisCluster:
         if db != 0:
@@ -78,47 +65,63 @@ class ClusterPools:
 
     def node(self, host: str, port: int) -> aioredis.Redis:
         """A plain client of one node (cached): for commands a cluster client would fan out."""
-        name = _addr(host, port)
-        client = self._nodes.get(name)
-        if client is None:
-            per_node = max(2, self.max_connections // 8)
-            client = aioredis.Redis(host=host, port=port, max_connections=per_node, **self._node_kwargs)  # type: ignore[arg-type]
-            self._nodes[name] = client
-        return client
+        return self._nodes.get(host, port)
 
     def primaries(self) -> list[aioredis.Redis]:
         """A client per primary of the slot map the cluster client holds now (after ``ping``)."""
         return [self.node(n.host, n.port) for n in self.cluster.get_primaries()]
 
     async def ping(self, on_loading: Callable[[str], None] | None = None) -> None:
-        """The cluster answers and serves every slot (a cluster still forming or failing over
-        answers CLUSTERDOWN; wait for it a bounded time)."""
+        """The cluster answers and serves every slot. A cluster still forming or failing over
+        answers CLUSTERDOWN: wait for it a bounded time. No seed answering, or a seed that is not
+        a cluster node, fails at once, naming REDIS_CLUSTER_NODES."""
+        where = f"REDIS_CLUSTER_NODES={','.join(_addr(h, p) for h, p in self.seeds)}"
         started = time.monotonic()
-        with redis_errors(self.url):
-            while True:
-                try:
-                    await asyncio.wait_for(self.cluster.initialize(), FIRST_PING_S)
+        while True:
+            try:
+                await asyncio.wait_for(self.cluster.initialize(), FIRST_PING_S)
+                with redis_errors(self.url):
                     await asyncio.wait_for(self.cluster.ping(), FIRST_PING_S)
-                    return
-                except TimeoutError:
-                    raise RedisUnavailable(self.url, f"no reply within {FIRST_PING_S:g} s") from None
-                except (rexc.ClusterDownError, rexc.RedisClusterException) as exc:
-                    if time.monotonic() - started > CLUSTER_OK_WAIT_S:
-                        raise RedisUnavailable(self.url, f"cluster not serving every slot: {exc}") from None
-                    if on_loading is not None:
-                        on_loading(f"Redis Cluster at {self.url} is not serving every slot yet; waiting")
-                    await asyncio.sleep(0.5)
+                return
+            except TimeoutError:
+                raise RedisUnavailable(where, f"no reply within {FIRST_PING_S:g} s") from None
+            except rexc.ClusterDownError as exc:
+                if time.monotonic() - started > CLUSTER_OK_WAIT_S:
+                    raise RedisUnavailable(where, f"the cluster is down ({exc})") from None
+                if on_loading is not None:
+                    on_loading(f"Redis Cluster at {where} is not serving every slot yet; waiting")
+                await asyncio.sleep(0.5)
+            except (rexc.RedisClusterException, rexc.ConnectionError, OSError) as exc:
+                raise RedisUnavailable(where, _seed_reason(str(exc))) from None
 
     async def describe(self) -> TopologyView:
-        """Primaries with their slot ranges and replicas with their link, from CLUSTER NODES."""
-        with redis_errors(self.url):
-            nodes = await self.primaries()[0].execute_command("CLUSTER NODES")
-        return TopologyView("cluster", self.tls, cluster_node_views(nodes))
+        """Primaries with their slot ranges and replicas with their link, from CLUSTER NODES of
+        the first primary that answers (then the seeds): a dead node must not hide the others,
+        and is shown by them as failed."""
+        asked = [*self.primaries(), *(self.node(h, p) for h, p in self.seeds)]
+        failure: Exception | None = None
+        for client in asked:
+            try:
+                nodes = await client.execute_command("CLUSTER NODES")
+            except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
+                failure = exc
+                continue
+            return TopologyView("cluster", self.tls, cluster_node_views(nodes))
+        raise RedisUnavailable(self.url, f"no node answered CLUSTER NODES ({failure})")
 
     async def aclose(self) -> None:
-        for client in self._nodes.values():
-            await client.aclose()
+        await self._nodes.aclose()
         await self.cluster.aclose()
+
+
+def _seed_reason(text: str) -> str:
+    """redis-py's start-up failure in a line: not a cluster, or no seed reachable (and why)."""
+    if "Cluster mode is not enabled" in text:
+        return "a seed is not a cluster node (cluster mode is not enabled there); is REDIS_MODE right?"
+    match = re.search(r"Error (\d+) connecting to ([^ ]+?)\.? ", text + " ")
+    if match:
+        return f"no seed node answers ({match[2]}: {os.strerror(int(match[1]))})"
+    return text.splitlines()[0] if text else "no seed node answers"
 
 
 def cluster_node_views(nodes: dict[str, dict[str, object]]) -> list[NodeView]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -21,7 +22,6 @@ from redis.backoff import ConstantBackoff, NoBackoff
 
 from smarttrade.errors import DecodeError, OutOfMemory, RedisUnavailable, SmartTradeError, redact
 from smarttrade.redis.nodes import TopologyView, replication_views
-from smarttrade.settings import Settings
 
 # The seed's ioredis settings: 3 tries per request, 100 ms apart. Only connection failures are
 # retried: a command that timed out may have run, and a script must not run twice.
@@ -38,10 +38,17 @@ LOADING_POLL_S = 0.2
 LOADING_REPORT_S = 2.0  # one progress line this often, whole lines (pipes and journals too)
 
 
-def _reason(exc: BaseException) -> str:
+def one_line_reason(exc: BaseException) -> str:
     """The most useful one-line reason: the OS error under redis-py's wrapper when there is one."""
     seen: BaseException | None = exc
     while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return (
+                f"TLS: the server's certificate is not trusted ({seen.verify_message}); "
+                "REDIS_TLS_CA names the CA that signed it"
+            )
+        if isinstance(seen, ssl.SSLError):  # its errno is a library code, not an OS error
+            return f"TLS handshake failed: {str(seen.reason or seen).lower().replace('_', ' ')}"
         if isinstance(seen, OSError) and seen.errno:
             return os.strerror(seen.errno)
         seen = seen.__cause__ or seen.__context__
@@ -63,19 +70,19 @@ def redis_errors(url: str, where: str | None = None) -> Iterator[None]:
     try:
         yield
     except rexc.OutOfMemoryError as exc:
-        raise OutOfMemory(_oom_message(url, _reason(exc))) from None
+        raise OutOfMemory(_oom_message(url, one_line_reason(exc))) from None
     except rexc.MaxConnectionsError:
         raise SmartTradeError(_POOL_EXHAUSTED) from None
     except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
         if "No connection available" in str(exc):
             raise SmartTradeError(_POOL_EXHAUSTED) from None
-        raise RedisUnavailable(redact(url), _reason(exc)) from None
+        raise RedisUnavailable(redact(url), one_line_reason(exc)) from None
     except rexc.InvalidResponse as exc:  # e.g. an HTTP server answering "HTTP/1.1 400"
-        raise RedisUnavailable(redact(url), f"not a Redis server ({_reason(exc)})") from None
+        raise RedisUnavailable(redact(url), f"not a Redis server ({one_line_reason(exc)})") from None
     except rexc.ResponseError as exc:
         text = str(exc).strip()
         if text.startswith(("NOAUTH", "WRONGPASS", "NOPERM")):
-            raise RedisUnavailable(redact(url), _reason(exc)) from None
+            raise RedisUnavailable(redact(url), one_line_reason(exc)) from None
         if "-OOM " in text:  # Redis 6.2 reports OOM inside a script as a script error
             raise OutOfMemory(_oom_message(url, text.partition("-OOM ")[2])) from None
         if where and (text.startswith("WRONGTYPE") or "not changed" in text or "not a number" in text):
@@ -104,20 +111,6 @@ async def loading_progress(client: aioredis.Redis) -> str:
     return text + (f", about {eta} s left" if eta >= 0 else "")
 
 
-def tls_kwargs(settings: Settings) -> dict[str, object]:
-    """redis-py's TLS arguments from REDIS_TLS_* (empty when TLS is off): one place for every mode,
-    so sentinels, cluster nodes and a rediss:// server verify the same CA."""
-    if not settings.tls:
-        return {}
-    kwargs: dict[str, object] = {"ssl": True, "ssl_cert_reqs": "required"}
-    if settings.redis_tls_ca:
-        kwargs["ssl_ca_certs"] = str(settings.redis_tls_ca)
-    if settings.redis_tls_cert and settings.redis_tls_key:
-        kwargs["ssl_certfile"] = str(settings.redis_tls_cert)
-        kwargs["ssl_keyfile"] = str(settings.redis_tls_key)
-    return kwargs
-
-
 def credentials(url: str | None) -> dict[str, object]:
     """The user and password of REDIS_URL, for the nodes of a sentinel or cluster topology."""
     if not url:
@@ -140,6 +133,29 @@ def connection_kwargs(socket_timeout: float = SOCKET_TIMEOUT_S) -> dict[str, obj
         "health_check_interval": 30,
         "client_name": "smarttrade",
     }
+
+
+class NodeClients:
+    """A plain client per node (host:port), made on first use with the topology's arguments and
+    closed with it: for commands that must reach one given server (INFO, CONFIG, SCAN, BGSAVE)."""
+
+    def __init__(self, kwargs: Mapping[str, object], max_connections: int = 4) -> None:
+        self.kwargs = dict(kwargs)
+        self.max_connections = max_connections
+        self._clients: dict[str, aioredis.Redis] = {}
+
+    def get(self, host: str, port: int) -> aioredis.Redis:
+        name = f"{host}:{port}"
+        client = self._clients.get(name)
+        if client is None:
+            client = aioredis.Redis(host=host, port=port, max_connections=self.max_connections, **self.kwargs)  # type: ignore[arg-type]
+            self._clients[name] = client
+        return client
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
 
 
 class RedisPools:
@@ -166,7 +182,7 @@ class RedisPools:
                 max_connections=per_pool,
                 timeout=POOL_WAIT_S,
                 **connection_kwargs(socket_timeout),
-                **(tls or {}),
+                **{k: v for k, v in (tls or {}).items() if k != "ssl"},  # rediss:// says ssl already
             )
             # Retries live on the connections; a client-level retry would multiply them.
             self._clients[db] = aioredis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))

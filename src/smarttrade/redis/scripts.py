@@ -545,3 +545,17 @@ return {1, seq, repaired, missed}
     header=COMMIT.header(),
     key="calls_key",
 )
+# A cluster's commit: SPUBLISH to its slot's shard where the server has sharded pub/sub (7.0+, the
+# one with redis.REDIS_VERSION_NUM), PUBLISH on 6.2; the gateway's reader picks the same way.
+INGEST_COMMIT_CLUSTER = INGEST_COMMIT.replace(
+    "_counted_call('PUBLISH', channel,",
+    "_counted_call(redis.REDIS_VERSION_NUM and 'SPUBLISH' or 'PUBLISH', channel,",
+)
+
+
+def commit_script(mode: str) -> str:
+    """The ingest commit's text for a topology mode (REDIS_MODE)."""
+    return INGEST_COMMIT_CLUSTER if mode == "cluster" else INGEST_COMMIT
+
+
+assert INGEST_COMMIT_CLUSTER != INGEST_COMMIT

@@ -22,13 +22,12 @@ from smarttrade.errors import RedisUnavailable
 from smarttrade.redis.connections import (
     FIRST_PING_S,
     SOCKET_TIMEOUT_S,
+    NodeClients,
     connection_kwargs,
-    credentials,
+    one_line_reason,
     redis_errors,
-    tls_kwargs,
 )
 from smarttrade.redis.nodes import NodeView, TopologyView, replication_views
-from smarttrade.settings import Settings, parse_addrs
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +63,7 @@ class SentinelPools:
             sentinel_kwargs={**connection_kwargs(socket_timeout), **(sentinel_kwargs or {})},
             **kwargs,
         )
+        self._nodes = NodeClients(kwargs)
         self._clients: dict[int, aioredis.Redis] = {
             db: self.sentinel.master_for(master_name, db=db, max_connections=per_pool) for db in sorted(dbs)
         }
@@ -72,27 +72,15 @@ class SentinelPools:
         self.switches = 0  # +switch-master announcements for our master seen (tests, status)
         self._known: tuple[str, int] | None = None  # the master as last seen by the follower
 
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, dbs: set[int], max_connections: int, socket_timeout: float
-    ) -> SentinelPools:
-        tls = tls_kwargs(settings)
-        node = {**credentials(settings.redis_url), **tls}
-        return cls(
-            parse_addrs(settings.redis_sentinels),
-            settings.redis_sentinel_master,
-            dbs,
-            max_connections,
-            socket_timeout,
-            node,
-            tls,  # sentinels speak TLS when the nodes do; their password, if any, is not the nodes'
-        )
-
     def client(self, db: int) -> aioredis.Redis:
         try:
             return self._clients[db]
         except KeyError:
             raise ValueError(f"no pool for database {db}") from None
+
+    def node(self, host: str, port: int) -> aioredis.Redis:
+        """A plain client of one data node (the master or a replica), for per-node commands."""
+        return self._nodes.get(host, port)
 
     def primaries(self) -> list[aioredis.Redis]:
         return [next(iter(self._clients.values()))]
@@ -102,24 +90,47 @@ class SentinelPools:
         with redis_errors(self.url):
             return await self.sentinel.discover_master(self.master_name)
 
+    async def _named(self) -> None:
+        """Fail at once, naming the setting, when no sentinel answers, an address is not a
+        sentinel, or none of them knows REDIS_SENTINEL_MASTER (a typo would otherwise wait)."""
+        where = f"REDIS_SENTINELS={','.join(f'{h}:{p}' for h, p in self.sentinel_addrs)}"
+        reasons: list[str] = []
+        for sentinel, (host, port) in zip(self.sentinel.sentinels, self.sentinel_addrs, strict=True):
+            try:
+                if await asyncio.wait_for(
+                    sentinel.sentinel_get_master_addr_by_name(self.master_name), FIRST_PING_S
+                ):
+                    return
+                reasons.append(f"{host}:{port} knows no master named {self.master_name!r}")
+            except rexc.ResponseError as exc:
+                reasons.append(
+                    f"{host}:{port} is not a sentinel (it refused SENTINEL: {str(exc).split(',')[0]})"
+                )
+            except (rexc.RedisError, OSError, TimeoutError) as exc:
+                reasons.append(f"{host}:{port}: {one_line_reason(exc)}")
+        if all("knows no master" in r for r in reasons):
+            raise RedisUnavailable(
+                f"REDIS_SENTINEL_MASTER={self.master_name}", f"no sentinel knows it ({where}); check the name"
+            )
+        raise RedisUnavailable(where, "; ".join(reasons))
+
     async def ping(self, on_loading: Callable[[str], None] | None = None) -> None:
+        """The sentinels name the master and it answers; a master being failed over is waited
+        for (at most MASTER_WAIT_S)."""
+        await self._named()
         started = time.monotonic()
         while True:
             try:
-                await asyncio.wait_for(self.master(), FIRST_PING_S)
+                with redis_errors(self.url):
+                    await asyncio.wait_for(self.primaries()[0].ping(), FIRST_PING_S)
                 break
-            except RedisUnavailable as exc:
+            except (RedisUnavailable, TimeoutError) as exc:
                 if time.monotonic() - started > MASTER_WAIT_S:
-                    raise RedisUnavailable(
-                        self.url, f"no master named {self.master_name!r}: {exc.reason}"
-                    ) from None
+                    reason = exc.reason if isinstance(exc, RedisUnavailable) else "no reply"
+                    raise RedisUnavailable(self.url, f"the master does not answer: {reason}") from None
                 if on_loading is not None:
-                    on_loading(f"sentinels at {self.url} name no master yet; waiting")
+                    on_loading(f"the master of {self.url} does not answer yet (a failover?); waiting")
                 await asyncio.sleep(0.5)
-            except TimeoutError:
-                raise RedisUnavailable(self.url, f"no sentinel answered within {FIRST_PING_S:g} s") from None
-        with redis_errors(self.url):
-            await asyncio.wait_for(self.primaries()[0].ping(), FIRST_PING_S)
         if self._follower is None or self._follower.done():
             self._follower = asyncio.create_task(self._follow(), name=f"sentinel-follow-{self.master_name}")
 
@@ -202,6 +213,7 @@ class SentinelPools:
             with contextlib.suppress(asyncio.CancelledError, rexc.RedisError, OSError):
                 await self._follower
             self._follower = None
+        await self._nodes.aclose()
         for client in self._clients.values():
             await client.aclose(close_connection_pool=True)
         with contextlib.suppress(rexc.RedisError, OSError):

@@ -13,16 +13,41 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 
 from smarttrade.keyspace import Store, layout_for, use_layout
-from smarttrade.redis.connections import SOCKET_TIMEOUT_S, RedisPools, tls_kwargs
+from smarttrade.redis.cluster import ClusterPools
+from smarttrade.redis.connections import SOCKET_TIMEOUT_S, RedisPools, credentials
 from smarttrade.redis.nodes import TopologyView
-from smarttrade.settings import Settings
+from smarttrade.redis.sentinel import SentinelPools
+from smarttrade.settings import Settings, parse_addrs
 
 # The stores an ingest commit writes: its own three, and those of its analytics ops.
 COMMIT_STORES = (Store.QUOTES, Store.ORDERFLOW, Store.FOOTPRINT, Store.CALC)
+
+
+def tls_kwargs(settings: Settings) -> dict[str, object]:
+    """redis-py's TLS arguments from REDIS_TLS_* (empty when TLS is off): one place for every mode,
+    so sentinels, cluster nodes and a rediss:// server verify the same CA."""
+    if not settings.tls:
+        return {}
+    kwargs: dict[str, object] = {"ssl": True, "ssl_cert_reqs": "required"}
+    if settings.redis_tls_ca:
+        kwargs["ssl_ca_certs"] = str(settings.redis_tls_ca)
+    if settings.redis_tls_cert and settings.redis_tls_key:
+        kwargs["ssl_certfile"] = str(settings.redis_tls_cert)
+        kwargs["ssl_keyfile"] = str(settings.redis_tls_key)
+    return kwargs
+
+
+def _cluster_seeds(settings: Settings) -> list[tuple[str, int]]:
+    """REDIS_CLUSTER_NODES, or REDIS_URL's host as the one seed."""
+    if settings.redis_cluster_nodes:
+        return parse_addrs(settings.redis_cluster_nodes)
+    parts = urlsplit(settings.redis_url or "")
+    return [(parts.hostname or "127.0.0.1", parts.port or 6379)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,16 +104,23 @@ class Topology:
             return cls.standalone(url, settings, max_connections, socket_timeout)
         placement = Placement.from_settings(settings)
         limit = settings.redis_max_connections if max_connections is None else max_connections
+        node = {**credentials(settings.redis_url), **tls_kwargs(settings)}
+        pools: RedisPools | SentinelPools | ClusterPools
         if settings.redis_mode == "sentinel":
-            from smarttrade.redis.sentinel import SentinelPools
-
-            pools = SentinelPools.from_settings(
-                settings, {db for db, _ in placement.groups()}, limit, socket_timeout
+            dbs = {db for db, _ in placement.groups()}
+            sentinels = parse_addrs(settings.redis_sentinels)
+            # sentinels speak TLS when the nodes do; the nodes' password is not theirs
+            pools = SentinelPools(
+                sentinels,
+                settings.redis_sentinel_master,
+                dbs,
+                limit,
+                socket_timeout,
+                node,
+                tls_kwargs(settings),
             )
         else:
-            from smarttrade.redis.cluster import ClusterPools
-
-            pools = ClusterPools.from_settings(settings, limit, socket_timeout)
+            pools = ClusterPools(_cluster_seeds(settings), limit, socket_timeout, node)
         return cls(pools, placement, settings.redis_mode, settings.tls)  # type: ignore[arg-type]
 
     @classmethod
@@ -102,7 +134,7 @@ class Topology:
         placement = Placement.from_settings(settings)
         limit = settings.redis_max_connections if max_connections is None else max_connections
         dbs = {db for db, _ in placement.groups()}
-        tls = tls_kwargs(settings) if url.startswith("rediss://") else {}
+        tls = tls_kwargs(settings) if url.startswith("rediss://") else {}  # settings refuse the mix
         pools = RedisPools(url, dbs, limit, socket_timeout=socket_timeout, tls=tls)
         return cls(pools, placement, "standalone", bool(tls))
 
@@ -151,6 +183,15 @@ class Topology:
         sentinel have one (its databases are told apart by client(store)); a cluster lists its
         primaries as they are now."""
         return self.pools.primaries()
+
+    def node(self, addr: str) -> aioredis.Redis:
+        """A plain client of one data node of a sentinel or cluster topology (``host:port`` as
+        ``describe()`` names it), with the topology's TLS and credentials; closed with it."""
+        node = getattr(self.pools, "node", None)
+        if node is None:
+            raise ValueError(f"a {self.mode} topology reaches its one server through client(store)")
+        host, _, port = addr.rpartition(":")
+        return node(host, int(port))
 
     async def describe(self) -> TopologyView:
         """The servers as they see themselves now (for `smarttrade status`)."""

@@ -1,0 +1,51 @@
+"""The ops commands in sentinel mode (a primary, a replica, 3 sentinels; tests/topologies.py), run
+as the real ``smarttrade`` command: status names the master the sentinels agree on and lists the
+sentinels; profile and audit act on the master and its replica, never on a sentinel."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_smarttrade
+from tests.topologies import SentinelGroup
+
+pytestmark = pytest.mark.topology
+
+
+def smarttrade(group: SentinelGroup, tmp_path: Path, *args: str) -> tuple[int, str, str]:
+    env = {
+        **os.environ,
+        "REDIS_MODE": "sentinel",
+        "REDIS_SENTINELS": ",".join(group.sentinel_addrs),
+        "REDIS_SENTINEL_MASTER": group.master_name,
+        "SMARTTRADE_DATA_DIR": str(tmp_path),
+        "COLUMNS": "200",
+    }
+    done = run_smarttrade(*args, env=env)
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_status_profile_and_audit(sentinel_group: SentinelGroup, tmp_path: Path) -> None:
+    group = sentinel_group
+    code, stdout, stderr = smarttrade(group, tmp_path, "status", "--json")
+    assert code == 0, stderr
+    view = json.loads(stdout)["topology"]
+    assert view["mode"] == "sentinel" and view["master"] == group.current_master() == group.primary.addr
+    roles = {n["addr"]: n["role"] for n in view["nodes"]}
+    assert roles[group.primary.addr] == "primary" and roles[group.replica.addr] == "replica"
+    sentinels = [n for n in view["nodes"] if n["role"] == "sentinel"]
+    assert {n["addr"] for n in sentinels} == set(group.sentinel_addrs)
+    assert all(n["healthy"] and n["link"] == group.primary.addr for n in sentinels)
+    code, table, _ = smarttrade(group, tmp_path, "status")
+    assert code == 0 and f"{group.master_name} at {group.primary.addr}" in table
+
+    data_nodes = {group.primary.addr, group.replica.addr}
+    code, stdout, stderr = smarttrade(group, tmp_path, "profile", "check", "--json")
+    assert {n["node"] for n in json.loads(stdout)["nodes"]} == data_nodes
+    assert "sentinels hold no data" in stderr
+    code, stdout, stderr = smarttrade(group, tmp_path, "audit", "--json")
+    assert {f["node"] for f in json.loads(stdout)["findings"]} == data_nodes
