@@ -4,6 +4,14 @@ Each store's database gets a sentinel-managed pool (redis-py asks the sentinels 
 before each new connection). Those pools only notice a failover when a connection fails; the
 follower (``follow``) also listens for the sentinels' ``+switch-master`` and drops every pooled
 connection at once, so nothing keeps writing to a demoted master that is still up.
+
+The sentinels learn of a switch one after the other (the leader announces it; the others follow
+its hello messages up to seconds later), so a reconnect right after ``+switch-master`` may ask a
+sentinel that still names the old master, which a clean failover leaves up and writable until the
+sentinels turn it into a replica: the writes in between would be lost when it resyncs. So the
+address a switch names as old is refused as master (``_FollowingSentinel``) until a later switch
+names it new again, or for DEMOTED_S (a fail-back the follower missed must not lock it out);
+redis-py then asks the next sentinel.
 """
 
 from __future__ import annotations
@@ -36,6 +44,26 @@ MASTER_WAIT_S = 30.0
 SWITCH_CHANNEL = "+switch-master"  # a sentinel's announcement: "NAME OLD_IP OLD_PORT NEW_IP NEW_PORT"
 FOLLOW_POLL_S = 1.0  # the follower's read timeout: how soon it notices aclose()
 FOLLOW_BACKOFF_S = (0.1, 2.0)  # resubscription delay after a failed sentinel: first, largest
+DEMOTED_S = 30.0  # how long a master announced as old is refused (the sentinels agree by then)
+
+
+Addr = tuple[str, int]
+
+
+class _FollowingSentinel(Sentinel):
+    """redis-py's Sentinel that skips a sentinel naming a master the follower saw demoted."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.demoted: dict[Addr, float] = {}  # address -> when a switch named it old (monotonic)
+
+    def is_demoted(self, addr: Addr) -> bool:
+        since = self.demoted.get(addr)
+        return since is not None and time.monotonic() - since < DEMOTED_S
+
+    def check_master_state(self, state: dict, service_name: str) -> bool:  # type: ignore[type-arg]
+        addr = (str(state["ip"]), int(state["port"]))
+        return super().check_master_state(state, service_name) and not self.is_demoted(addr)
 
 
 class SentinelPools:
@@ -58,7 +86,7 @@ class SentinelPools:
         per_pool = max(2, max_connections // max(1, len(dbs)))
         self.max_connections = per_pool * len(dbs)
         kwargs = {**connection_kwargs(socket_timeout), **(node_kwargs or {})}
-        self.sentinel = Sentinel(
+        self.sentinel = _FollowingSentinel(
             sentinels,
             sentinel_kwargs={**connection_kwargs(socket_timeout), **(sentinel_kwargs or {})},
             **kwargs,
@@ -70,7 +98,7 @@ class SentinelPools:
         self._sentinel_kwargs = {**connection_kwargs(socket_timeout), **(sentinel_kwargs or {})}
         self._follower: asyncio.Task[None] | None = None
         self.switches = 0  # +switch-master announcements for our master seen (tests, status)
-        self._known: tuple[str, int] | None = None  # the master as last seen by the follower
+        self._known: Addr | None = None  # the master as last seen by the follower
 
     def client(self, db: int) -> aioredis.Redis:
         try:
@@ -163,9 +191,11 @@ class SentinelPools:
                         message = await pubsub.get_message(
                             ignore_subscribe_messages=True, timeout=FOLLOW_POLL_S
                         )
-                        if message is not None and _names(message.get("data"), self.master_name):
-                            log.info("sentinel: %s switched master (%s)", self.master_name, message["data"])
+                        switch = _switch(message.get("data"), self.master_name) if message else None
+                        if switch is not None:
+                            log.info("sentinel: %s switched master %s -> %s", self.master_name, *switch)
                             self.switches += 1
+                            self._switched(*switch)
                             await self.drop_connections()
                             await self._check_master(client)
             except asyncio.CancelledError:
@@ -178,13 +208,21 @@ class SentinelPools:
             await asyncio.sleep(delay)
             delay = min(delay * 2, FOLLOW_BACKOFF_S[1])
 
+    def _switched(self, old: Addr, new: Addr) -> None:
+        self.sentinel.demoted[old] = time.monotonic()
+        self.sentinel.demoted.pop(new, None)
+        self._known = new
+
     async def _check_master(self, sentinel: aioredis.Redis) -> None:
         """Remember the master this sentinel names; a change since last time drops the pools."""
         seen = await sentinel.sentinel_get_master_addr_by_name(self.master_name)
         if not seen:
             return
         master = (_text(seen[0]), int(seen[1]))
+        if self.sentinel.is_demoted(master):
+            return  # a sentinel that has not heard of the switch yet
         if self._known is not None and master != self._known:
+            self._switched(self._known, master)
             await self.drop_connections()
         self._known = master
 
@@ -224,6 +262,9 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _names(data: object, master_name: str) -> bool:
-    """Whether a ``+switch-master`` payload is about ``master_name``."""
-    return _text(data).split(" ", 1)[0] == master_name
+def _switch(data: object, master_name: str) -> tuple[Addr, Addr] | None:
+    """(old, new) from a ``+switch-master`` payload about ``master_name``, else None."""
+    parts = _text(data).split()
+    if len(parts) != 5 or parts[0] != master_name:
+        return None
+    return (parts[1], int(parts[2])), (parts[3], int(parts[4]))
