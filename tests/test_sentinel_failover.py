@@ -115,7 +115,17 @@ async def test_switch_master_is_followed_without_an_error(sentinel_group: Sentin
         with redis.Redis(port=int(new.rpartition(":")[2]), db=db) as r:
             assert r.get("probe:after") == b"1"
             assert r.info("replication")["role"] == "master"
+        # the sentinels turn the old master (still up) into a replica some seconds later; our
+        # write after the switch must survive that resync, so it must have gone to the new one
+        deadline = time.monotonic() + 30
         with group.primary.client() as r:
+            while r.info("replication")["role"] != "slave" and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
             assert r.info("replication")["role"] == "slave"  # demoted, still up
+            while r.info("replication").get("master_link_status") != "up" and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+        await client.set("probe:demoted", "1")  # still no error, after the conversion
+        with redis.Redis(port=int(new.rpartition(":")[2]), db=db) as r:
+            assert r.get("probe:after") == b"1" and r.get("probe:demoted") == b"1"
     finally:
         await topology.aclose()
