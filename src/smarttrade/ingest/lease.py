@@ -33,7 +33,7 @@ import redis.exceptions as rexc
 
 from smarttrade.errors import SmartTradeError
 from smarttrade.keyspace import lease_key
-from smarttrade.redis.connections import one_line_reason
+from smarttrade.redis.connections import one_line_reason, redis_errors
 
 T = TypeVar("T")
 
@@ -43,11 +43,18 @@ STOP_GRACE_S = 5.0  # how long the stopped work gets to end (the engine aborts i
 ANY = "*"
 
 # KEYS[1] the lease; ARGV: mode (take|release), holder id, symbols ("*" or A,B,..), host, pid,
-# ttl ms. Replies {1, ttl_ms} granted; {0, holder_json, expires_in_ms} refused (overlap). A renewal
-# is a take: a field that vanished while its holder still counts it (Redis restarted empty, a
-# failover lost the write) is written again, unless an overlapping holder came in meanwhile.
+# ttl ms, a stale holder's field and value to drop first (or ''). Replies {1, ttl_ms} granted;
+# {0, holder_json, expires_in_ms, holder_id} refused (overlap). A renewal is a take: a field that
+# vanished while its holder still counts it (Redis restarted empty, a failover lost the write) is
+# written again, unless an overlapping holder came in meanwhile.
 LEASE_SCRIPT = """
 redis.replicate_commands()
+-- a write that cannot grow memory first: Redis then lets the script's HSET (an overwrite of the
+-- same size) run on a full server, so a full Redis (which the engine waits out) keeps the lease
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[6]))
+if ARGV[7] ~= '' and redis.call('HGET', KEYS[1], ARGV[7]) == ARGV[8] then
+  redis.call('HDEL', KEYS[1], ARGV[7])  -- a stale claim (its process is gone), unchanged since read
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local mode, me, want, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[6])
@@ -76,7 +83,7 @@ for i = 1, #fields, 2 do
   end
 end
 if refused ~= nil then
-  return {0, fields[refused + 1], cjson.decode(fields[refused + 1]).expires - now}
+  return {0, fields[refused + 1], cjson.decode(fields[refused + 1]).expires - now, fields[refused]}
 end
 if mode == 'release' then
   redis.call('HDEL', KEYS[1], me)
@@ -133,9 +140,15 @@ class Lease:
     """This process's claim on ``source`` for ``symbols`` (None: every symbol of the input)."""
 
     def __init__(
-        self, client: aioredis.Redis, source: str, symbols: Collection[str] | None, ttl_s: int
+        self,
+        client: aioredis.Redis,
+        source: str,
+        symbols: Collection[str] | None,
+        ttl_s: int,
+        url: str = "redis",
     ) -> None:
         self.client = client
+        self.url = url  # for one-line errors
         self.source = source
         self.key = lease_key(source)
         self.symbols = symbol_set(symbols)
@@ -145,8 +158,8 @@ class Lease:
         self.id = f"{self.host}:{self.pid}:{secrets.token_hex(4)}"  # a pid reused later is not us
         self.renewals = 0
 
-    async def _call(self, mode: str) -> list[object]:
-        args = (mode, self.id, self.symbols, self.host, self.pid, self.ttl_s * 1000)
+    async def _call(self, mode: str, stale: tuple[object, object] = ("", "")) -> list[object]:
+        args = (mode, self.id, self.symbols, self.host, self.pid, self.ttl_s * 1000, *stale)
         return await self.client.eval(LEASE_SCRIPT, 1, self.key, *args)  # type: ignore[no-any-return]
 
     def _holder(self, reply: list[object]) -> Holder:
@@ -156,9 +169,24 @@ class Lease:
 
     async def take(self) -> None:
         """Claim the symbols, or raise LeaseHeld naming the ingester that has (some of) them."""
-        reply = await self._call("take")
+        with redis_errors(self.url):
+            reply = await self._call("take")
+            if reply[0] != 1 and self._dead(self._holder(reply)):  # killed on this host: no wait
+                reply = await self._call("take", (reply[3], reply[1]))
         if reply[0] != 1:
             raise LeaseHeld(self.source, self._holder(reply))
+
+    def _dead(self, holder: Holder) -> bool:
+        """A holder on this host whose process is gone (kill -9): its claim is stale now."""
+        if holder.host != self.host or holder.pid == self.pid:
+            return False
+        try:
+            os.kill(holder.pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:  # alive, another user's
+            return False
+        return False
 
     async def renew(self) -> None:
         """Extend the claim; LeaseLost when an overlapping ingester holds it now."""

@@ -274,7 +274,8 @@ async def run_leased(
     reset = bool(options.get("reset"))
     await resolve_source(topology, settings, feed, reset)
     claim = None if reset else symbols
-    lease = Lease(topology.client(Store.QUOTES), feed.name, claim, settings.smarttrade_ingest_lease_s)
+    client = topology.client(Store.QUOTES)
+    lease = Lease(client, feed.name, claim, settings.smarttrade_ingest_lease_s, topology.url)
     return await lease.hold(
         lambda: run_feed(topology, settings, feed, dead_letter, symbols=symbols, **options)
     )
