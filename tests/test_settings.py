@@ -64,6 +64,10 @@ BAD_VALUES = [
     ],
     *[("SMARTTRADE_MAXMEMORY", v, "must be at least 32mb") for v in ("1", "0", "100k", "31mb")],
     *[("SMARTTRADE_FULL_WAIT", v, "must be") for v in ("0", "-1", "nan", "3601")],
+    *[
+        ("SMARTTRADE_INGEST_LEASE_S", v, "must be whole seconds from 2 to 3600")
+        for v in ("1", "3601", "5.5", "x")
+    ],
     ("SMARTTRADE_SYMBOLS", "BTCUSDT", "is not ROOT:TICK:QTY_DECIMALS[:PRICE_SCALE]"),
     ("SMARTTRADE_ANALYTICS", "maybe", "valid boolean"),
     ("SMARTTRADE_TIMEFRAMES", "1m,7m", "timeframe '7m' must divide an hour, or a day"),

@@ -74,6 +74,11 @@ CHECKPOINT_PREFIX = "ingest:checkpoint"
 # like the checkpoints (one small hash per source; `ingest --reset` rewrites it): its format, how
 # many bytes were ingested and their hash, and a short head hash to find it by content.
 SOURCE_PREFIX = "ingest:source"
+# The ingest lease (docs/ingest.md "Several ingesters"), in the quotes db: one hash per source, a
+# field per running ingester (its symbols or *, host, pid, expiry by server time); the key's TTL is
+# its longest holder's, so a killed ingester's claim is gone after SMARTTRADE_INGEST_LEASE_S.
+LEASE_PREFIX = "ingest:lease"
+INGEST_LEASE_TTL = 15  # seconds: SMARTTRADE_INGEST_LEASE_S's default
 # Instruments (docs/keyspace.md): one hash ROOT -> declaration in the quotes db, permanent on
 # purpose (stored data is read with it); written by an ingest and `smarttrade symbols add`.
 INSTRUMENTS_PREFIX = "instruments"
@@ -202,6 +207,7 @@ FAMILIES: tuple[KeyFamily, ...] = (
     KeyFamily(LAST_QUOTE_PREFIX, Store.QUOTES, True, LAST_QUOTE_TTL),
     KeyFamily(CHECKPOINT_PREFIX, Store.QUOTES, False),
     KeyFamily(SOURCE_PREFIX, Store.QUOTES, False),
+    KeyFamily(LEASE_PREFIX, Store.QUOTES, True, INGEST_LEASE_TTL),
     KeyFamily(INSTRUMENTS_PREFIX, Store.QUOTES, False),
     KeyFamily(OPS_PREFIX, Store.QUOTES, True, OPS_TTL),
     KeyFamily(STREAM_PREFIX, Store.ORDERFLOW, True),
@@ -293,6 +299,11 @@ def script_calls_key(symbol: str) -> str:
 
 def source_key(source: str) -> str:
     return f"{SOURCE_PREFIX}:{source}"
+
+
+def lease_key(source: str) -> str:
+    """The source's lease; hash-tagged by source in the cluster layout (one slot, one key)."""
+    return f"{LEASE_PREFIX}:{_layout.tag(source)}"
 
 
 def symbol_patterns(symbol: str) -> list[tuple[Store, str]]:

@@ -17,7 +17,7 @@ from pydantic import BeforeValidator, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from smarttrade.errors import SettingsError, SmartTradeError, redact
-from smarttrade.keyspace import SPECS, Store, StoreSpec
+from smarttrade.keyspace import INGEST_LEASE_TTL, SPECS, Store, StoreSpec
 from smarttrade.symbols import DEFAULT_SESSIONS, check_declarations, parse_sessions, parse_specs
 from smarttrade.timeframes import parse_timeframes
 
@@ -226,6 +226,17 @@ def _fraction(value: object) -> float:
     return number
 
 
+MIN_LEASE_S, MAX_LEASE_S = 2, 3600  # renewed every third: under 2 s a slow round trip loses it
+
+
+def _lease_s(value: object) -> int:
+    text = _as_text(value)
+    number = _whole(text)
+    if number is None or not MIN_LEASE_S <= number <= MAX_LEASE_S:
+        raise ValueError(f"must be whole seconds from {MIN_LEASE_S} to {MAX_LEASE_S} (got {text!r})")
+    return number
+
+
 Db = Annotated[int, BeforeValidator(_db)]
 Ttl = Annotated[int, BeforeValidator(_ttl)]
 Connections = Annotated[int, BeforeValidator(_connections)]
@@ -242,6 +253,7 @@ MemoryLevel = Annotated[str, BeforeValidator(_threshold_memory)]
 RenamedCommands = Annotated[str, BeforeValidator(_renamed)]
 Hours = Annotated[float, BeforeValidator(_hours)]
 WaitSeconds = Annotated[float, BeforeValidator(_wait_s)]
+LeaseSeconds = Annotated[int, BeforeValidator(_lease_s)]
 
 
 def _default_data_dir() -> Path:
@@ -392,6 +404,9 @@ class Settings(BaseSettings):
     smarttrade_maxmemory: MemorySize = "512mb"
     # Seconds the ingest engine waits for room on a Redis that refuses writes (full), then exit 2.
     smarttrade_full_wait: WaitSeconds = 60.0
+    # The ingest lease's TTL (docs/ingest.md "Several ingesters"): renewed every third of it; a
+    # killed ingester's source (or symbols) can be taken over this long after.
+    smarttrade_ingest_lease_s: LeaseSeconds = INGEST_LEASE_TTL
     # Extra instruments, ROOT:TICK:QTY_DECIMALS[:PRICE_SCALE][@ZONE[:SESSIONS]] comma-separated
     # (symbols.parse_spec); registered in Redis by the ingest that uses them.
     smarttrade_symbols: SymbolSpecs = ""

@@ -415,7 +415,7 @@ def ingest(
     file is known by its content: moved, copied or renamed it resumes; grown, it continues.
     """
     from smarttrade.feeds.synthetic import synthetic_symbols
-    from smarttrade.ingest.run import TooManyRejects, reset_plan, resolve_source, run_feed
+    from smarttrade.ingest.run import TooManyRejects, reset_plan, resolve_source, run_leased
     from smarttrade.ingest.sources import file_feed, synthetic_feed
 
     declared: list[SymbolSpec] = []
@@ -437,6 +437,7 @@ def ingest(
             roots = _symbols(symbols)
             names = synthetic_symbols(roots, day or date.today(), tickers)
             feed = synthetic_feed(names, seed, count, rate, day, session, source)
+            claim: list[str] | None = names  # the symbols this ingester leases (ingest/lease.py)
             if count is None:
                 pace = None  # the live feed keeps its own clock
         else:
@@ -444,6 +445,7 @@ def ingest(
                 raise typer.BadParameter("give --format and FILE..., or --synthetic")
             keep = {s.strip() for s in only.split(",")} if only else None
             feed = file_feed(fmt, files, source, symbol, keep, tolerance, future_tolerance)
+            claim = [symbol] if symbol else sorted(keep) if keep else None  # None: all the files hold
     except ValidationError as exc:
         fail(str(exc), 2)
     except (SmartTradeError, ValueError) as exc:
@@ -472,10 +474,11 @@ def ingest(
         err.print(f"source {feed.name}", markup=False, highlight=False)
         with IngestProgress(err, "ingest", feed.total) as bar:
             try:
-                result = await run_feed(
+                result = await run_leased(
                     rt.topology,
                     rt.settings,
                     feed,
+                    claim,
                     dead_letter,
                     speed=pace,
                     reset=reset,

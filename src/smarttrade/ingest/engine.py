@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,7 +110,10 @@ class Engine:
         )
         self.redis = topology.client(Store.QUOTES)  # checkpoints; the commit SELECTs the others
         script = commit_script(topology.mode)
-        self.wire = commit_wire(topology, script)  # one connection, or one per cluster primary
+        # one connection, or one per cluster primary; each round ends with WAIT when asked for
+        self.wire = commit_wire(
+            topology, script, settings.redis_wait_replicas, settings.redis_wait_timeout_ms
+        )
         self.settings = settings
         self.analytics_on = settings.smarttrade_analytics
         self._timeframes = parse_timeframes(settings.smarttrade_timeframes)
@@ -168,13 +171,16 @@ class Engine:
                     saved[symbol] = (msgspec.json.decode(values[2]), indicators)
         return found, saved
 
-    async def reset(self, keep_analytics: bool = False) -> int:
+    async def reset(self, keep_analytics: bool = False, only: Collection[str] | None = None) -> int:
         """Forget this source's checkpoints (the data it wrote stays until its TTLs).
 
         ``keep_analytics`` keeps the forming bars and indicator recursions: a live feed that
-        starts again carries on the bar it was in instead of overwriting it.
+        starts again carries on the bar it was in instead of overwriting it. ``only`` limits it
+        to these symbols: another ingester of the source may be running the others (its lease).
         """
         await self.load_checkpoints()
+        if only is not None:
+            self.checkpoints = {s: cp for s, cp in self.checkpoints.items() if s in only}
         with redis_errors(self.topology.url):
             for symbol in self.checkpoints:
                 key = checkpoint_key(self.source, symbol)

@@ -39,20 +39,25 @@ class RouteChanged(rexc.ConnectionError):
     """A commit was sent where its slot no longer is, or while the cluster was failing over."""
 
 
-def commit_wire(topology: Topology, script: str) -> CommitWire | ClusterWire:
+def commit_wire(
+    topology: Topology, script: str, wait_replicas: int = 0, wait_timeout_ms: int = 1000
+) -> CommitWire | ClusterWire:
     """The wire the engine sends its commit rounds on: the one connection of today on a single
-    server (no per-commit cost added there), a wire per primary on a cluster."""
+    server (no per-commit cost added there), a wire per primary on a cluster. ``wait_replicas``
+    ends each round with WAIT on every wire (REDIS_WAIT_REPLICAS; see ingest/wire.py)."""
+    wait = (wait_replicas, wait_timeout_ms)
     if isinstance(topology.pools, ClusterPools):
-        return ClusterWire(topology.pools, script)
-    return CommitWire(topology.client(Store.QUOTES), script)
+        return ClusterWire(topology.pools, script, wait)
+    return CommitWire(topology.client(Store.QUOTES), script, *wait)
 
 
 class ClusterWire:
     """CommitWire's interface (send, call, load, close) over a CommitWire per primary."""
 
-    def __init__(self, pools: ClusterPools, script: str) -> None:
+    def __init__(self, pools: ClusterPools, script: str, wait: tuple[int, int] = (0, 1000)) -> None:
         self.pools = pools
         self.script = script
+        self.wait = wait  # (replicas, timeout ms) of each node wire's closing WAIT
         self.nodes = pools.cluster.nodes_manager
         # by node name; kept for the run (a handful), so a round still in flight on a node that
         # lost its slots finishes there (its MOVED replies send it round again)
@@ -71,8 +76,11 @@ class ClusterWire:
         node = self.nodes.get_node_from_slot(slot)
         wire = self._wires.get(node.name)
         if wire is None:
-            wire = self._wires[node.name] = CommitWire(self.pools.node(node.host, node.port), self.script)
+            wire = self._wires[node.name] = self._new_wire(node.host, node.port)
         return node.name, wire
+
+    def _new_wire(self, host: str, port: int) -> CommitWire:
+        return CommitWire(self.pools.node(host, port), self.script, *self.wait)
 
     def send(self, commits: Sequence[Commit]) -> asyncio.Future[list[object]]:
         """Queue a round; the future resolves to one reply (or error) per commit, in order."""
@@ -150,7 +158,7 @@ class ClusterWire:
         for node in self.nodes.get_nodes_by_server_type("primary"):
             wire = self._wires.get(node.name)
             if wire is None:
-                wire = self._wires[node.name] = CommitWire(self.pools.node(node.host, node.port), self.script)
+                wire = self._wires[node.name] = self._new_wire(node.host, node.port)
             await wire.load()
 
     async def close(self) -> None:

@@ -8,10 +8,10 @@ import contextlib
 import hashlib
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from smarttrade.ingest.deadletter import DeadLetters
 from smarttrade.ingest.defaults import DEFAULT_FUTURE_S, DEFAULT_TOLERANCE_S
 from smarttrade.ingest.engine import Checkpoint, Engine, IngestStats, Rewind, _select, stayed_full
 from smarttrade.ingest.figures import publish_figures
+from smarttrade.ingest.lease import Lease
 from smarttrade.ingest.normalize import Changed, Normalizer
 from smarttrade.keyspace import Store
 from smarttrade.redis.periodic import periodic
@@ -241,8 +242,11 @@ async def run_feed(
     on_progress: Callable[[Engine, DeadLetters, Feed], None] = lambda *_: None,
     on_wait: Callable[[str], None] = lambda _: None,
     on_chunk: Callable[[Chunk], None] = lambda _: None,
+    symbols: Collection[str] | None = None,
 ) -> RunResult:
-    """Run ``feed`` to its end (or for ``duration`` seconds), resuming from its checkpoints."""
+    """Run ``feed`` to its end (or for ``duration`` seconds), resuming from its checkpoints.
+    ``symbols``: the ones this ingester runs, when it shares its source with others (a live
+    feed's fresh start then forgets only their checkpoints)."""
     current: list[Engine] = []
     client = topology.client(Store.QUOTES)
 
@@ -251,8 +255,30 @@ async def run_feed(
             await publish_figures(client, feed.name, current[-1].stats)
 
     async with periodic(PUBLISH_EVERY_S, publish):
-        args = (speed, reset, duration, on_progress, on_wait, on_chunk, current)
+        args = (speed, reset, duration, on_progress, on_wait, on_chunk, current, symbols)
         return await _run_feed(topology, settings, feed, dead_letter, *args)
+
+
+async def run_leased(
+    topology: Topology,
+    settings: Settings,
+    feed: Feed,
+    symbols: Sequence[str] | None,
+    dead_letter: Path | None,
+    **options: Any,
+) -> RunResult:
+    """``run_feed`` under the source's lease for ``symbols`` (None: whatever the input holds), so
+    no other ingester runs them meanwhile (ingest/lease.py; LeaseHeld, LeaseLost exit 2). The
+    source is resolved first: the lease is named by it. ``reset`` starts every symbol of the
+    source over, so it leases them all."""
+    reset = bool(options.get("reset"))
+    await resolve_source(topology, settings, feed, reset)
+    claim = None if reset else symbols
+    client = topology.client(Store.QUOTES)
+    lease = Lease(client, feed.name, claim, settings.smarttrade_ingest_lease_s, topology.url)
+    return await lease.hold(
+        lambda: run_feed(topology, settings, feed, dead_letter, symbols=symbols, **options)
+    )
 
 
 async def resolve_source(topology: Topology, settings: Settings, feed: Feed, reset: bool = False) -> str:
@@ -296,6 +322,7 @@ async def _run_feed(
     on_wait: Callable[[str], None],
     on_chunk: Callable[[Chunk], None],
     current: list[Engine],
+    symbols: Collection[str] | None,
 ) -> RunResult:
     restarts = 0
     started = time.monotonic()
@@ -314,7 +341,7 @@ async def _run_feed(
         if reset:
             await _start_over(topology, settings, feed, engine)
         elif feed.live:
-            await engine.reset(keep_analytics=True)
+            await engine.reset(keep_analytics=True, only=symbols)
         reset = False
         await engine.load_checkpoints()
         floor = 0  # a record only moves forward: a resumed run re-reads from the start

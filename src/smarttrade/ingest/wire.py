@@ -6,6 +6,18 @@ text, as RESP bulk strings joined once (hiredis copies a long argument byte by b
 slower than a join). Replies are read back in the order sent. When the connection fails, every
 round on the wire fails with it; the engine then resends what was not applied, and the script's
 sequence check makes the resend apply each commit exactly once.
+
+Two replies mean the server is not the master any more, whatever the connection class makes of
+them: READONLY (a demoted master still up; Redis 6.2 wraps it in a script error, which redis-py's
+sentinel connection does not recognise) fails the connection like a broken socket, so the
+resend goes wherever the sentinels point now.
+
+With REDIS_WAIT_REPLICAS=N each round ends with ``WAIT N REDIS_WAIT_TIMEOUT_MS`` in the same
+payload (one more reply per round, not per commit). A round that applied something but reached
+fewer than N replicas in time fails with NotReplicated, a timeout: the engine waits and resends
+it, the sequence check turns the resend into a no-op on what was applied, and its own WAIT
+covers every earlier write. So the engine's checkpoint only moves past commits N replicas hold,
+and a failover to one of them loses nothing acknowledged. With N=0 the payload is unchanged.
 """
 
 from __future__ import annotations
@@ -24,11 +36,27 @@ from redis.asyncio.connection import AbstractConnection
 from smarttrade.ingest.commit import Commit
 
 
+class NotReplicated(rexc.TimeoutError):
+    """WAIT reported fewer replicas than asked for within its timeout: the round is not safe yet."""
+
+
+def demoted(reply: object) -> bool:
+    """A reply from a server that is a replica now (the commit was not applied)."""
+    return isinstance(reply, rexc.ReadOnlyError) or (
+        isinstance(reply, rexc.ResponseError) and "-READONLY " in str(reply)
+    )
+
+
 class CommitWire:
-    def __init__(self, client: aioredis.Redis, script: str) -> None:
+    def __init__(
+        self, client: aioredis.Redis, script: str, wait_replicas: int = 0, wait_timeout_ms: int = 1000
+    ) -> None:
         self.pool = client.connection_pool
         self.script = script
         self.sha = hashlib.sha1(script.encode()).hexdigest()
+        self.wait_replicas = wait_replicas
+        self._wait = hiredis.pack_command(("WAIT", wait_replicas, wait_timeout_ms)) if wait_replicas else b""
+        self.short_waits = 0  # rounds WAIT did not confirm in time (each was resent)
         self._conn: AbstractConnection | None = None
         self._broken = False
         self._closing = False  # close() began: failures from here on are the stop itself
@@ -39,7 +67,12 @@ class CommitWire:
 
     async def _connection(self) -> AbstractConnection:
         if self._conn is not None and self._broken:
-            await self._conn.disconnect()  # a fresh socket: the old one's state is unknown
+            # a fresh connection from the pool: the old socket's state is unknown, and only the
+            # pool's connect() asks the sentinels where the master is now (a send on a
+            # disconnected connection reconnects to the address it had)
+            await self._conn.disconnect()
+            await self.pool.release(self._conn)
+            self._conn = None
             self._broken = False
         if self._conn is None:
             self._conn = await self.pool.get_connection()
@@ -51,6 +84,8 @@ class CommitWire:
         parts: list[bytes | memoryview] = []
         for c in commits:
             _pack(parts, self.sha, c)
+        if self._wait:
+            parts.append(self._wait)
         payload = b"".join(parts)
         self._outbox.append((payload, len(commits), future))
         if self._writer is None or self._writer.done():
@@ -77,7 +112,7 @@ class CommitWire:
             replies: list[object] = []
             try:
                 assert self._conn is not None
-                for _ in range(count):
+                for _ in range(count + bool(self._wait)):
                     try:
                         replies.append(await self._conn.read_response())
                     except rexc.ResponseError as exc:
@@ -85,9 +120,26 @@ class CommitWire:
             except BaseException as exc:
                 self._fail(exc)
                 return
+            acked = replies.pop() if self._wait else None
+            if any(demoted(r) for r in replies):
+                self._fail(
+                    rexc.ConnectionError("the server is a replica now (READONLY): asking for the master")
+                )
+                return
             self._wire.popleft()
-            if not future.done():
-                future.set_result(replies)
+            if future.done():
+                continue
+            short = self._wait and not (isinstance(acked, int) and acked >= self.wait_replicas)
+            if short and any(isinstance(r, list) for r in replies):  # something applied: not safe yet
+                self.short_waits += 1
+                future.set_exception(
+                    NotReplicated(
+                        f"WAIT {self.wait_replicas}: {acked} replicas had the round in time "
+                        "(REDIS_WAIT_REPLICAS, REDIS_WAIT_TIMEOUT_MS)"
+                    )
+                )
+                continue
+            future.set_result(replies)
 
     def _fail(self, exc: BaseException) -> None:
         """The connection's state is unknown: every round sent or queued fails; resend decides."""

@@ -4,6 +4,14 @@ Each store's database gets a sentinel-managed pool (redis-py asks the sentinels 
 before each new connection). Those pools only notice a failover when a connection fails; the
 follower (``follow``) also listens for the sentinels' ``+switch-master`` and drops every pooled
 connection at once, so nothing keeps writing to a demoted master that is still up.
+
+The sentinels learn of a switch one after the other (the leader announces it; the others follow
+its hello messages up to seconds later), so a reconnect right after ``+switch-master`` may ask a
+sentinel that still names the old master, which a clean failover leaves up and writable until the
+sentinels turn it into a replica: the writes in between would be lost when it resyncs. So the
+address a switch names as old is refused as master (``_FollowingSentinel``) until a later switch
+names it new again, or for DEMOTED_S (a fail-back the follower missed must not lock it out);
+redis-py then asks the next sentinel.
 """
 
 from __future__ import annotations
@@ -33,6 +41,29 @@ log = logging.getLogger(__name__)
 
 # How long start-up waits for the sentinels to name a master (one may be mid-failover).
 MASTER_WAIT_S = 30.0
+SWITCH_CHANNEL = "+switch-master"  # a sentinel's announcement: "NAME OLD_IP OLD_PORT NEW_IP NEW_PORT"
+FOLLOW_POLL_S = 1.0  # the follower's read timeout: how soon it notices aclose()
+FOLLOW_BACKOFF_S = (0.1, 2.0)  # resubscription delay after a failed sentinel: first, largest
+DEMOTED_S = 30.0  # how long a master announced as old is refused (the sentinels agree by then)
+
+
+Addr = tuple[str, int]
+
+
+class _FollowingSentinel(Sentinel):
+    """redis-py's Sentinel that skips a sentinel naming a master the follower saw demoted."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.demoted: dict[Addr, float] = {}  # address -> when a switch named it old (monotonic)
+
+    def is_demoted(self, addr: Addr) -> bool:
+        since = self.demoted.get(addr)
+        return since is not None and time.monotonic() - since < DEMOTED_S
+
+    def check_master_state(self, state: dict, service_name: str) -> bool:  # type: ignore[type-arg]
+        addr = (str(state["ip"]), int(state["port"]))
+        return super().check_master_state(state, service_name) and not self.is_demoted(addr)
 
 
 class SentinelPools:
@@ -55,7 +86,7 @@ class SentinelPools:
         per_pool = max(2, max_connections // max(1, len(dbs)))
         self.max_connections = per_pool * len(dbs)
         kwargs = {**connection_kwargs(socket_timeout), **(node_kwargs or {})}
-        self.sentinel = Sentinel(
+        self.sentinel = _FollowingSentinel(
             sentinels,
             sentinel_kwargs={**connection_kwargs(socket_timeout), **(sentinel_kwargs or {})},
             **kwargs,
@@ -64,6 +95,10 @@ class SentinelPools:
         self._clients: dict[int, aioredis.Redis] = {
             db: self.sentinel.master_for(master_name, db=db, max_connections=per_pool) for db in sorted(dbs)
         }
+        self._sentinel_kwargs = {**connection_kwargs(socket_timeout), **(sentinel_kwargs or {})}
+        self._follower: asyncio.Task[None] | None = None
+        self.switches = 0  # +switch-master announcements for our master seen (tests, status)
+        self._known: Addr | None = None  # the master as last seen by the follower
 
     def client(self, db: int) -> aioredis.Redis:
         try:
@@ -116,7 +151,7 @@ class SentinelPools:
             try:
                 with redis_errors(self.url):
                     await asyncio.wait_for(self.primaries()[0].ping(), FIRST_PING_S)
-                return
+                break
             except (RedisUnavailable, TimeoutError) as exc:
                 if time.monotonic() - started > MASTER_WAIT_S:
                     reason = exc.reason if isinstance(exc, RedisUnavailable) else "no reply"
@@ -124,6 +159,72 @@ class SentinelPools:
                 if on_loading is not None:
                     on_loading(f"the master of {self.url} does not answer yet (a failover?); waiting")
                 await asyncio.sleep(0.5)
+        if self._follower is None or self._follower.done():
+            self._follower = asyncio.create_task(self._follow(), name=f"sentinel-follow-{self.master_name}")
+
+    async def drop_connections(self) -> None:
+        """Disconnect every pooled connection, in use or not: the next command on each asks the
+        sentinels for the master again (a connection in use fails its read, and its caller
+        retries or resends)."""
+        for client in self._clients.values():
+            with contextlib.suppress(rexc.RedisError, OSError):
+                await client.connection_pool.disconnect()
+
+    async def _follow(self) -> None:
+        """Listen for ``+switch-master`` on any sentinel that answers and drop every connection
+        when it names our master, so nothing keeps writing to a demoted master that is still up
+        (a pool alone notices a failover only when a connection fails). After a lost sentinel it
+        subscribes again elsewhere, and compares the master with the one it knew: a switch
+        announced while it was not listening is followed too."""
+        delay = FOLLOW_BACKOFF_S[0]
+        turn = 0
+        while True:
+            host, port = self.sentinel_addrs[turn % len(self.sentinel_addrs)]
+            turn += 1
+            client = aioredis.Redis(host=host, port=port, **self._sentinel_kwargs)  # type: ignore[arg-type]
+            try:
+                async with client.pubsub() as pubsub:
+                    await pubsub.subscribe(SWITCH_CHANNEL)
+                    await self._check_master(client)
+                    delay = FOLLOW_BACKOFF_S[0]
+                    while True:
+                        message = await pubsub.get_message(
+                            ignore_subscribe_messages=True, timeout=FOLLOW_POLL_S
+                        )
+                        switch = _switch(message.get("data"), self.master_name) if message else None
+                        if switch is not None:
+                            log.info("sentinel: %s switched master %s -> %s", self.master_name, *switch)
+                            self.switches += 1
+                            self._switched(*switch)
+                            await self.drop_connections()
+                            await self._check_master(client)
+            except asyncio.CancelledError:
+                raise
+            except (rexc.RedisError, OSError) as exc:
+                log.debug("sentinel %s:%s: %s; subscribing elsewhere in %.1f s", host, port, exc, delay)
+            finally:
+                with contextlib.suppress(rexc.RedisError, OSError):
+                    await client.aclose()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, FOLLOW_BACKOFF_S[1])
+
+    def _switched(self, old: Addr, new: Addr) -> None:
+        self.sentinel.demoted[old] = time.monotonic()
+        self.sentinel.demoted.pop(new, None)
+        self._known = new
+
+    async def _check_master(self, sentinel: aioredis.Redis) -> None:
+        """Remember the master this sentinel names; a change since last time drops the pools."""
+        seen = await sentinel.sentinel_get_master_addr_by_name(self.master_name)
+        if not seen:
+            return
+        master = (_text(seen[0]), int(seen[1]))
+        if self.sentinel.is_demoted(master):
+            return  # a sentinel that has not heard of the switch yet
+        if self._known is not None and master != self._known:
+            self._switched(self._known, master)
+            await self.drop_connections()
+        self._known = master
 
     async def describe(self) -> TopologyView:
         """The master and its replicas (its INFO replication), then each sentinel and the master
@@ -138,17 +239,32 @@ class SentinelPools:
             addr = f"{kw['host']}:{kw['port']}"
             try:
                 seen = await sentinel.sentinel_get_master_addr_by_name(self.master_name)
-                named = (
-                    ":".join(x.decode() if isinstance(x, bytes) else str(x) for x in seen) if seen else "none"
-                )
+                named = ":".join(_text(x) for x in seen) if seen else "none"
                 nodes.append(NodeView(addr, "sentinel", link=named, healthy=named == master))
             except (rexc.RedisError, OSError) as exc:
                 nodes.append(NodeView(addr, "sentinel", link=f"unreachable ({exc})", healthy=False))
         return TopologyView("sentinel", self.tls, nodes, self.master_name, master)
 
     async def aclose(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError, rexc.RedisError, OSError):
+                await self._follower
+            self._follower = None
         await self._nodes.aclose()
         for client in self._clients.values():
             await client.aclose(close_connection_pool=True)
         with contextlib.suppress(rexc.RedisError, OSError):
             await self.sentinel.aclose()
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _switch(data: object, master_name: str) -> tuple[Addr, Addr] | None:
+    """(old, new) from a ``+switch-master`` payload about ``master_name``, else None."""
+    parts = _text(data).split()
+    if len(parts) != 5 or parts[0] != master_name:
+        return None
+    return (parts[1], int(parts[2])), (parts[3], int(parts[4]))
