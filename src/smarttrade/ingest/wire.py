@@ -98,6 +98,11 @@ class CommitWire:
             payload, count, future = self._outbox.popleft()
             try:
                 conn = await self._connection()
+            except BaseException as exc:  # no connection (the node is down): this round fails too
+                self._outbox.appendleft((payload, count, future))
+                self._fail(exc)
+                continue
+            try:
                 self._wire.append((count, future))
                 await conn.send_packed_command(payload, check_health=False)
             except BaseException as exc:
