@@ -7,11 +7,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-import redis.exceptions as rexc
-
 from smarttrade.errors import redact
 from smarttrade.keyspace import Store
 from smarttrade.ops.published import HitPublisher
+from smarttrade.redis.connections import REDIS_FAILURES
 from smarttrade.redis.embedded import EmbeddedHandle, attach_or_start
 from smarttrade.redis.periodic import periodic
 from smarttrade.redis.topology import Topology
@@ -70,7 +69,7 @@ async def connect(
         # Per-store hit counts for `monitor` and the exporter; a failure loses only the figures.
         async with periodic(PUBLISH_HITS_EVERY_S, lambda: hits.publish(client)):
             yield Runtime(settings, url, topology, stores, handle)
-        with contextlib.suppress(rexc.RedisError, OSError):
+        with contextlib.suppress(*REDIS_FAILURES):
             await hits.publish(client)
     finally:
         await topology.aclose()

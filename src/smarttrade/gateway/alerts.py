@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgspec
-import redis.exceptions as rexc
 
 from smarttrade.errors import SmartTradeError
 from smarttrade.keyspace import ALERT_CHANGES_CHANNEL, ALERT_CHANNEL, stream_epoch_key
 from smarttrade.models import TradeMessage
+from smarttrade.redis.connections import REDIS_FAILURES
 from smarttrade.stores.alerts import AlertStore
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class AlertEngine:
             log.info("alert index rebuilt: %d entries changed", await self.alerts.rebuild())
         try:
             self._active = await self.alerts.symbols()
-        except (rexc.RedisError, OSError, SmartTradeError) as exc:  # Redis away: the refresher retries
+        except (*REDIS_FAILURES, SmartTradeError) as exc:  # Redis away: the refresher retries
             log.warning("alerts: symbols not read yet (%s)", exc)
             self._active = set()
         for symbol in sorted(self._active):

@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-import redis.exceptions as rexc
-
 from smarttrade.errors import SmartTradeError, redact
 from smarttrade.gateway.context import GatewayContext
 from smarttrade.gateway.responses import Check, Health, OpsStatus, StoreKeysOut
 from smarttrade.ops import health as ops_health
+from smarttrade.redis.connections import REDIS_FAILURES
 
 PROBE_TIMEOUT_S = 2.0  # a canary slower than this is a delivery failure
 PING_TIMEOUT_S = 2.0
@@ -48,7 +47,7 @@ async def delivery_check(ctx: GatewayContext) -> Check:
             arrived = await hub.probe(PROBE_TIMEOUT_S)
     except TimeoutError:
         arrived = False
-    except (SmartTradeError, rexc.RedisError, OSError) as exc:
+    except (SmartTradeError, *REDIS_FAILURES) as exc:
         return Check(ok=False, detail=f"canary not delivered: {exc}")
     ms = round((time.perf_counter() - started) * 1000, 3)
     if arrived is False:

@@ -51,8 +51,6 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.exceptions as rexc
-
 from smarttrade.analytics.views import AnalyticsViews
 from smarttrade.errors import DecodeError, SmartTradeError
 from smarttrade.gateway import recovery
@@ -68,6 +66,7 @@ from smarttrade.gateway.protocol import (
 from smarttrade.gateway.subscriber import Resubscribe, Subscriber, subscriber_for
 from smarttrade.keyspace import Store, gateway_probe_channel
 from smarttrade.models import TradeMessage, decode
+from smarttrade.redis.connections import REDIS_FAILURES
 from smarttrade.redis.topology import Topology
 from smarttrade.settings import Settings
 from smarttrade.stores import Stores
@@ -513,7 +512,7 @@ class Hub:
         then): a gateway started before its Redis, or during a restart, comes up by itself."""
         try:
             await self._subscribe()
-        except (rexc.RedisError, OSError, Resubscribe) as exc:
+        except (*REDIS_FAILURES, Resubscribe) as exc:
             self._fault = f"the pub/sub reader is not subscribed: {exc}"
             log.warning("hub: not subscribed yet (%s); retrying", exc)
         self._reader = asyncio.create_task(self._read())
@@ -593,7 +592,7 @@ class Hub:
                 msg = await self._sub.next(READ_TIMEOUT_S)
             except asyncio.CancelledError:
                 raise
-            except (rexc.RedisError, OSError, Resubscribe) as exc:
+            except (*REDIS_FAILURES, Resubscribe) as exc:
                 self._lost(str(exc) or type(exc).__name__)
                 await asyncio.sleep(0.5)
                 continue
@@ -609,7 +608,7 @@ class Hub:
             try:  # what is already waiting goes out together (see _fan_out)
                 while len(batch) < MAX_BATCH and (more := await self._sub.more()):
                     batch.append(more)
-            except (rexc.RedisError, OSError, Resubscribe) as exc:
+            except (*REDIS_FAILURES, Resubscribe) as exc:
                 self._lost(str(exc) or type(exc).__name__)
             trades: dict[str, list[TradeMessage]] = {}
             for m in batch:
@@ -713,7 +712,7 @@ class Hub:
                         c.outbox.latest(("bar", symbol, tf), f)
                 if "indicators" in chans and ind is not None:
                     c.outbox.latest(("indicators", symbol), ind)
-        except (SmartTradeError, rexc.RedisError, OSError, ValueError) as exc:
+        except (SmartTradeError, *REDIS_FAILURES, ValueError) as exc:
             log.warning("hub bars %s: %s", symbol, exc)
         finally:
             self._bars_due.pop(symbol, None)
@@ -780,7 +779,7 @@ class Hub:
             await self._catch_up(client, symbol, since)
         except TooSlow:
             pass  # the outbox failed: its socket is closing
-        except (SmartTradeError, rexc.RedisError, OSError) as exc:
+        except (SmartTradeError, *REDIS_FAILURES) as exc:
             client.outbox.fail(f"too slow: could not catch up after a gap ({exc})")
         finally:
             buffered = client.replaying.pop(symbol, [])

@@ -21,7 +21,6 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-import redis.exceptions as rexc
 from redis.asyncio.client import Pipeline
 
 from smarttrade.errors import SmartTradeError
@@ -39,6 +38,7 @@ from smarttrade.keyspace import (
     sockets_key,
 )
 from smarttrade.models import Session, encode
+from smarttrade.redis.connections import REDIS_FAILURES
 from smarttrade.redis.topology import Topology
 from smarttrade.stores import Stores
 
@@ -66,7 +66,7 @@ class Presence:
             asyncio.create_task(self._every(GATEWAY_ALIVE_RENEW_S, self._renew)),
             asyncio.create_task(self._every(SWEEP_EVERY_S, self.sweep)),
         ]
-        with contextlib.suppress(rexc.RedisError, OSError, SmartTradeError):  # Redis away: the loops retry
+        with contextlib.suppress(*REDIS_FAILURES, SmartTradeError):  # Redis away: the loops retry
             await self._renew()
             await self.sweep()  # what a gateway that died before this start left
 
@@ -76,7 +76,7 @@ class Presence:
         for task in [*self._tasks, *self._cleanups]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        with contextlib.suppress(rexc.RedisError, OSError, SmartTradeError):
+        with contextlib.suppress(*REDIS_FAILURES, SmartTradeError):
             await self.cleanup(self.gateway_id)  # a clean stop closes its sockets' sessions
             await self.redis.delete(gateway_alive_key(self.gateway_id))
 
@@ -85,7 +85,7 @@ class Presence:
             await asyncio.sleep(period)
             try:
                 await fn()  # type: ignore[misc]
-            except (rexc.RedisError, OSError, SmartTradeError) as exc:
+            except (*REDIS_FAILURES, SmartTradeError) as exc:
                 log.warning("presence: %s", exc)
 
     async def _renew(self) -> None:
@@ -173,7 +173,7 @@ class Presence:
     async def _cleanup_logged(self, gateway_id: str) -> None:
         try:
             await self.cleanup(gateway_id)
-        except (rexc.RedisError, OSError, SmartTradeError) as exc:
+        except (*REDIS_FAILURES, SmartTradeError) as exc:
             log.warning("presence: cleaning up %s: %s", gateway_id, exc)
 
     async def cleanup(self, gateway_id: str) -> int:

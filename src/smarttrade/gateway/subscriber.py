@@ -25,11 +25,11 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-import redis.exceptions as rexc
 from redis.asyncio.client import PubSub
 from redis.crc import key_slot
 
 from smarttrade.keyspace import Store, expired_channel, trades_channel, trades_pattern
+from smarttrade.redis.connections import REDIS_FAILURES
 from smarttrade.redis.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class ClassicSubscriber:
 
     async def aclose(self) -> None:
         if self._ps is not None:
-            with contextlib.suppress(rexc.RedisError, OSError):
+            with contextlib.suppress(*REDIS_FAILURES):
                 await self._ps.aclose()
 
 
@@ -170,7 +170,7 @@ class ClusterSubscriber:
                     self._queue.put_nowait(msg)
         except asyncio.CancelledError:
             raise
-        except (rexc.RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             self._broken = f"shard subscription on {name} lost: {exc}"
             self._queue.put_nowait(Resubscribe(self._broken))
 
@@ -227,7 +227,7 @@ class ClusterSubscriber:
         self._tasks = []
         closing = [self._cps] if self._cps is not None else list(self._subs.values())
         for ps in closing:
-            with contextlib.suppress(rexc.RedisError, OSError, Exception):
+            with contextlib.suppress(*REDIS_FAILURES, Exception):
                 await ps.aclose()
         self._cps, self._subs = None, {}
 

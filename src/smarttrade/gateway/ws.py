@@ -11,7 +11,6 @@ import logging
 import secrets
 import time
 
-import redis.exceptions as rexc
 from fastapi import APIRouter, WebSocket
 
 from smarttrade.errors import SmartTradeError
@@ -33,6 +32,7 @@ from smarttrade.gateway.protocol import (
     error_frame,
     parse,
 )
+from smarttrade.redis.connections import REDIS_FAILURES
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -66,7 +66,7 @@ async def _quietly(what: str, coro: object) -> None:
     """Presence writes must not break a socket: Redis trouble is logged, the socket goes on."""
     try:
         await coro  # type: ignore[misc]
-    except (rexc.RedisError, OSError, SmartTradeError) as exc:
+    except (*REDIS_FAILURES, SmartTradeError) as exc:
         log.warning("presence %s: %s", what, exc)
 
 
@@ -109,7 +109,7 @@ async def _read(ws: WebSocket, hub: Hub, client: Client) -> tuple[int, str]:
                 await hub.subscribe(client, msg)
             except TooSlow as exc:
                 return CLOSE_TOO_SLOW, str(exc)
-            except (SmartTradeError, rexc.RedisError, OSError) as exc:
+            except (SmartTradeError, *REDIS_FAILURES) as exc:
                 out.strict(error_frame("unavailable", f"subscribe: {exc}"))
             if list(client.subs) != wanted:  # some were refused
                 await _quietly(

@@ -29,11 +29,10 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import redis.asyncio as aioredis
-import redis.exceptions as rexc
 
 from smarttrade.errors import SmartTradeError
 from smarttrade.keyspace import lease_key
-from smarttrade.redis.connections import one_line_reason, redis_errors
+from smarttrade.redis.connections import REDIS_FAILURES, one_line_reason, redis_errors
 
 T = TypeVar("T")
 
@@ -200,7 +199,7 @@ class Lease:
 
     async def release(self) -> None:
         """Give the claim back (a clean exit), so the next run starts at once."""
-        with contextlib.suppress(rexc.RedisError, OSError, TimeoutError):
+        with contextlib.suppress(*REDIS_FAILURES, TimeoutError):
             await asyncio.wait_for(self._call("release"), RELEASE_TIMEOUT_S)
 
     async def hold(self, work: Callable[[], Awaitable[T]]) -> T:
@@ -240,7 +239,7 @@ class Lease:
                 good, next_at = sent, sent + every
             except LeaseLost as exc:
                 return exc
-            except (rexc.RedisError, OSError, TimeoutError) as exc:
+            except (*REDIS_FAILURES, TimeoutError) as exc:
                 if time.monotonic() >= deadline:
                     return LeaseLost(
                         f"lease on source {self.source} lost: not renewed for SMARTTRADE_INGEST_LEASE_S="

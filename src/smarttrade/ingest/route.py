@@ -29,6 +29,7 @@ from smarttrade.ingest.commit import Commit
 from smarttrade.ingest.wire import CommitWire
 from smarttrade.keyspace import Store
 from smarttrade.redis.cluster import ClusterPools
+from smarttrade.redis.connections import REDIS_FAILURES
 from smarttrade.redis.topology import Topology
 
 # replies that mean "not on this node (any more), or not now": the slot map must be reloaded
@@ -95,7 +96,7 @@ class ClusterWire:
                 if self._stale:
                     try:
                         await self._refresh()
-                    except (rexc.RedisError, OSError) as exc:  # still failing over: wait, resend
+                    except REDIS_FAILURES as exc:  # still failing over: wait, resend
                         return [RouteChanged(f"cluster slot map unavailable: {exc}")] * len(commits)
                 future = self._dispatch(commits)  # sent in turn; the replies may come later
         finally:

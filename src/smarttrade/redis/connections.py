@@ -38,6 +38,11 @@ LOADING_POLL_S = 0.2
 LOADING_REPORT_S = 2.0  # one progress line this often, whole lines (pipes and journals too)
 
 
+# What a Redis call can fail with: redis-py's errors, the cluster client's own (not a RedisError:
+# "cannot be connected", a slot not covered), and the OS's.
+REDIS_FAILURES: tuple[type[BaseException], ...] = (rexc.RedisError, rexc.RedisClusterException, OSError)
+
+
 def one_line_reason(exc: BaseException) -> str:
     """The most useful one-line reason: the OS error under redis-py's wrapper when there is one."""
     seen: BaseException | None = exc
@@ -76,6 +81,8 @@ def redis_errors(url: str, where: str | None = None) -> Iterator[None]:
     except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
         if "No connection available" in str(exc):
             raise SmartTradeError(_POOL_EXHAUSTED) from None
+        raise RedisUnavailable(redact(url), one_line_reason(exc)) from None
+    except rexc.RedisClusterException as exc:  # no node reachable, a slot not served
         raise RedisUnavailable(redact(url), one_line_reason(exc)) from None
     except rexc.InvalidResponse as exc:  # e.g. an HTTP server answering "HTTP/1.1 400"
         raise RedisUnavailable(redact(url), f"not a Redis server ({one_line_reason(exc)})") from None

@@ -10,7 +10,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-import redis.exceptions as rexc
+from smarttrade.redis.connections import REDIS_FAILURES
 
 STOP_WAIT_S = 5.0
 
@@ -29,7 +29,7 @@ async def periodic(period_s: float, action: Callable[[], Awaitable[None]]) -> As
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), period_s)
                 return
-            with contextlib.suppress(rexc.RedisError, OSError):
+            with contextlib.suppress(*REDIS_FAILURES):
                 await action()
 
     task = asyncio.create_task(loop())

@@ -29,6 +29,7 @@ from redis.asyncio.sentinel import Sentinel
 from smarttrade.errors import RedisUnavailable
 from smarttrade.redis.connections import (
     FIRST_PING_S,
+    REDIS_FAILURES,
     SOCKET_TIMEOUT_S,
     NodeClients,
     connection_kwargs,
@@ -134,7 +135,7 @@ class SentinelPools:
                 reasons.append(
                     f"{host}:{port} is not a sentinel (it refused SENTINEL: {str(exc).split(',')[0]})"
                 )
-            except (rexc.RedisError, OSError, TimeoutError) as exc:
+            except (*REDIS_FAILURES, TimeoutError) as exc:
                 reasons.append(f"{host}:{port}: {one_line_reason(exc)}")
         if all("knows no master" in r for r in reasons):
             raise RedisUnavailable(
@@ -167,7 +168,7 @@ class SentinelPools:
         sentinels for the master again (a connection in use fails its read, and its caller
         retries or resends)."""
         for client in self._clients.values():
-            with contextlib.suppress(rexc.RedisError, OSError):
+            with contextlib.suppress(*REDIS_FAILURES):
                 await client.connection_pool.disconnect()
 
     async def _follow(self) -> None:
@@ -200,10 +201,10 @@ class SentinelPools:
                             await self._check_master(client)
             except asyncio.CancelledError:
                 raise
-            except (rexc.RedisError, OSError) as exc:
+            except REDIS_FAILURES as exc:
                 log.debug("sentinel %s:%s: %s; subscribing elsewhere in %.1f s", host, port, exc, delay)
             finally:
-                with contextlib.suppress(rexc.RedisError, OSError):
+                with contextlib.suppress(*REDIS_FAILURES):
                     await client.aclose()
             await asyncio.sleep(delay)
             delay = min(delay * 2, FOLLOW_BACKOFF_S[1])
@@ -241,20 +242,20 @@ class SentinelPools:
                 seen = await sentinel.sentinel_get_master_addr_by_name(self.master_name)
                 named = ":".join(_text(x) for x in seen) if seen else "none"
                 nodes.append(NodeView(addr, "sentinel", link=named, healthy=named == master))
-            except (rexc.RedisError, OSError) as exc:
+            except REDIS_FAILURES as exc:
                 nodes.append(NodeView(addr, "sentinel", link=f"unreachable ({exc})", healthy=False))
         return TopologyView("sentinel", self.tls, nodes, self.master_name, master)
 
     async def aclose(self) -> None:
         if self._follower is not None:
             self._follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError, rexc.RedisError, OSError):
+            with contextlib.suppress(asyncio.CancelledError, *REDIS_FAILURES):
                 await self._follower
             self._follower = None
         await self._nodes.aclose()
         for client in self._clients.values():
             await client.aclose(close_connection_pool=True)
-        with contextlib.suppress(rexc.RedisError, OSError):
+        with contextlib.suppress(*REDIS_FAILURES):
             await self.sentinel.aclose()
 
 
