@@ -18,7 +18,6 @@ empty, a failover lost the write) simply writes it again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import secrets
@@ -198,9 +197,23 @@ class Lease:
         self.renewals += 1
 
     async def release(self) -> None:
-        """Give the claim back (a clean exit), so the next run starts at once."""
-        with contextlib.suppress(*REDIS_FAILURES, TimeoutError):
-            await asyncio.wait_for(self._call("release"), RELEASE_TIMEOUT_S)
+        """Give the claim back (a clean exit), so the next run starts at once.
+
+        A renewal cancelled mid-reply (Ctrl-C) can leave its connection in the pool still
+        waiting for that reply; redis-py then refuses the next read on it (RuntimeError). The
+        pool's connections are dropped and the release tried once more on a fresh one."""
+        for attempt in range(2):
+            try:
+                await asyncio.wait_for(self._call("release"), RELEASE_TIMEOUT_S)
+                return
+            except RuntimeError:
+                if attempt:
+                    return
+                pool = getattr(self.client, "connection_pool", None)  # a cluster client has one per node
+                if pool is not None:
+                    await pool.disconnect()
+            except (*REDIS_FAILURES, TimeoutError):
+                return
 
     async def hold(self, work: Callable[[], Awaitable[T]]) -> T:
         """Take the lease, run ``work()`` while renewing it, release it at the end. A lost lease
