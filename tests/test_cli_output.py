@@ -52,6 +52,7 @@ def filled(cli: Any, server: Any, tmp_path: Path) -> Any:
 # -- item 14: nothing cut in a pipe or a file --------------------------------------------------------
 
 
+@pytest.mark.one_binary
 def test_piped_tables_keep_every_label_and_value_whole(filled: Any, server: Any, tmp_path: Path) -> None:
     backups = tmp_path / "a-backup-folder-with-a-long-name-so-that-an-80-column-table-would-cut-it"
     backups.mkdir()
@@ -223,6 +224,7 @@ def test_one_convention_for_counts_and_rates(filled: Any) -> None:
         assert found and float(found[1]) == 50, command
 
 
+@pytest.mark.one_binary
 def test_get_reads_every_key_family_that_keys_lists(filled: Any) -> None:
     _ok(filled.smarttrade("alerts", "--interval", "0.1"), (0, 1, 2))  # keeps its state in ops:alerts
     by_family: dict[str, tuple[str, str]] = {}

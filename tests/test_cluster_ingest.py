@@ -27,7 +27,7 @@ from tests.test_ingest_reliability import ingest, summary
 from tests.test_one_db import _everything
 from tests.topologies import Cluster, Node
 
-pytestmark = pytest.mark.topology
+pytestmark = [pytest.mark.topology, pytest.mark.one_binary]
 
 SYMBOLS = ("DOL", "WDO", "WIN", "IND")
 

@@ -29,7 +29,7 @@ from tests.test_gateway_sessions import connected_on, sessions_db, start_gateway
 from tests.test_gateway_ws import Gateway, gateway, subscribe
 
 __all__ = ["gateway"]
-pytestmark = pytest.mark.topology
+pytestmark = [pytest.mark.topology, pytest.mark.one_binary]
 SYMBOL = "WIN"
 USERS = ("ann", "ben", "cid")
 VICTIM = "gw-victim"

@@ -166,6 +166,7 @@ async def test_many_sockets_get_batches_of_what_was_waiting(gateway: Gateway) ->
             hub.unregister(c)
 
 
+@pytest.mark.one_binary
 async def test_a_deliberately_slow_reader_gets_the_notice_and_exact_trades_and_footprint(
     gateway: Gateway,
     server: EmbeddedRedis,

@@ -111,6 +111,7 @@ async def connected_on(proc: subprocess.Popen, port: int, gateway: Gateway, user
             await asyncio.sleep(0.1)
 
 
+@pytest.mark.one_binary
 async def test_a_gateway_killed_with_9_is_cleaned_up_through_the_expired_event(
     gateway: Gateway, server: EmbeddedRedis
 ) -> None:

@@ -11,11 +11,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import redis
 
 from smarttrade.keyspace import SPECS, Store, lease_key
 from smarttrade.redis.embedded import EmbeddedRedis
 from tests.test_ingest_reliability import ingest
+
+pytestmark = pytest.mark.one_binary  # the lease's logic, not the server's
 
 SOURCE = "feed"
 KEY = lease_key(SOURCE)  # the standalone layout: these servers are standalone

@@ -25,7 +25,7 @@ from smarttrade.keyspace import CLUSTER, use_layout
 from tests.conftest import run_smarttrade
 from tests.topologies import Cluster
 
-pytestmark = pytest.mark.topology
+pytestmark = [pytest.mark.topology, pytest.mark.one_binary]
 
 SYMBOLS = ("DOL", "WDO", "WIN", "PETR", "VALE", "ITUB")
 QUOTES_EACH = 20

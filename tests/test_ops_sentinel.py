@@ -15,7 +15,7 @@ from tests.conftest import run_smarttrade
 from tests.test_ops_cluster import check_node_set
 from tests.topologies import SentinelGroup
 
-pytestmark = pytest.mark.topology
+pytestmark = [pytest.mark.topology, pytest.mark.one_binary]
 
 
 def smarttrade(group: SentinelGroup, tmp_path: Path, *args: str) -> tuple[int, str, str]:

@@ -45,6 +45,7 @@ def sentinel_env(group: SentinelGroup) -> dict[str, str]:
     }
 
 
+@pytest.mark.one_binary
 def test_kill_9_of_the_primary_mid_replay_changes_nothing(
     sentinel_group: SentinelGroup,
     expected: dict[str, object],  # noqa: F811
@@ -73,6 +74,7 @@ def test_kill_9_of_the_primary_mid_replay_changes_nothing(
     assert got == expected
 
 
+@pytest.mark.one_binary
 @pytest.mark.parametrize("wait_replicas", [0, 1])
 def test_failover_pause_and_loss(binary: str, tmp_path: Path, wait_replicas: int) -> None:
     """Kill to the first acknowledged commit on the new master, and acknowledged commits the
