@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import pytest
 import redis
 
+from smarttrade.keyspace import STANDALONE, use_layout
 from smarttrade.redis.embedded import EmbeddedRedis, find_redis_binary
 from smarttrade.redis.topology import Topology
 from smarttrade.settings import Settings
@@ -75,6 +76,16 @@ def _clean_env() -> Iterator[None]:
             del os.environ[k]
     yield
     os.environ.update(saved)
+
+
+@pytest.fixture(autouse=True)
+def _standalone_layout() -> Iterator[None]:
+    """Every test starts with the contract's key layout and leaves it so: a cluster topology built
+    in-process (``Topology.from_settings``) switches the process-wide layout to hash tags, which
+    would spell every later test's keys wrong."""
+    use_layout(STANDALONE)
+    yield
+    use_layout(STANDALONE)
 
 
 def start_server(path: Path, binary: str, **config: str) -> EmbeddedRedis:

@@ -97,6 +97,7 @@ def test_piped_tables_keep_every_label_and_value_whole(filled: Any, server: Any,
         assert "trading profile vs the live server" in outputs["profile"]
 
 
+@pytest.mark.one_binary
 def test_ingest_to_a_pipe_logs_plain_progress_lines(cli: Any, server: Any, tmp_path: Path) -> None:
     env = _env(server, "40")
     args = ("ingest", "--synthetic", "--duration", "6", "--dead-letter", str(tmp_path / "d"))
@@ -152,6 +153,7 @@ def _top_fields(value: Any) -> set[str]:
     return set(value)
 
 
+@pytest.mark.one_binary
 def test_every_json_output_has_its_documented_fields(filled: Any, server: Any, tmp_path: Path) -> None:
     backups = tmp_path / "backups"
     backups.mkdir()

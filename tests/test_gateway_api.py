@@ -352,6 +352,7 @@ def test_a_port_in_use_is_one_line(server) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.one_binary
 def test_the_demo_serves_the_dashboard_with_its_token(server) -> None:
     args = ["demo", "--symbols", "WIN", "--rate", "20", "--duration", "6"]
     proc, found = _start(args, _env(server), r"^dashboard: (http://127\.0\.0\.1:(\d+))/\?token=(\S+)$")

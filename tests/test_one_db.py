@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 
 from smarttrade.keyspace import Store, family_of
@@ -111,6 +112,7 @@ def _json(cli: CliRunner, *args: str) -> Any:
     return json.loads(result.stdout)
 
 
+@pytest.mark.one_binary
 def test_demo_and_ops_commands_on_one_db(cli: CliRunner, tmp_path: Path) -> None:
     demo = cli.smarttrade("demo", "--duration", "2", env=ONE_DB)
     assert demo.returncode == 0, demo.stderr

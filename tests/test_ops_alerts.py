@@ -837,6 +837,7 @@ async def test_an_evalsha_counts_once_in_the_ops_rate(srv: EmbeddedRedis) -> Non
     assert 20 <= window.ops_s * window.seconds < 40  # what we sent: 20 EVALSHA, HGETALL, INFO
 
 
+@pytest.mark.one_binary
 async def test_a_demo_rate_ingest_does_not_warn_a_busy_client_does(
     srv: EmbeddedRedis, tmp_path: Path
 ) -> None:
