@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,3 +166,50 @@ async def assert_every_offset_once(topo: Topology, symbol: str, got: list[str]) 
     missing = sorted(set(after) - set(got), key=offset_key)
     assert not missing, f"{len(missing)} offsets of the stream never reached the socket: {missing[:5]}"
     return len(after)
+
+
+async def kill_under_feed(
+    topo: Topology,
+    settings: Settings,
+    tmp_path: Path,
+    symbol: str,
+    kill: Callable[[], None],
+    within_s: tuple[float, float, float],
+    after_health: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """The fault scenario the cluster and sentinel fan-out tests share: a gateway, a socket
+    subscribed to ``symbol`` while a trickle feeds it, ``kill()`` once trades flow, then /healthz
+    503 and 200 again and new trades, each within its bound (``within_s``: unhealthy, healthy,
+    new trades); every offset reached the socket once. Returns the measured figures."""
+    from websockets.asyncio.client import connect
+
+    from tests.test_gateway_ws import subscribe
+
+    unhealthy_s, healthy_s, new_trades_within_s = within_s
+    stop = asyncio.Event()
+    feeder: asyncio.Task[None] | None = None
+    try:
+        async with serve(topo, settings) as gw, httpx.AsyncClient(base_url=gw.url, timeout=5) as http:
+            assert (await http.get("/healthz")).status_code == 200
+            async with connect(gw.ws_url()) as ws:
+                await subscribe(ws, [symbol], ["trades"])
+                feeder = asyncio.create_task(trickle(topo, settings, tmp_path, stop, symbol))
+                got = Collector(ws)
+                await got.wait_more(0, 10)
+                kill()
+                health = await watch_health(http, time.monotonic(), unhealthy_s, healthy_s)
+                if after_health is not None:
+                    after_health()
+                new_trades_s = await got.wait_more(len(got.offsets()), new_trades_within_s)
+                stop.set()
+                await feeder
+                await asyncio.sleep(1.5)  # the last commits reach the socket
+                await got.aclose()
+        delivered = got.offsets()
+        stream = await assert_every_offset_once(topo, symbol, delivered)
+        figures = {"new_trades_s": round(new_trades_s, 2), "delivered": len(delivered), "stream": stream}
+        return {**health.figures(), **figures}
+    finally:
+        stop.set()
+        if feeder is not None:
+            await asyncio.gather(feeder, return_exceptions=True)

@@ -13,21 +13,16 @@ binaries: 503 at once (the reader's shard connection breaks with the kill), 200 
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 from redis.crc import key_slot
-from websockets.asyncio.client import connect
 
 from smarttrade.keyspace import trades_channel
 from smarttrade.redis.topology import Topology
 from smarttrade.settings import Settings
-from tests.fanout_faults import Collector, assert_every_offset_once, serve, trickle, watch_health
-from tests.test_gateway_ws import subscribe
+from tests.fanout_faults import kill_under_feed
 from tests.topologies import Cluster
 
 pytestmark = pytest.mark.topology
@@ -47,30 +42,16 @@ async def test_kill9_primary_healthz_and_no_gap(fresh_cluster: Cluster, tmp_path
     settings = cluster_settings(fresh_cluster)
     topo = Topology.from_settings(settings)
     await topo.ping()
-    stop = asyncio.Event()
-    feeder: asyncio.Task | None = None
+    victim = fresh_cluster.node_for_slot(key_slot(trades_channel(SYMBOL).encode()))
     try:
-        async with serve(topo, settings) as gw, httpx.AsyncClient(base_url=gw.url, timeout=5) as http:
-            assert (await http.get("/healthz")).status_code == 200
-            async with connect(gw.ws_url()) as ws:
-                await subscribe(ws, [SYMBOL], ["trades"])
-                feeder = asyncio.create_task(trickle(topo, settings, tmp_path, stop, SYMBOL))
-                got = Collector(ws)
-                await got.wait_more(0, 10)
-                victim = fresh_cluster.node_for_slot(key_slot(trades_channel(SYMBOL).encode()))
-                victim.kill9()
-                health = await watch_health(http, time.monotonic(), UNHEALTHY_WITHIN_S, HEALTHY_WITHIN_S)
-                new_trades_s = await got.wait_more(len(got.offsets()), NEW_TRADES_WITHIN_S)
-                stop.set()
-                await feeder
-                await asyncio.sleep(1.5)  # the last commits reach the socket
-                await got.aclose()
-        delivered = got.offsets()
-        stream = await assert_every_offset_once(topo, SYMBOL, delivered)
-        figures = {"new_trades_s": round(new_trades_s, 2), "delivered": len(delivered), "stream": stream}
-        print(json.dumps({**health.figures(), **figures}))
+        figures = await kill_under_feed(
+            topo,
+            settings,
+            tmp_path,
+            SYMBOL,
+            victim.kill9,
+            (UNHEALTHY_WITHIN_S, HEALTHY_WITHIN_S, NEW_TRADES_WITHIN_S),
+        )
+        print(json.dumps(figures))
     finally:
-        stop.set()
-        if feeder is not None:
-            await asyncio.gather(feeder, return_exceptions=True)
         await topo.aclose()

@@ -15,19 +15,14 @@ NEW_TRADES_WITHIN_S of the 200.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from pathlib import Path
 
-import httpx
 import pytest
-from websockets.asyncio.client import connect
 
 from smarttrade.redis.topology import Topology
 from smarttrade.settings import Settings
-from tests.fanout_faults import Collector, assert_every_offset_once, serve, trickle, watch_health
-from tests.test_gateway_ws import subscribe
+from tests.fanout_faults import kill_under_feed
 from tests.topologies import SentinelGroup
 
 pytestmark = pytest.mark.topology
@@ -50,33 +45,17 @@ async def test_kill9_master_healthz_and_no_gap(sentinel_group: SentinelGroup, tm
     settings = sentinel_settings(sentinel_group)
     topo = Topology.from_settings(settings)
     await topo.ping()
-    stop = asyncio.Event()
-    feeder: asyncio.Task | None = None
+    old = sentinel_group.current_master()
+
+    def promoted() -> None:
+        promoted = sentinel_group.current_master()
+        assert promoted != old, f"the sentinels still name {old}"
+
+    bounds = (UNHEALTHY_WITHIN_S, HEALTHY_WITHIN_S, NEW_TRADES_WITHIN_S)
     try:
-        async with serve(topo, settings) as gw, httpx.AsyncClient(base_url=gw.url, timeout=5) as http:
-            assert (await http.get("/healthz")).status_code == 200
-            async with connect(gw.ws_url()) as ws:
-                await subscribe(ws, [SYMBOL], ["trades"])
-                feeder = asyncio.create_task(trickle(topo, settings, tmp_path, stop, SYMBOL))
-                got = Collector(ws)
-                await got.wait_more(0, 10)
-                old = sentinel_group.current_master()
-                sentinel_group.primary.kill9()
-                killed = time.monotonic()
-                health = await watch_health(http, killed, UNHEALTHY_WITHIN_S, HEALTHY_WITHIN_S)
-                promoted = sentinel_group.current_master()
-                assert promoted != old, f"the sentinels still name {old}"
-                new_trades_s = await got.wait_more(len(got.offsets()), NEW_TRADES_WITHIN_S)
-                stop.set()
-                await feeder
-                await asyncio.sleep(1.5)  # the last commits reach the socket
-                await got.aclose()
-        delivered = got.offsets()
-        stream = await assert_every_offset_once(topo, SYMBOL, delivered)
-        figures = {"new_trades_s": round(new_trades_s, 2), "delivered": len(delivered), "stream": stream}
-        print(json.dumps({**health.figures(), **figures}))
+        figures = await kill_under_feed(
+            topo, settings, tmp_path, SYMBOL, sentinel_group.primary.kill9, bounds, promoted
+        )
+        print(json.dumps(figures))
     finally:
-        stop.set()
-        if feeder is not None:
-            await asyncio.gather(feeder, return_exceptions=True)
         await topo.aclose()
