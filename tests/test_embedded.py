@@ -140,6 +140,31 @@ def test_a_port_reused_by_another_redis_is_not_attached_to(tmp_path: Path, binar
         stranger.stop(save=False)
 
 
+def test_a_cluster_port_leaves_room_for_its_bus() -> None:
+    # The kernel hands out ports up to 60999; one above 55535 in a few hundred draws is near certain.
+    ports = [free_port(10000) for _ in range(300)]
+    assert max(ports) <= 55535
+    assert free_port() > 0
+
+
+def test_a_cluster_node_starts_on_a_port_it_accepts(tmp_path: Path, binary: str) -> None:
+    """A cluster-enabled node refuses a client port above 55535: CI once drew 5xxxx and failed."""
+    for attempt in range(5):
+        server = EmbeddedRedis(
+            data_dir=tmp_path / str(attempt),
+            config={"cluster-enabled": "yes", "save": "", "appendonly": "no"},
+            binary=binary,
+        )
+        assert server.bus_offset() == 10000
+        server.start()
+        try:
+            assert server.port <= 55535
+            with redis.Redis(port=server.port) as client:
+                assert client.info("cluster")["cluster_enabled"] == 1
+        finally:
+            server.stop(save=False)
+
+
 def test_server_pid_of_no_server() -> None:
     port = free_port()
     assert server_pid(port) is None

@@ -35,12 +35,10 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from smarttrade.errors import RedisUnavailable
-from smarttrade.redis.embedded import LOG_FILE, EmbeddedRedis, find_redis_binary, free_port
+from smarttrade.redis.embedded import LOG_FILE, EmbeddedRedis, find_redis_binary
 
 HOST = "127.0.0.1"
 CLUSTER_SLOTS = 16384
-# Redis 6.2 has no cluster-port directive: the cluster bus is always the client port + 10000.
-BUS_OFFSET = 10000
 # Nothing in a test topology is worth keeping: no AOF, no snapshots (a config argument can say otherwise).
 # Redis 7 syncs a replica diskless after waiting 5 s for more replicas to share the transfer: no wait.
 PLAIN = {"save": "", "appendonly": "no", "repl-diskless-sync-delay": "0"}
@@ -231,29 +229,11 @@ def parse_cluster_nodes(text: str) -> list[ClusterEntry]:
     return entries
 
 
-def _cluster_port() -> int:
-    """A free port whose cluster bus port (port + 10000) is valid and free as well."""
-    for _ in range(200):
-        port = free_port()
-        if port + BUS_OFFSET > 65535:
-            continue
-        with socket.socket() as probe:
-            try:
-                probe.bind((HOST, port + BUS_OFFSET))
-            except OSError:
-                continue
-        return port
-    raise TopologyError("cluster: no free port with a free bus port (port + 10000) found in 200 tries")
-
-
 def _start_cluster_node(folder: Path, binary: str, config: dict[str, str], tls: TlsFiles | None) -> Node:
-    last: Exception | None = None
-    for _ in range(3):  # a port or its bus port can be taken between probe and bind
-        try:
-            return start_node(folder, binary, config, port=_cluster_port(), tls=tls)
-        except RedisUnavailable as exc:
-            last = exc
-    raise TopologyError(f"cluster node in {folder}: {last}")
+    try:  # EmbeddedRedis picks a port whose bus port is free too, and retries a lost race
+        return start_node(folder, binary, config, tls=tls)
+    except RedisUnavailable as exc:
+        raise TopologyError(f"cluster node in {folder}: {exc}") from exc
 
 
 @dataclass

