@@ -21,7 +21,17 @@ from smarttrade.redis.embedded import EmbeddedRedis
 from smarttrade.redis.topology import Topology
 from smarttrade.settings import Settings
 from smarttrade.stores import Stores
-from tests.test_gateway_ws import Gateway, drain, feed, gateway, recv, recv_until, stream_ids, subscribe
+from tests.test_gateway_ws import (
+    Gateway,
+    drain,
+    feed,
+    gateway,
+    last_id,
+    recv,
+    recv_until,
+    stream_ids,
+    subscribe,
+)
 
 __all__ = ["gateway"]  # the fixture, shared
 
@@ -36,7 +46,7 @@ async def test_resume_by_offset_no_gap_no_duplicate(
     async with connect(gateway.url()) as ws:
         await subscribe(ws, ["WIN"], ["trades"])
         await feed(pools, settings, tmp_path, 1500, seed=1)
-        first = trade_offsets(await drain(ws))
+        first = trade_offsets(await drain(ws, last=last_id(server)))
     assert first
     epoch = await _epoch(server, "WIN")
     await feed(pools, settings, tmp_path, 1500, seed=2)  # missed while away
@@ -45,7 +55,7 @@ async def test_resume_by_offset_no_gap_no_duplicate(
         since = {"WIN": {"offset": first[-1], "epoch": epoch}}
         head = await subscribe(ws, ["WIN"], ["trades"], since=since)
         await live
-        second = trade_offsets(head) + trade_offsets(await drain(ws))
+        second = trade_offsets(head) + trade_offsets(await drain(ws, last=last_id(server)))
     ack = head[-1]
     assert ack["type"] == "subscribed" and ack["recovered"] is True and ack["replayed"] > 0
     assert not [f for f in head if f["type"] == "snapshot"]
@@ -238,7 +248,7 @@ async def test_a_reader_reconnect_catches_up_by_offset(
         with redis.Redis(port=server.port) as r:  # our test server: drop the hub's pub/sub connection
             assert r.client_kill_filter(_type="pubsub") >= 1
         await feed(pools, settings, tmp_path, 600, seed=8)  # partly while the reader is away
-        frames = await drain(ws, quiet=1.5)
+        frames = await drain(ws, quiet=1.5, last=last_id(server))
     assert gateway.hub.stats()["resyncs"] >= 1
     assert trade_offsets(frames) == stream_ids(server, "WIN")  # no gap, no duplicate
 
@@ -253,7 +263,7 @@ async def test_a_new_epoch_while_live_gives_a_snapshot(
         with redis.Redis(port=server.port, db=1) as r:  # the history is lost (as a restart would)
             r.delete("stream:trades:WIN", "stream:epoch:WIN")
         await feed(pools, settings, tmp_path, 300, seed=8)
-        frames = await drain(ws, quiet=1.5)
+        frames = await drain(ws, quiet=1.5, last=last_id(server))
     after = await _epoch(server, "WIN")
     assert after and after != before
     snaps = [i for i, f in enumerate(frames) if f["type"] == "snapshot"]

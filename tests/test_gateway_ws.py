@@ -114,15 +114,31 @@ async def recv_until(ws: ClientConnection, want: str, timeout: float = 10.0) -> 
             return out
 
 
-async def drain(ws: ClientConnection, quiet: float = 1.0, limit: int = 200_000) -> list[dict[str, Any]]:
-    """Every frame until none came for ``quiet`` seconds."""
+async def drain(
+    ws: ClientConnection,
+    quiet: float = 1.0,
+    limit: int = 200_000,
+    last: str | None = None,
+    wait: float = 30.0,
+) -> list[dict[str, Any]]:
+    """Every frame until none came for ``quiet`` seconds; with ``last``, not before the trades frame
+    of that offset came (or ``wait`` passed): a loaded machine can pause longer than ``quiet``."""
     out: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    end = loop.time() + wait
+    seen = last is None
     while len(out) < limit:
         try:
-            out.append(await recv(ws, quiet))
+            frame = await recv(ws, quiet if seen else max(quiet, end - loop.time()))
         except TimeoutError:
             break
+        out.append(frame)
+        seen = seen or (frame["type"] == "trades" and frame.get("offset") == last)
     return out
+
+
+def last_id(server: EmbeddedRedis, symbol: str = "WIN") -> str:
+    return stream_ids(server, symbol)[-1]
 
 
 async def subscribe(ws: ClientConnection, symbols: list[str], channels: list[str], **extra: Any) -> list:
@@ -180,7 +196,7 @@ async def test_subscribe_receives_trades_quotes_and_footprint(
         assert snap["type"] == "snapshot" and snap["recovered"] is True and snap["ladder"] == []
         assert first[-1] == {**first[-1], "type": "subscribed", "symbol": "WIN", "recovered": True}
         await feed(pools, settings, tmp_path, 3000)
-        frames = await drain(ws)
+        frames = await drain(ws, last=last_id(server))
     ids = stream_ids(server, "WIN")
     trades = [f for f in frames if f["type"] == "trades"]
     assert [f["offset"] for f in trades] == ids  # every commit, in order, once

@@ -86,6 +86,7 @@ def test_status_shows_every_node_with_slots(seeded: Cluster, tmp_path: Path) -> 
     code, table, _ = smarttrade(seeded, tmp_path, "status")  # a pipe: plain lines, nothing cut
     assert code == 0 and "topology: cluster" in table
     assert all(n.addr in table for n in seeded.nodes)
+    assert "quote:{SYMBOL}:EPOCH_S" in table and "quote:SYMBOL:" not in table  # the keys as spelt here
 
 
 def test_profile_and_audit_act_on_every_node(seeded: Cluster, tmp_path: Path) -> None:

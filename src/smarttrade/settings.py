@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
@@ -184,16 +185,15 @@ def _symbol_specs(value: object) -> str:
     return text
 
 
-def _timeframes(value: object) -> str:
-    text = _as_text(value)
-    parse_timeframes(text)  # ValueError names the bad one
-    return text
+def _parsed_by(parse: Callable[[str], object]) -> Callable[[object], str]:
+    """A validator that keeps the text once ``parse`` accepts it (its ValueError names the bad part)."""
 
+    def validate(value: object) -> str:
+        text = _as_text(value)
+        parse(text)
+        return text
 
-def _sessions(value: object) -> str:
-    text = _as_text(value)
-    parse_sessions(text)
-    return text
+    return validate
 
 
 def _quantity(value: object) -> Decimal:
@@ -243,8 +243,8 @@ Connections = Annotated[int, BeforeValidator(_connections)]
 MemorySize = Annotated[str, BeforeValidator(_memory)]
 RedisUrl = Annotated[str | None, BeforeValidator(_redis_url)]
 SymbolSpecs = Annotated[str, BeforeValidator(_symbol_specs)]
-Timeframes = Annotated[str, BeforeValidator(_timeframes)]
-Sessions = Annotated[str, BeforeValidator(_sessions)]
+Timeframes = Annotated[str, BeforeValidator(_parsed_by(parse_timeframes))]
+Sessions = Annotated[str, BeforeValidator(_parsed_by(parse_sessions))]
 Ratio = Annotated[float, BeforeValidator(_ratio)]
 Fraction = Annotated[float, BeforeValidator(_fraction)]
 Count = Annotated[int, BeforeValidator(_count)]
@@ -325,12 +325,6 @@ def parse_addrs(text: str) -> list[tuple[str, int]]:
     return out
 
 
-def _addrs(value: object) -> str:
-    text = _as_text(value)
-    parse_addrs(text)
-    return text
-
-
 def _name(value: object) -> str:
     text = _as_text(value)
     if not text or not re.fullmatch(r"[A-Za-z0-9._-]+", text):
@@ -356,7 +350,7 @@ def _replicas(value: object) -> int:
 
 
 Mode = Annotated[str, BeforeValidator(_mode)]
-Addrs = Annotated[str, BeforeValidator(_addrs)]
+Addrs = Annotated[str, BeforeValidator(_parsed_by(parse_addrs))]
 MasterName = Annotated[str, BeforeValidator(_name)]
 TlsFile = Annotated[Path | None, BeforeValidator(_tls_file)]
 Replicas = Annotated[int, BeforeValidator(_replicas)]

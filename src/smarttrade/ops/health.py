@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from smarttrade.keyspace import SPECS, Store
+from smarttrade.keyspace import SPECS, Store, current_layout, layout_pattern
 from smarttrade.ops import keys
 from smarttrade.ops.nodes import store_clients
 from smarttrade.redis.connections import redis_errors
@@ -25,8 +25,10 @@ class StoreLayout:
 
 
 def layout(topology: Topology, settings: Settings) -> list[StoreLayout]:
+    """Each store's database and key pattern as this mode spells them (hash-tagged on a cluster)."""
+    keys_as = current_layout()
     return [
-        StoreLayout(s.store, s.title, topology.db(s.store), s.pattern, settings.ttl(s))
+        StoreLayout(s.store, s.title, topology.db(s.store), layout_pattern(s, keys_as), settings.ttl(s))
         for s in SPECS.values()
     ]
 
