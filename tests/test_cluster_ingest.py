@@ -233,3 +233,24 @@ def test_manual_failover_mid_replay_is_followed(
     assert summary(stdout)["failed"] is None
     fresh_cluster.wait_ok()
     assert_same_as_uninterrupted(fresh_cluster, reference)
+
+
+def test_an_online_slot_move_mid_replay_is_followed(
+    fresh_cluster: Cluster, reference: Any, tmp_path: Path
+) -> None:
+    """DOL's slot migrates to another primary mid-replay, key by key: commits that meet the
+    half-moved slot get ASK or TRYAGAIN and wait, those after it MOVED; the ingester reloads the
+    slot map and resends, and the script's sequence check applies each commit once."""
+    source = owner(fresh_cluster, "DOL")
+    target = next(p for p in fresh_cluster.primaries() if p.port != source.port)
+    err_path = tmp_path / "stderr.txt"
+    with err_path.open("w") as err:
+        proc = start_replay(fresh_cluster, source, tmp_path / "resharded", err)
+        moved = fresh_cluster.move_slot(key_slot(b"{DOL}"), target)
+        stdout, _ = proc.communicate(timeout=240)
+    log = err_path.read_text()
+    assert proc.returncode == 0, log
+    assert moved > 0 and owner(fresh_cluster, "DOL").port == target.port
+    assert "waiting for a cluster reshard" in log or "(MOVED)" in log, log
+    assert summary(stdout)["failed"] is None
+    assert_same_as_uninterrupted(fresh_cluster, reference)

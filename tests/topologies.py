@@ -353,6 +353,30 @@ class Cluster:
         self._remember()
         return new
 
+    def move_slot(self, slot: int, to: Node, batch: int = 20, pause_s: float = 0.01) -> int:
+        """Migrate ``slot`` to primary ``to`` online, the way ``redis-cli --cluster reshard`` does:
+        IMPORTING on the target, MIGRATING on the source, MIGRATE its keys ``batch`` at a time
+        (``pause_s`` apart, so writers meet the half-moved slot), then SETSLOT NODE on the target,
+        the source and every other primary. Returns how many keys moved."""
+        source = self.node_for_slot(slot)
+        if source.port == to.port:
+            raise TopologyError(f"cluster: slot {slot} is on {to.addr} already")
+        ids = {e.port: e.node_id for e in self.view()}
+        moved = 0
+        with to.client() as target, source.client() as origin:
+            target.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[source.port])
+            origin.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[to.port])
+            while keys := origin.execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch):
+                origin.execute_command("MIGRATE", HOST, to.port, "", 0, 10_000, "KEYS", *keys)
+                moved += len(keys)
+                time.sleep(pause_s)
+        others = [p for p in self.primaries() if p.port not in (to.port, source.port)]
+        for node in (to, source, *others):
+            with node.client() as c:
+                c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[to.port])
+        self.wait_ok()
+        return moved
+
     def flushall(self) -> None:
         """Empty every primary (only for a cluster we started)."""
         for node in self.primaries():

@@ -13,7 +13,8 @@
   expired-key notifications are per node, so every primary's connection subscribes to them.
   redis-py 8.1's ClusterPubSub does NOT follow a killed primary by itself (measured, see the doc:
   15 s after the failover its reads still raised ConnectionError in a loop and nothing arrived):
-  any error, or a slot map that moved, makes ``next`` raise ``Resubscribe``; the hub then reopens
+  any error, a slot map that moved, or the server dropping a shard subscription because its slot
+  moved to another node (a reshard), makes ``next`` raise ``Resubscribe``; the hub then reopens
   everything from a fresh slot map and catches its sockets up by offset.
 """
 
@@ -34,6 +35,7 @@ from smarttrade.redis.topology import Topology
 
 log = logging.getLogger(__name__)
 MAX_TAG_TRIES = 100_000  # hash tags tried to land a probe channel in each primary's slots
+MESSAGE_TYPES = ("message", "pmessage", "smessage")  # the rest are (un)subscribe replies
 
 
 class Resubscribe(Exception):
@@ -162,14 +164,27 @@ class ClusterSubscriber:
         self._tasks = [asyncio.create_task(self._pump(name, sub)) for name, sub in self._subs.items()]
 
     async def _pump(self, name: str, sub: PubSub) -> None:
-        """Read one node's connection into the queue; an error ends it and says so."""
+        """Read one node's connection into the queue; an error ends it and says so.
+
+        We never SUNSUBSCRIBE while pumping, so a ``sunsubscribe`` is the server's: the channel's
+        slot moved to another node (Redis drops a slot's shard subscriptions when it loses the
+        slot). Left alone, that symbol's trades would go to a node nobody listens on while every
+        canary still answered."""
         try:
             while True:
-                msg = await sub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                if msg is not None:
+                msg = await sub.get_message(ignore_subscribe_messages=False, timeout=1.0)
+                if msg is None:
+                    continue
+                if msg["type"] == "sunsubscribe":
+                    channel = msg["channel"]
+                    text = channel.decode(errors="replace") if isinstance(channel, bytes) else channel
+                    raise Resubscribe(f"{text} left {name}: its slot moved")
+                if msg["type"] in MESSAGE_TYPES:
                     self._queue.put_nowait(msg)
         except asyncio.CancelledError:
             raise
+        except Resubscribe as exc:
+            self._queue.put_nowait(exc)
         except REDIS_FAILURES as exc:
             self._broken = f"shard subscription on {name} lost: {exc}"
             self._queue.put_nowait(Resubscribe(self._broken))

@@ -28,7 +28,7 @@ from smarttrade.analytics.calendar import calendar_for
 from smarttrade.errors import OutOfMemory, RedisUnavailable, SmartTradeError, StayedFull, redact
 from smarttrade.feeds.chunk import Chunk
 from smarttrade.ingest.commit import Commit, Layout, SymbolSlice, build_commit
-from smarttrade.ingest.route import commit_wire
+from smarttrade.ingest.route import RouteChanged, commit_wire
 from smarttrade.keyspace import (
     CHECKPOINT_PREFIX,
     LAST_QUOTE_TTL,
@@ -48,6 +48,9 @@ from smarttrade.timeframes import parse_timeframes
 MAX_BATCH = 50_000  # trades per commit round: bounds how long one script holds Redis
 MAX_PENDING = 400_000  # trades queued before the feed is made to wait
 DEPTH = 2  # commit rounds on the wire at once
+MAX_RETRY_S = 5.0  # the longest wait between resends while Redis is away
+# A reshard answers TRYAGAIN or ASK at once and ends in seconds: resend often, not after 5 s
+RESHARD_RETRY_S = 0.25
 
 
 @dataclass
@@ -430,11 +433,16 @@ class Engine:
                 full_since = None
             if isinstance(reason, OutOfMemory | RedisUnavailable):
                 lost_contact = lost_contact or isinstance(reason, RedisUnavailable)
-                what = "Redis is full" if isinstance(reason, OutOfMemory) else "waiting for Redis"
-                self.stats.waiting = f"{what}: {reason}; retrying in {delay:.1f} s"
+                reshard = next((e for e in errors if isinstance(e, RouteChanged) and e.resharding), None)
+                if reshard is not None:
+                    delay = min(delay, RESHARD_RETRY_S)
+                    self.stats.waiting = f"waiting for a cluster reshard: {reshard}; retrying in {delay} s"
+                else:
+                    what = "Redis is full" if isinstance(reason, OutOfMemory) else "waiting for Redis"
+                    self.stats.waiting = f"{what}: {reason}; retrying in {delay:.1f} s"
                 self.on_wait(self.stats.waiting)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, MAX_RETRY_S)
             try:
                 with redis_errors(self.topology.url):
                     if lost_contact:

@@ -7,8 +7,9 @@ commits is split by primary (each symbol's commits stay in order: one symbol, on
 wire) and its replies are put back in the round's order, so the engine sees the same wire as on
 one server.
 
-Faults: when a node cannot be reached, or answers MOVED/ASK (its slots moved, or its replica was
-promoted), CLUSTERDOWN or TRYAGAIN (a failover under way), the commits it held fail as a lost
+Faults: when a node cannot be reached, or answers MOVED (its slot moved, or its replica was
+promoted), ASK or TRYAGAIN (a reshard is moving the slot's keys now), or CLUSTERDOWN (a failover
+under way), the commits it held fail as a lost
 connection does (``RouteChanged`` is a ConnectionError): the engine waits, checks that Redis did
 not lose acknowledged commits, and resends what was not applied. The next round first reloads the
 slot map. The script's sequence check makes each resent commit apply exactly once, wherever it
@@ -37,7 +38,12 @@ _MOVED = (rexc.AskError, rexc.ClusterDownError, rexc.TryAgainError)  # MovedErro
 
 
 class RouteChanged(rexc.ConnectionError):
-    """A commit was sent where its slot no longer is, or while the cluster was failing over."""
+    """A commit was sent where its slot no longer is, or while the cluster was failing over.
+    ``resharding``: its slot is moving between nodes now (ASK, TRYAGAIN), a wait of a moment."""
+
+    def __init__(self, text: str, resharding: bool = False) -> None:
+        super().__init__(text)
+        self.resharding = resharding
 
 
 def commit_wire(
@@ -137,7 +143,7 @@ class ClusterWire:
             failure = part.exception()
             for i, reply in zip(indexes, [failure] * len(indexes) if failure else part.result(), strict=True):
                 if isinstance(reply, _MOVED):
-                    reply = RouteChanged(_moved_text(reply))
+                    reply = _route_changed(reply)
                 if isinstance(reply, BaseException) and not isinstance(reply, rexc.ResponseError):
                     self._stale = True  # a node down, or a slot moved: reload the map before resending
                 replies[i] = reply
@@ -168,10 +174,16 @@ class ClusterWire:
                 await wire.close()
 
 
-def _moved_text(reply: rexc.ResponseError) -> str:
-    """What the wait message says (redis-py strips the error code from the text)."""
+def _route_changed(reply: rexc.ResponseError) -> RouteChanged:
+    """The wait message names what happened (redis-py strips the error code from the text).
+    MOVED is final: a reload of the slot map finds the new node. ASK and TRYAGAIN mean a reshard
+    is moving the slot's keys: a commit whose keys are split between two nodes waits it out (a
+    Lua script needs all its keys on one node)."""
+    if isinstance(reply, rexc.MovedError):
+        return RouteChanged(f"cluster slot {reply.slot_id} now at {reply.host}:{reply.port} (MOVED)")
     if isinstance(reply, rexc.AskError):
-        kind = "MOVED" if isinstance(reply, rexc.MovedError) else "ASK"
-        return f"cluster slot {reply.slot_id} now at {reply.host}:{reply.port} ({kind})"
-    kind = "CLUSTERDOWN" if isinstance(reply, rexc.ClusterDownError) else "TRYAGAIN"
-    return f"cluster failing over ({kind} {reply})"
+        where = f"{reply.host}:{reply.port}"
+        return RouteChanged(f"cluster slot {reply.slot_id} being moved to {where} (ASK)", resharding=True)
+    if isinstance(reply, rexc.TryAgainError):
+        return RouteChanged(f"cluster slot being moved between nodes (TRYAGAIN {reply})", resharding=True)
+    return RouteChanged(f"cluster failing over (CLUSTERDOWN {reply})")

@@ -23,7 +23,15 @@ from smarttrade.feeds.record import MAX_LINE_BYTES
 from smarttrade.ingest import identity
 from smarttrade.ingest.deadletter import DeadLetters
 from smarttrade.ingest.defaults import DEFAULT_FUTURE_S, DEFAULT_TOLERANCE_S
-from smarttrade.ingest.engine import Checkpoint, Engine, IngestStats, Rewind, _select, stayed_full
+from smarttrade.ingest.engine import (
+    MAX_RETRY_S,
+    Checkpoint,
+    Engine,
+    IngestStats,
+    Rewind,
+    _select,
+    stayed_full,
+)
 from smarttrade.ingest.figures import publish_figures
 from smarttrade.ingest.lease import Lease
 from smarttrade.ingest.normalize import Changed, Normalizer
@@ -455,4 +463,4 @@ async def _while_full(
                 raise stayed_full(exc, waited) from None
             on_wait(f"Redis is full: {exc}; retrying in {delay:.1f} s")
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, MAX_RETRY_S)
