@@ -181,7 +181,7 @@ def test_monitor_alerts_exporter_read_every_primary(seeded: Cluster, tmp_path: P
     assert sum(n["keys"] for n in reading["nodes"]) == reading["keys"]["db0"] >= total
     assert reading["memory"]["used_bytes"] == sum(n["used_bytes"] for n in reading["nodes"])
     code, _, stderr = smarttrade(seeded, tmp_path, "info", "memory")  # one server's state
-    assert code == 2 and "run it per node with REDIS_MODE=standalone" in stderr
+    assert code == 2 and "give --node HOST:PORT" in stderr
     assert len(stderr.strip().splitlines()) == 1
 
     full = next(iter(primaries.values()))
@@ -330,3 +330,34 @@ def test_ingest_then_read_back_and_flushdb(cluster_clean: Cluster, tmp_path: Pat
     with RedisCluster(startup_nodes=[ClusterNode(host, int(port))]) as rc:
         assert rc.get(setting) == b'"dark"'
         assert rc.dbsize() == 1
+
+
+def test_one_server_commands_read_the_node_given(seeded: Cluster, tmp_path: Path) -> None:
+    """info, slowlog and latency read one server: --node names which, replicas included."""
+    replica = seeded.replicas()[0]
+    code, stdout, stderr = smarttrade(
+        seeded, tmp_path, "info", "replication", "server", "--node", replica.addr, "--json"
+    )
+    assert code == 0, stderr
+    info = json.loads(stdout)
+    assert info["replication"]["role"] == "slave" and info["server"]["tcp_port"] == replica.port
+    primary = seeded.primaries()[0]
+    with primary.client() as c:
+        before = c.config_get("slowlog-log-slower-than")["slowlog-log-slower-than"]
+        c.config_set("slowlog-log-slower-than", "0")  # our own test cluster: log every command
+        c.slowlog_reset()
+        c.ping()
+    try:
+        code, stdout, stderr = smarttrade(seeded, tmp_path, "slowlog", "--node", primary.addr, "--json")
+        assert code == 0, stderr
+        assert json.loads(stdout)["length"] >= 1
+    finally:
+        with primary.client() as c:
+            c.config_set("slowlog-log-slower-than", before)
+    code, stdout, stderr = smarttrade(
+        seeded, tmp_path, "latency", "--count", "20", "--node", primary.addr, "--json"
+    )
+    assert code == 0 and json.loads(stdout)["samples"] == 20, stderr
+    code, _, stderr = smarttrade(seeded, tmp_path, "slowlog", "--node", "127.0.0.1:1")
+    assert code == 2 and "--node: '127.0.0.1:1' is not a data node of this cluster" in stderr
+    assert primary.addr in stderr and len(stderr.strip().splitlines()) == 1

@@ -58,3 +58,16 @@ def test_status_profile_and_audit(sentinel_group: SentinelGroup, tmp_path: Path)
     got = json.loads(stdout)
     assert got["mode"] == "sentinel"
     check_node_set(Path(got["folder"]), {group.primary.addr: ""})
+
+
+def test_info_reads_the_master_or_the_node_given(sentinel_group: SentinelGroup, tmp_path: Path) -> None:
+    group = sentinel_group
+    code, stdout, stderr = smarttrade(group, tmp_path, "info", "replication", "--json")
+    assert code == 0, stderr
+    assert json.loads(stdout)["replication"]["role"] == "master"
+    asked = ("info", "replication", "--node", group.replica.addr, "--json")
+    code, stdout, stderr = smarttrade(group, tmp_path, *asked)
+    assert code == 0, stderr
+    assert json.loads(stdout)["replication"]["role"] == "slave"
+    code, _, stderr = smarttrade(group, tmp_path, "latency", "--node", group.sentinel_addrs[0])
+    assert code == 2 and "is not a data node of this sentinel" in stderr  # a sentinel holds no data

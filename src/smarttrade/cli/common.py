@@ -15,6 +15,7 @@ from rich.console import Console
 from smarttrade import stopping
 from smarttrade.errors import SmartTradeError
 from smarttrade.keyspace import Store
+from smarttrade.ops.nodes import node_url
 from smarttrade.ops.server import Admin
 from smarttrade.runtime import Runtime, connect
 from smarttrade.settings import load_settings
@@ -56,16 +57,33 @@ def admin_for(rt: Runtime) -> Admin:
     return Admin(rt.topology.admin, rt.settings, rt.url)
 
 
-def one_server_admin(rt: Runtime, command: str) -> Admin:
-    """The admin of a command that reads one server's own state (INFO, SLOWLOG, LATENCY); on a
-    cluster it fails with one line saying how to read each node."""
-    if rt.topology.mode == "cluster":
-        fail(
-            f"{command} reads one server: on a cluster run it per node with REDIS_MODE=standalone "
-            "REDIS_URL=redis://HOST:PORT (`smarttrade status` lists the nodes)",
-            2,
-        )
-    return admin_for(rt)
+NodeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--node",
+        metavar="HOST:PORT",
+        help="Cluster or sentinel: the data node to read, as `smarttrade status` lists it.",
+    ),
+]
+
+
+async def one_server_admin(rt: Runtime, command: str, node: str | None = None) -> Admin:
+    """The admin of a command that reads one server's own state (INFO, SLOWLOG, LATENCY).
+
+    ``node`` picks a data node of a cluster or sentinel group, through the topology's own client
+    (its TLS and credentials); a cluster has no one server, so there it is required."""
+    if node is None:
+        if rt.topology.mode == "cluster":
+            fail(
+                f"{command} reads one server: on a cluster give --node HOST:PORT (see `smarttrade status`)", 2
+            )
+        return admin_for(rt)
+    if rt.topology.mode == "standalone":
+        fail(f"--node: {command} reads REDIS_URL's server in standalone mode; drop --node", 2)
+    nodes = [v.addr for v in (await rt.topology.describe()).nodes if v.role != "sentinel"]
+    if node not in nodes:
+        fail(f"--node: {node!r} is not a data node of this {rt.topology.mode} ({', '.join(nodes)})", 2)
+    return Admin(rt.topology.node(node), rt.settings, node_url(node, rt.topology.tls))
 
 
 # Exit codes of a stop by signal: SIGTERM is how a service manager stops a service (systemctl

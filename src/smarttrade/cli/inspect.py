@@ -21,6 +21,7 @@ from rich.text import Text
 
 from smarttrade.cli.common import (
     JsonOpt,
+    NodeOpt,
     StoreArg,
     app,
     dump,
@@ -92,6 +93,7 @@ def info(
         list[str] | None,
         typer.Argument(help="server, clients, memory, stats, persistence, replication (default: all)."),
     ] = None,
+    node: NodeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """INFO sections as readable tables; memory adds the two fragmentation ratios side by side."""
@@ -103,7 +105,7 @@ def info(
             )
 
     async def job(rt: Runtime) -> dict[str, dict[str, Any]]:
-        admin = one_server_admin(rt, "info")
+        admin = await one_server_admin(rt, "info", node)
         return {s: await inspect.info_section(admin, s) for s in wanted}
 
     data = run(job)
@@ -277,6 +279,7 @@ def slowlog_cmd(
     count_opt: Annotated[
         int | None, typer.Option("--count", min=1, max=10_000, help="How many entries [default: 10].")
     ] = None,
+    node: NodeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """The newest slow-log entries (SLOWLOG GET N)."""
@@ -285,7 +288,7 @@ def slowlog_cmd(
     count = count_opt or number or 10
 
     async def job(rt: Runtime) -> tuple[list[inspect.SlowEntry], int]:
-        return await inspect.slowlog(one_server_admin(rt, "slowlog"), count)
+        return await inspect.slowlog(await one_server_admin(rt, "slowlog", node), count)
 
     entries, length = run(job)
     if as_json:
@@ -307,12 +310,13 @@ def _slow(e: inspect.SlowEntry) -> dict[str, Any]:
 @app.command("latency")
 def latency_cmd(
     count: Annotated[int, typer.Option(min=1, max=100_000, help="PING round trips to time.")] = 200,
+    node: NodeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Client round-trip percentiles (PING), plus LATENCY LATEST and DOCTOR where permitted."""
 
     async def job(rt: Runtime) -> inspect.Latency:
-        return await inspect.latency(one_server_admin(rt, "latency"), count)
+        return await inspect.latency(await one_server_admin(rt, "latency", node), count)
 
     lat = run(job)
     if as_json:

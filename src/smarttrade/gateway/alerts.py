@@ -15,7 +15,6 @@ and ``send_to_user(user_id, frame: bytes)``. Our callbacks never block: they que
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import time
@@ -28,6 +27,7 @@ import msgspec
 from smarttrade.errors import SmartTradeError
 from smarttrade.keyspace import ALERT_CHANGES_CHANNEL, ALERT_CHANNEL, stream_epoch_key
 from smarttrade.models import TradeMessage
+from smarttrade.redis.cancel import cancel_and_wait, raise_if_cancelled
 from smarttrade.redis.connections import REDIS_FAILURES
 from smarttrade.stores.alerts import AlertStore
 
@@ -93,11 +93,7 @@ class AlertEngine:
         self._tasks = [asyncio.create_task(self._worker()), asyncio.create_task(self._refresher())]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         self._tasks = []
 
     async def drain(self, timeout: float = 10.0) -> None:
@@ -150,6 +146,7 @@ class AlertEngine:
 
     async def _worker(self) -> None:
         while True:
+            raise_if_cancelled()
             symbol, message = await self._queue.get()
             try:
                 for behind in sorted(self._behind):
@@ -196,6 +193,7 @@ class AlertEngine:
 
     async def _refresher(self) -> None:
         while True:
+            raise_if_cancelled()
             await asyncio.sleep(REFRESH_S)
             try:
                 current = await self.alerts.symbols()

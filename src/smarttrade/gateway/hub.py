@@ -66,6 +66,7 @@ from smarttrade.gateway.protocol import (
 from smarttrade.gateway.subscriber import Resubscribe, Subscriber, subscriber_for
 from smarttrade.keyspace import Store, gateway_probe_channel
 from smarttrade.models import TradeMessage, decode
+from smarttrade.redis.cancel import cancel_and_wait, raise_if_cancelled
 from smarttrade.redis.connections import REDIS_FAILURES
 from smarttrade.redis.topology import Topology
 from smarttrade.settings import Settings
@@ -532,10 +533,7 @@ class Hub:
 
     async def stop(self) -> None:
         await self.presence.stop()
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        await cancel_and_wait(self._reader)  # it takes a lost cancel for Redis away, and goes on
         for task in [*self._bars_due.values(), *self._resyncs]:
             task.cancel()
         if self._sub is not None:
@@ -582,6 +580,7 @@ class Hub:
 
     async def _read(self) -> None:
         while True:
+            raise_if_cancelled()
             try:
                 if not self._subscribed:
                     await self._subscribe()

@@ -38,6 +38,7 @@ from smarttrade.keyspace import (
     sockets_key,
 )
 from smarttrade.models import Session, encode
+from smarttrade.redis.cancel import cancel_and_wait, raise_if_cancelled
 from smarttrade.redis.connections import REDIS_FAILURES
 from smarttrade.redis.topology import Topology
 from smarttrade.stores import Stores
@@ -71,9 +72,8 @@ class Presence:
             await self.sweep()  # what a gateway that died before this start left
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in [*self._tasks, *self._cleanups]:
+        await cancel_and_wait(*self._tasks)
+        for task in self._cleanups:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         with contextlib.suppress(*REDIS_FAILURES, SmartTradeError):
@@ -82,6 +82,7 @@ class Presence:
 
     async def _every(self, period: float, fn: Callable[[], object]) -> None:
         while True:
+            raise_if_cancelled()
             await asyncio.sleep(period)
             try:
                 await fn()  # type: ignore[misc]

@@ -30,6 +30,7 @@ from redis.asyncio.client import PubSub
 from redis.crc import key_slot
 
 from smarttrade.keyspace import Store, expired_channel, trades_channel, trades_pattern
+from smarttrade.redis.cancel import cancel_and_wait, raise_if_cancelled
 from smarttrade.redis.connections import REDIS_FAILURES
 from smarttrade.redis.topology import Topology
 
@@ -172,6 +173,7 @@ class ClusterSubscriber:
         canary still answered."""
         try:
             while True:
+                raise_if_cancelled()
                 msg = await sub.get_message(ignore_subscribe_messages=False, timeout=1.0)
                 if msg is None:
                     continue
@@ -234,11 +236,7 @@ class ClusterSubscriber:
         return self._broken
 
     async def aclose(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(*self._tasks)
         self._tasks = []
         closing = [self._cps] if self._cps is not None else list(self._subs.values())
         for ps in closing:

@@ -38,6 +38,7 @@ from smarttrade.keyspace import (
     current_layout,
     glob_escape,
 )
+from smarttrade.redis.cancel import cancel_and_wait
 from smarttrade.redis.connections import redis_errors
 from smarttrade.redis.scripts import commit_script
 from smarttrade.redis.topology import Topology
@@ -248,10 +249,7 @@ class Engine:
             raise self._error
 
     async def abort(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        await cancel_and_wait(self._task)
 
     # -- committing -------------------------------------------------------------------------
 

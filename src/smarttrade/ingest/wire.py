@@ -23,7 +23,6 @@ and a failover to one of them loses nothing acknowledged. With N=0 the payload i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 from collections import deque
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ import redis.exceptions as rexc
 from redis.asyncio.connection import AbstractConnection
 
 from smarttrade.ingest.commit import Commit
+from smarttrade.redis.cancel import cancel_and_wait
 
 
 class NotReplicated(rexc.TimeoutError):
@@ -173,11 +173,7 @@ class CommitWire:
 
     async def close(self) -> None:
         self._closing = True
-        for task in (self._writer, self._reader):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        await cancel_and_wait(self._writer, self._reader)
         if self._conn is not None:
             if self._broken:
                 await self._conn.disconnect()

@@ -27,6 +27,7 @@ import redis.exceptions as rexc
 from redis.asyncio.sentinel import Sentinel
 
 from smarttrade.errors import RedisUnavailable
+from smarttrade.redis.cancel import cancel_and_wait, raise_if_cancelled
 from smarttrade.redis.connections import (
     FIRST_PING_S,
     REDIS_FAILURES,
@@ -180,6 +181,7 @@ class SentinelPools:
         delay = FOLLOW_BACKOFF_S[0]
         turn = 0
         while True:
+            raise_if_cancelled()
             host, port = self.sentinel_addrs[turn % len(self.sentinel_addrs)]
             turn += 1
             client = aioredis.Redis(host=host, port=port, **self._sentinel_kwargs)  # type: ignore[arg-type]
@@ -189,6 +191,7 @@ class SentinelPools:
                     await self._check_master(client)
                     delay = FOLLOW_BACKOFF_S[0]
                     while True:
+                        raise_if_cancelled()
                         message = await pubsub.get_message(
                             ignore_subscribe_messages=True, timeout=FOLLOW_POLL_S
                         )
@@ -247,11 +250,8 @@ class SentinelPools:
         return TopologyView("sentinel", self.tls, nodes, self.master_name, master)
 
     async def aclose(self) -> None:
-        if self._follower is not None:
-            self._follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError, *REDIS_FAILURES):
-                await self._follower
-            self._follower = None
+        await cancel_and_wait(self._follower)  # its cancel can come out as a ConnectionError
+        self._follower = None
         await self._nodes.aclose()
         for client in self._clients.values():
             await client.aclose(close_connection_pool=True)
