@@ -55,7 +55,7 @@ async def test_resume_by_offset_no_gap_no_duplicate(
         since = {"WIN": {"offset": first[-1], "epoch": epoch}}
         head = await subscribe(ws, ["WIN"], ["trades"], since=since)
         await live
-        second = trade_offsets(head) + trade_offsets(await drain(ws, last=last_id(server)))
+        second = trade_offsets(head) + trade_offsets(await drain(ws))  # the tail may be in head
     ack = head[-1]
     assert ack["type"] == "subscribed" and ack["recovered"] is True and ack["replayed"] > 0
     assert not [f for f in head if f["type"] == "snapshot"]
@@ -263,7 +263,7 @@ async def test_a_new_epoch_while_live_gives_a_snapshot(
         with redis.Redis(port=server.port, db=1) as r:  # the history is lost (as a restart would)
             r.delete("stream:trades:WIN", "stream:epoch:WIN")
         await feed(pools, settings, tmp_path, 300, seed=8)
-        frames = await drain(ws, quiet=1.5, last=last_id(server))
+        frames = await drain(ws, quiet=1.5)  # the last commits may be in the snapshot
     after = await _epoch(server, "WIN")
     assert after and after != before
     snaps = [i for i, f in enumerate(frames) if f["type"] == "snapshot"]

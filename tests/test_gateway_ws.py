@@ -122,7 +122,8 @@ async def drain(
     wait: float = 30.0,
 ) -> list[dict[str, Any]]:
     """Every frame until none came for ``quiet`` seconds; with ``last``, not before the trades frame
-    of that offset came (or ``wait`` passed): a loaded machine can pause longer than ``quiet``."""
+    of that offset came (or ``wait`` passed): a loaded machine can pause longer than ``quiet``.
+    Only for a live tail: an offset a catch-up or a snapshot covered never comes as a frame."""
     out: list[dict[str, Any]] = []
     loop = asyncio.get_running_loop()
     end = loop.time() + wait

@@ -11,8 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from smarttrade.ops.nodes import primary_admins
+from smarttrade.ops.sample import take_all
+from smarttrade.redis.topology import Topology
 from tests.conftest import run_smarttrade
 from tests.test_ops_cluster import check_node_set
+from tests.test_sentinel_fanout import sentinel_settings
 from tests.topologies import SentinelGroup
 
 pytestmark = [pytest.mark.topology, pytest.mark.one_binary]
@@ -71,3 +75,18 @@ def test_info_reads_the_master_or_the_node_given(sentinel_group: SentinelGroup, 
     assert json.loads(stdout)["replication"]["role"] == "slave"
     code, _, stderr = smarttrade(group, tmp_path, "latency", "--node", group.sentinel_addrs[0])
     assert code == 2 and "is not a data node of this sentinel" in stderr  # a sentinel holds no data
+
+
+async def test_server_figures_name_the_master(sentinel_group: SentinelGroup) -> None:
+    """monitor, alerts and /metrics label the server read with the master's host:port (the
+    exporter's node label), not the sentinel URL."""
+    settings = sentinel_settings(sentinel_group)
+    topology = Topology.from_settings(settings)
+    try:
+        await topology.ping()
+        servers = await primary_admins(topology, settings, topology.url)
+        sample = await take_all(servers.admins)
+        assert [n.node for n in sample.members] == [sentinel_group.primary.addr]
+        assert sample.role == "master"
+    finally:
+        await topology.aclose()

@@ -65,7 +65,14 @@ class Servers:
 
 async def primary_admins(topology: Topology, settings: Settings, url: str) -> Servers:
     """An Admin per primary of a cluster (from the client's current slot map, so a failover is
-    followed on the next call); standalone and sentinel: the one server's admin client."""
+    followed on the next call); sentinel: a plain client of the master the sentinels name now,
+    so its figures carry the master's host:port, not the sentinel URL; standalone: the server's
+    admin client."""
+    if topology.mode == "sentinel":
+        host, port = await topology.pools.master()  # type: ignore[attr-defined]
+        addr = f"{host}:{port}"
+        admin = Admin(topology.node(addr), settings, node_url(addr, topology.tls))
+        return Servers([admin], topology.admin, [topology.admin])  # keys: the managed client
     if topology.mode != "cluster":
         return Servers.single(Admin(topology.admin, settings, url))
     clients = topology.primaries()
