@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 import httpx
+import pytest
 from websockets.asyncio.client import connect
 
 from smarttrade.redis.embedded import EmbeddedRedis
@@ -17,6 +18,7 @@ from smarttrade.symbols import spec_for
 from tests.test_gateway_ws import Gateway, drain, feed, gateway, stream_ids, subscribe  # noqa: F401
 
 
+@pytest.mark.one_binary  # the gateway's delivery, not the server's version
 async def test_a_fired_alert_reaches_every_socket_of_its_user_once(
     gateway: Gateway,  # noqa: F811 - the fixture
     server: EmbeddedRedis,

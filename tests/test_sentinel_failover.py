@@ -133,6 +133,7 @@ async def test_switch_master_is_followed_without_an_error(sentinel_group: Sentin
         await topology.aclose()
 
 
+@pytest.mark.one_binary  # our pool's check, not the server's version
 async def test_a_pooled_connection_to_a_demoted_master_is_not_used(sentinel_group: SentinelGroup) -> None:
     """The pool checks each connection it hands out: one still connected to the master a switch
     named old reconnects through the sentinels first, even with no follower to drop it."""
