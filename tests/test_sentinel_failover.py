@@ -22,6 +22,7 @@ from benchmarks.failover import checkpoints, failover_pause, sentinel_settings
 from smarttrade.keyspace import Store
 from smarttrade.redis.sentinel import SentinelPools
 from smarttrade.redis.topology import Topology
+from smarttrade.settings import parse_addrs
 from tests.test_ingest_reliability import (  # noqa: F401  (expected and make_server are fixtures)
     REPLAY,
     dump,
@@ -138,7 +139,7 @@ async def test_a_pooled_connection_to_a_demoted_master_is_not_used(sentinel_grou
     """The pool checks each connection it hands out: one still connected to the master a switch
     named old reconnects through the sentinels first, even with no follower to drop it."""
     group = sentinel_group
-    pools = SentinelPools([tuple_addr(a) for a in group.sentinel_addrs], group.master_name, {0}, 4)
+    pools = SentinelPools(parse_addrs(",".join(group.sentinel_addrs)), group.master_name, {0}, 4)
     client = pools.client(0)  # no start(): no follower, so nothing drops the pool on the switch
     try:
         await client.set("probe:before", "1")  # a pooled connection to the old master
@@ -146,14 +147,9 @@ async def test_a_pooled_connection_to_a_demoted_master_is_not_used(sentinel_grou
         with group.sentinels[0].client() as s:
             s.execute_command("SENTINEL", "FAILOVER", group.master_name)
         new = await asyncio.to_thread(group.wait_failover, old)
-        pools.sentinel.demoted[tuple_addr(old)] = time.monotonic()  # what the follower does
+        pools.sentinel.demoted[parse_addrs(old)[0]] = time.monotonic()  # what the follower does
         await client.set("probe:after", "1")
-        with redis.Redis(port=tuple_addr(new)[1]) as r:
+        with redis.Redis(port=parse_addrs(new)[0][1]) as r:
             assert r.get("probe:after") == b"1"
     finally:
         await pools.aclose()
-
-
-def tuple_addr(addr: str) -> tuple[str, int]:
-    host, _, port = addr.rpartition(":")
-    return host, int(port)

@@ -15,7 +15,7 @@ from rich.console import Console
 from smarttrade import stopping
 from smarttrade.errors import SmartTradeError
 from smarttrade.keyspace import Store
-from smarttrade.ops.nodes import node_url
+from smarttrade.ops.nodes import DATA_ROLES, node_url
 from smarttrade.ops.server import Admin
 from smarttrade.runtime import Runtime, connect
 from smarttrade.settings import load_settings
@@ -80,7 +80,7 @@ async def one_server_admin(rt: Runtime, command: str, node: str | None = None) -
         return admin_for(rt)
     if rt.topology.mode == "standalone":
         fail(f"--node: {command} reads REDIS_URL's server in standalone mode; drop --node", 2)
-    nodes = [v.addr for v in (await rt.topology.describe()).nodes if v.role != "sentinel"]
+    nodes = [v.addr for v in (await rt.topology.describe()).nodes if v.role in DATA_ROLES]
     if node not in nodes:
         fail(f"--node: {node!r} is not a data node of this {rt.topology.mode} ({', '.join(nodes)})", 2)
     return Admin(rt.topology.node(node), rt.settings, node_url(node, rt.topology.tls))
